@@ -1,0 +1,318 @@
+//! Tenants: the domain (plan, settings) and the `TenantActor` that owns each tenant's live
+//! state, reached through the cheap-clone [`Tenants`] handle.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::registry::{ActorError, Registry};
+use crate::store::TenantStore;
+
+/// A tenant: an organisation whose data no other tenant ever sees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    /// The plan tier; it selects rate limits and feature gates.
+    pub plan: String,
+    pub settings: TenantSettings,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// What a tenant may change about itself with `PATCH /tenants/:id/settings`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantSettings {
+    /// A name for display, when it differs from the tenant's legal name.
+    pub display_name: Option<String>,
+    /// IANA time zone used when the tenant's UI shows times (`UTC`, `Europe/Paris`).
+    pub timezone: String,
+    /// BCP 47 language tag for generated text (`en-US`).
+    pub locale: String,
+    /// The provider agents use when they name none.
+    pub default_provider: Option<String>,
+    /// The model agents use when they name none.
+    pub default_model: Option<String>,
+    /// How many agent runs may run at once; the rest wait queued.
+    pub max_concurrent_runs: u32,
+    /// How long run and chat event logs are kept.
+    pub data_retention_days: u32,
+    /// Feature flags switched on or off for this tenant, on top of its plan's gates.
+    pub features: BTreeMap<String, bool>,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        Self {
+            display_name: None,
+            timezone: "UTC".into(),
+            locale: "en-US".into(),
+            default_provider: None,
+            default_model: None,
+            max_concurrent_runs: 4,
+            data_retention_days: 90,
+            features: BTreeMap::new(),
+        }
+    }
+}
+
+/// A partial update of [`TenantSettings`]: `None` leaves a field as it is; for the optional
+/// fields `Some(None)` clears it. `features` entries are merged, a `None` value removes one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantSettingsPatch {
+    pub display_name: Option<Option<String>>,
+    pub timezone: Option<String>,
+    pub locale: Option<String>,
+    pub default_provider: Option<Option<String>>,
+    pub default_model: Option<Option<String>>,
+    pub max_concurrent_runs: Option<u32>,
+    pub data_retention_days: Option<u32>,
+    pub features: BTreeMap<String, Option<bool>>,
+}
+
+impl TenantSettings {
+    /// The settings with `patch` applied.
+    pub fn patched(&self, patch: TenantSettingsPatch) -> Self {
+        let mut next = self.clone();
+        if let Some(v) = patch.display_name {
+            next.display_name = v;
+        }
+        if let Some(v) = patch.timezone {
+            next.timezone = v;
+        }
+        if let Some(v) = patch.locale {
+            next.locale = v;
+        }
+        if let Some(v) = patch.default_provider {
+            next.default_provider = v;
+        }
+        if let Some(v) = patch.default_model {
+            next.default_model = v;
+        }
+        if let Some(v) = patch.max_concurrent_runs {
+            next.max_concurrent_runs = v;
+        }
+        if let Some(v) = patch.data_retention_days {
+            next.data_retention_days = v;
+        }
+        for (flag, value) in patch.features {
+            match value {
+                Some(on) => next.features.insert(flag, on),
+                None => next.features.remove(&flag),
+            };
+        }
+        next
+    }
+}
+
+/// Why a tenant message failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TenantError {
+    #[error("tenant not found")]
+    NotFound,
+    #[error("{0}")]
+    Store(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<ActorError> for TenantError {
+    fn from(e: ActorError) -> Self {
+        TenantError::Unavailable(e.to_string())
+    }
+}
+
+/// Read the tenant's live state.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Tenant, TenantError>")]
+pub struct GetTenant;
+
+/// Change the tenant's plan and/or settings; persisted before it is answered.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Tenant, TenantError>")]
+pub struct UpdateTenant {
+    pub plan: Option<String>,
+    pub settings: TenantSettingsPatch,
+}
+
+enum State {
+    Loading,
+    Live(Tenant),
+    Missing,
+    Failed(String),
+}
+
+/// The single writer of one tenant's live state.
+pub struct TenantActor {
+    id: String,
+    store: Arc<dyn TenantStore>,
+    state: State,
+    /// When the actor last handled a message; it passivates after `idle_after` without one.
+    last_active: Instant,
+    idle_after: Duration,
+    /// Where this actor is registered, so that it can take itself out as it passivates.
+    registry: Registry<TenantActor>,
+}
+
+impl TenantActor {
+    fn touch(&mut self) {
+        self.last_active = Instant::now();
+    }
+
+    fn current(&self) -> Result<Tenant, TenantError> {
+        match &self.state {
+            State::Live(t) => Ok(t.clone()),
+            State::Missing => Err(TenantError::NotFound),
+            State::Failed(e) => Err(TenantError::Store(e.clone())),
+            State::Loading => Err(TenantError::Unavailable("tenant is loading".into())),
+        }
+    }
+
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        self.state = State::Loading;
+        let store = self.store.clone();
+        let id = self.id.clone();
+        // `wait` holds the mailbox until the state is loaded: no message sees `Loading`.
+        ctx.wait(
+            async move { store.load_tenant(&id).await }
+                .into_actor(self)
+                .map(|loaded, act, _| {
+                    act.state = match loaded {
+                        Ok(Some(t)) => State::Live(t),
+                        Ok(None) => State::Missing,
+                        Err(e) => State::Failed(e.0),
+                    }
+                }),
+        );
+    }
+
+    fn passivate_if_idle(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.last_active.elapsed() >= self.idle_after;
+        // A missing or failed tenant is kept only until the next check, so that the next
+        // activation looks again.
+        let dead = matches!(self.state, State::Missing | State::Failed(_));
+        if idle || dead {
+            tracing::debug!(tenant_id = %self.id, "tenant actor passivating");
+            self.registry.forget(&self.id, &ctx.address());
+            ctx.stop();
+        }
+    }
+}
+
+impl Actor for TenantActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.load(ctx);
+        let check = (self.idle_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        ctx.run_interval(check, Self::passivate_if_idle);
+    }
+}
+
+impl Supervised for TenantActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!(tenant_id = %self.id, "tenant actor restarting; state reloads from the store");
+        self.touch();
+    }
+}
+
+impl Handler<GetTenant> for TenantActor {
+    type Result = Result<Tenant, TenantError>;
+
+    fn handle(&mut self, _: GetTenant, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        self.current()
+    }
+}
+
+impl Handler<UpdateTenant> for TenantActor {
+    type Result = AtomicResponse<Self, Result<Tenant, TenantError>>;
+
+    fn handle(&mut self, msg: UpdateTenant, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let current = match self.current() {
+            Ok(t) => t,
+            Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
+        };
+        let settings = current.settings.patched(msg.settings);
+        let plan = msg.plan.unwrap_or(current.plan);
+        let store = self.store.clone();
+        let id = self.id.clone();
+        // Atomic: no other message is handled until the write is done and the state updated.
+        AtomicResponse::new(Box::pin(
+            async move { store.save_tenant(&id, &plan, &settings).await }
+                .into_actor(self)
+                .map(|saved, act, _| match saved {
+                    Ok(Some(t)) => {
+                        act.state = State::Live(t.clone());
+                        Ok(t)
+                    }
+                    Ok(None) => {
+                        act.state = State::Missing;
+                        Err(TenantError::NotFound)
+                    }
+                    Err(e) => Err(TenantError::Store(e.0)),
+                }),
+        ))
+    }
+}
+
+/// The cheap-clone handle through which the rest of the program talks to tenant actors.
+#[derive(Clone)]
+pub struct Tenants {
+    registry: Registry<TenantActor>,
+    store: Arc<dyn TenantStore>,
+    idle_after: Duration,
+}
+
+impl Tenants {
+    /// Tenant actors run on `arbiters`, load through `store`, passivate after `idle_after`.
+    pub fn new(store: Arc<dyn TenantStore>, arbiters: Vec<ArbiterHandle>, idle_after: Duration) -> Self {
+        Self {
+            registry: Registry::new(arbiters),
+            store,
+            idle_after,
+        }
+    }
+
+    /// How many tenant actors are live.
+    pub fn live(&self) -> usize {
+        self.registry.live()
+    }
+
+    /// The tenant's live state.
+    pub async fn get(&self, id: &str) -> Result<Tenant, TenantError> {
+        self.send(id, GetTenant).await?
+    }
+
+    /// Changes the tenant's plan and settings through its actor.
+    pub async fn update(&self, id: &str, update: UpdateTenant) -> Result<Tenant, TenantError> {
+        self.send(id, update).await?
+    }
+
+    async fn send<M>(&self, id: &str, msg: M) -> Result<M::Result, TenantError>
+    where
+        M: Message + Send + Clone + 'static,
+        M::Result: Send,
+        TenantActor: Handler<M>,
+    {
+        let (store, registry, idle_after, key) = (
+            self.store.clone(),
+            self.registry.clone(),
+            self.idle_after,
+            id.to_string(),
+        );
+        let make = move |_: &mut Context<TenantActor>| TenantActor {
+            id: key.clone(),
+            store: store.clone(),
+            state: State::Loading,
+            last_active: Instant::now(),
+            idle_after,
+            registry: registry.clone(),
+        };
+        Ok(self.registry.send(id, make, msg).await?)
+    }
+}

@@ -1,0 +1,152 @@
+//! Configuration: `config/default.toml` (built in), then the file named in `DGIDGI_CONFIG`,
+//! then `DGIDGI__SECTION__KEY` environment variables. Unknown keys and bad values stop
+//! start-up with a message that names the key.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+/// The defaults, compiled in so the binary runs from any folder.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub actors: ActorsConfig,
+    pub rate_limit: RateLimitConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub jwt_secret: String,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub jwt_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorsConfig {
+    pub arbiters: usize,
+    pub tenant_idle_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub window_secs: u64,
+    pub plans: BTreeMap<String, PlanLimits>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanLimits {
+    pub per_key: u32,
+    pub per_tenant: u32,
+}
+
+/// The plan whose limits apply to platform-operator keys.
+pub const OPERATOR_PLAN: &str = "platform";
+
+impl Config {
+    /// Loads the layered configuration from the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = std::env::var_os("DGIDGI_CONFIG") {
+            let path = PathBuf::from(path);
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "DGIDGI_CONFIG names {}, which is not a readable file",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Self::from_figment(figment.merge(Env::prefixed("DGIDGI__").split("__")))
+    }
+
+    /// Extracts and checks a configuration from any figment (tests build their own).
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The defaults alone, for tests and tools.
+    pub fn defaults() -> Figment {
+        Figment::from(Toml::string(DEFAULTS))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return bad("database.url", "must start with sqlite: or postgres://");
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", "must be at least 1");
+        }
+        if self.server.max_body_bytes < 1024 {
+            return bad("server.max_body_bytes", "must be at least 1024");
+        }
+        if self.auth.jwt_ttl_secs == 0 {
+            return bad("auth.jwt_ttl_secs", "must be at least 1");
+        }
+        if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < 32 {
+            return bad("auth.jwt_secret", "must be empty or at least 32 bytes");
+        }
+        if self.actors.arbiters == 0 {
+            return bad("actors.arbiters", "must be at least 1");
+        }
+        if self.rate_limit.window_secs == 0 {
+            return bad("rate_limit.window_secs", "must be at least 1");
+        }
+        if !self.rate_limit.plans.contains_key(OPERATOR_PLAN) {
+            return bad("rate_limit.plans.platform", "is required (operator keys use it)");
+        }
+        for (name, limits) in &self.rate_limit.plans {
+            if limits.per_key == 0 || limits.per_tenant == 0 {
+                return bad(&format!("rate_limit.plans.{name}"), "limits must be at least 1");
+            }
+        }
+        Ok(())
+    }
+
+    /// The plans a tenant may be given.
+    pub fn tenant_plans(&self) -> impl Iterator<Item = &str> {
+        self.rate_limit
+            .plans
+            .keys()
+            .map(String::as_str)
+            .filter(|p| *p != OPERATOR_PLAN)
+    }
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);

@@ -1,0 +1,161 @@
+//! The one API error type: each variant maps to a status and one of the seed's codes, and
+//! renders the seed's error envelope. Causes of 5xx are logged, never shown.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use dgidgi_actors::TenantError;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::envelope::{json_response, Meta};
+use crate::store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{message}")]
+    NotFound { message: String, details: Value },
+    #[error("{message}")]
+    Validation { message: String, details: Value },
+    #[error("{message}")]
+    Conflict { message: String, details: Value },
+    /// An `Idempotency-Key` reused with a different request (IETF idempotency draft: 422).
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
+    #[error("Too many requests")]
+    RateLimited,
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Unavailable(String),
+    /// The cause is logged; the client sees a generic message.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 404 for `resource` (`project`) with `id`, named in `details` as `project_id`.
+    pub fn not_found(resource: &str, id: &str) -> Self {
+        let mut name = resource.to_string();
+        if let Some(first) = name.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
+        ApiError::NotFound {
+            message: format!("{} not found", name.replace('_', " ")),
+            details: json!({ format!("{resource}_id"): id }),
+        }
+    }
+
+    /// A 400 naming the offending `field`.
+    pub fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        ApiError::Validation {
+            message: format!("{field}: {reason}"),
+            details: json!({ "field": field, "reason": reason }),
+        }
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        ApiError::Internal(cause.to_string())
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized(_) => "UNAUTHORIZED",
+            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::NotFound { .. } => "RESOURCE_NOT_FOUND",
+            ApiError::Validation { .. } => "VALIDATION_ERROR",
+            ApiError::Conflict { .. } => "CONFLICT",
+            ApiError::IdempotencyKeyReused(_) => "IDEMPOTENCY_KEY_REUSED",
+            ApiError::RateLimited => "RATE_LIMIT_EXCEEDED",
+            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ApiError::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            ApiError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    fn details(&self) -> Option<&Value> {
+        match self {
+            ApiError::NotFound { details, .. }
+            | ApiError::Validation { details, .. }
+            | ApiError::Conflict { details, .. } => Some(details),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    error: ErrorBody<'a>,
+    meta: Meta,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Validation { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let message = match self {
+            ApiError::Internal(cause) => {
+                tracing::error!(request_id = %super::envelope::request_id(), %cause, "internal error");
+                "Internal server error".to_string()
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(request_id = %super::envelope::request_id(), %cause, "service unavailable");
+                "Service temporarily unavailable, retry shortly".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorEnvelope {
+            error: ErrorBody {
+                code: self.code(),
+                message,
+                details: self.details(),
+            },
+            meta: Meta::now(None),
+        };
+        json_response(self.status_code(), &body)
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> Self {
+        match e {
+            store::Error::Conflict(message) => ApiError::Conflict { message, details: json!({}) },
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<TenantError> for ApiError {
+    fn from(e: TenantError) -> Self {
+        match e {
+            TenantError::NotFound => ApiError::not_found("tenant", ""),
+            TenantError::Store(cause) => ApiError::Internal(cause),
+            TenantError::Unavailable(cause) => ApiError::Unavailable(cause),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Liveness and readiness, without credentials.
+
+use actix_web::web::Data;
+use serde_json::json;
+
+use super::envelope::Reply;
+use super::{ApiError, AppState};
+
+/// The process is up and serving.
+pub async fn healthz() -> Reply<serde_json::Value> {
+    Reply::ok(json!({ "status": "ok" }))
+}
+
+/// The process can reach its database.
+pub async fn readyz(state: Data<AppState>) -> Result<Reply<serde_json::Value>, ApiError> {
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("database unreachable: {e}")))?;
+    Ok(Reply::ok(json!({ "status": "ready", "database": "ok" })))
+}

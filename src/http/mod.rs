@@ -1,0 +1,234 @@
+//! The HTTP layer: the only module that knows HTTP, JSON and SSE. Handlers parse and
+//! validate, then ask an actor or the store; they hold no business rules.
+
+mod api_keys;
+mod auth;
+pub mod envelope;
+pub mod error;
+mod extract;
+mod health;
+mod middleware;
+mod projects;
+mod tenants;
+mod users;
+
+use std::sync::Arc;
+
+use actix_web::middleware::from_fn;
+use actix_web::{web, HttpRequest, HttpResponse, Resource};
+use dashmap::DashMap;
+use dgidgi_actors::Tenants;
+
+use crate::auth::{hash_key, parse_key, JwtIssuer, Principal};
+use crate::config::{Config, PlanLimits, OPERATOR_PLAN};
+use crate::ids::now_rfc3339;
+use crate::ratelimit::RateLimiter;
+use crate::store::{KeyWithPlan, Store};
+pub use error::ApiError;
+pub use middleware::{request_context as middleware_request_context, unix_now};
+
+/// What every handler may use; one per process, shared by all workers.
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub tenants: Tenants,
+    pub jwt: JwtIssuer,
+    pub limiter: RateLimiter,
+    /// When each key's `last_used_at` was last written (Unix seconds), so that it is
+    /// written at most once a minute per key rather than on every request.
+    key_touched: DashMap<String, u64>,
+}
+
+/// How often `last_used_at` is written for one key.
+const TOUCH_EVERY_SECS: u64 = 60;
+
+impl AppState {
+    pub fn new(config: Config, store: Store, tenants: Tenants, jwt: JwtIssuer) -> Arc<Self> {
+        let limiter = RateLimiter::new(config.rate_limit.window_secs);
+        Arc::new(Self {
+            config,
+            store,
+            tenants,
+            jwt,
+            limiter,
+            key_touched: DashMap::new(),
+        })
+    }
+
+    /// The limits of `plan` (the operator's for an unknown plan, which config forbids).
+    pub fn limits_for(&self, plan: &str) -> PlanLimits {
+        let plans = &self.config.rate_limit.plans;
+        plans.get(plan).or_else(|| plans.get(OPERATOR_PLAN)).copied().expect("config validated")
+    }
+
+    /// The principal of an `Authorization: Bearer <API key | JWT>` header.
+    pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, ApiError> {
+        let unauthorized = |why: &str| ApiError::Unauthorized(why.to_string());
+        let header = header.ok_or_else(|| unauthorized("Missing Authorization header"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("Authorization must be 'Bearer <API key or token>'"))?;
+        let (found, scopes) = if token.starts_with("chy_") {
+            parse_key(token).ok_or_else(|| unauthorized("Invalid API key"))?;
+            let found = self.store.key_by_hash(&hash_key(token)).await?;
+            let found = found.ok_or_else(|| unauthorized("Invalid API key"))?;
+            let scopes = found.key.scopes.clone();
+            (found, scopes)
+        } else {
+            let claims = self.jwt.verify(token).ok_or_else(|| unauthorized("Invalid or expired token"))?;
+            let found = self.store.key_by_id(&claims.sub).await?;
+            let found = found
+                .filter(|k| k.key.tenant_id == claims.tid)
+                .ok_or_else(|| unauthorized("Invalid or expired token"))?;
+            (found, claims.scp)
+        };
+        self.check_usable(&found)?;
+        self.touch(&found.key.id);
+        Ok(Principal {
+            key_id: found.key.id,
+            tenant_id: found.key.tenant_id,
+            key_type: found.key.key_type,
+            scopes,
+            plan: found.plan.unwrap_or_else(|| OPERATOR_PLAN.to_string()),
+        })
+    }
+
+    /// Refuses revoked and expired keys.
+    pub fn check_usable(&self, found: &KeyWithPlan) -> Result<(), ApiError> {
+        if found.key.revoked_at.is_some() {
+            return Err(ApiError::Unauthorized("API key has been revoked".into()));
+        }
+        if found.key.expires_at.as_deref().is_some_and(|at| at <= now_rfc3339().as_str()) {
+            return Err(ApiError::Unauthorized("API key has expired".into()));
+        }
+        Ok(())
+    }
+
+    fn touch(&self, key_id: &str) {
+        let now = unix_now();
+        let due = match self.key_touched.get(key_id) {
+            Some(last) => now >= *last + TOUCH_EVERY_SECS,
+            None => true,
+        };
+        if due {
+            self.key_touched.insert(key_id.to_string(), now);
+            let (store, key_id) = (self.store.clone(), key_id.to_string());
+            actix_web::rt::spawn(async move {
+                if let Err(e) = store.touch_key(&key_id, &now_rfc3339()).await {
+                    tracing::warn!(error = %e, "last_used_at not written");
+                }
+            });
+        }
+    }
+}
+
+/// A resource whose other methods get 405 in the seed's envelope.
+fn resource(path: &str) -> Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+/// Unknown routes: 404 in the seed's envelope.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound {
+        message: format!("No route for {} {}", req.method(), req.path()),
+        details: serde_json::json!({ "path": req.path() }),
+    })
+}
+
+/// All routes. `/healthz`, `/readyz` and `/api/v1/auth/*` need no credentials and are not
+/// rate limited; everything else under `/api/v1` does and is.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
+        .service(resource("/readyz").route(web::get().to(health::readyz)))
+        .service(web::scope("/api/v1/auth").service(resource("/token").route(web::post().to(auth::issue_token))))
+        .service(
+            web::scope("/api/v1")
+                .wrap(from_fn(middleware::idempotency))
+                .wrap(from_fn(middleware::authenticate))
+                .service(
+                    resource("/tenants")
+                        .route(web::get().to(tenants::list_tenants))
+                        .route(web::post().to(tenants::create_tenant)),
+                )
+                .service(resource("/tenants/{id}").route(web::get().to(tenants::get_tenant)))
+                .service(resource("/tenants/{id}/settings").route(web::patch().to(tenants::update_tenant_settings)))
+                .service(
+                    resource("/users")
+                        .route(web::get().to(users::list_users))
+                        .route(web::post().to(users::create_user)),
+                )
+                .service(
+                    resource("/api-keys")
+                        .route(web::get().to(api_keys::list_keys))
+                        .route(web::post().to(api_keys::create_key)),
+                )
+                .service(resource("/api-keys/{id}").route(web::delete().to(api_keys::revoke_key)))
+                .service(
+                    resource("/projects")
+                        .route(web::get().to(projects::list_projects))
+                        .route(web::post().to(projects::create_project)),
+                )
+                .service(
+                    resource("/projects/{id}")
+                        .route(web::get().to(projects::get_project))
+                        .route(web::patch().to(projects::update_project))
+                        .route(web::delete().to(projects::delete_project)),
+                )
+                .default_service(web::to(not_found)),
+        );
+}
+
+/// Checks that the caller holds `scope` (403 otherwise).
+fn require(principal: &Principal, scope: &str) -> Result<(), ApiError> {
+    if principal.has(scope) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!("This key lacks the '{scope}' scope")))
+    }
+}
+
+/// The tenant a tenant-scoped request acts in: a tenant key's own (naming another tenant is
+/// a 404, so existence never leaks), or the one an operator names.
+async fn acting_tenant(state: &AppState, principal: &Principal, named: Option<&str>) -> Result<String, ApiError> {
+    match (&principal.tenant_id, named) {
+        (Some(own), None) => Ok(own.clone()),
+        (Some(own), Some(named)) if named == own => Ok(own.clone()),
+        (Some(_), Some(named)) => Err(ApiError::not_found("tenant", named)),
+        (None, None) => Err(ApiError::invalid("tenant_id", "is required with a platform-operator key")),
+        (None, Some(named)) => {
+            state.tenants.get(named).await.map_err(|e| match e {
+                dgidgi_actors::TenantError::NotFound => ApiError::not_found("tenant", named),
+                other => other.into(),
+            })?;
+            Ok(named.to_string())
+        }
+    }
+}
+
+/// Checks a required text field: trimmed, between `min` and `max` characters.
+fn text(field: &str, value: &str, min: usize, max: usize) -> Result<String, ApiError> {
+    let value = value.trim();
+    let n = value.chars().count();
+    if n < min || n > max {
+        return Err(ApiError::invalid(field, format!("must be {min} to {max} characters")));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(ApiError::invalid(field, "must not contain control characters"));
+    }
+    Ok(value.to_string())
+}
+
+/// An optional text field: `None` stays `None`, an empty string becomes `None`.
+fn optional_text(field: &str, value: Option<&str>, max: usize) -> Result<Option<String>, ApiError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => text(field, v, 1, max).map(Some),
+    }
+}

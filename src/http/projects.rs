@@ -1,0 +1,114 @@
+//! Projects, the seed's five routes, scoped to the caller's tenant.
+
+use actix_web::web::{Data, Path};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::envelope::Reply;
+use super::extract::{nullable, Json, ListQuery};
+use super::{acting_tenant, optional_text, require, text, ApiError, AppState};
+use crate::auth::Principal;
+use crate::store::{NewProject, Project, ProjectPatch};
+
+/// Largest `metadata` object, serialized.
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    name: String,
+    description: Option<String>,
+    language: Option<String>,
+    metadata: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProject {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    language: Option<Option<String>>,
+    metadata: Option<Value>,
+}
+
+pub async fn create_project(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    body: Json<CreateProject>,
+) -> Result<Reply<Project>, ApiError> {
+    require(&principal, "projects:write")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let body = body.0;
+    let new = NewProject {
+        name: text("name", &body.name, 1, 200)?,
+        description: optional_text("description", body.description.as_deref(), 2000)?,
+        language: optional_text("language", body.language.as_deref(), 50)?,
+        metadata: metadata(body.metadata)?.unwrap_or_else(|| Value::Object(Default::default())),
+    };
+    Ok(Reply::created(state.store.create_project(&tenant_id, new).await?))
+}
+
+pub async fn list_projects(principal: Principal, state: Data<AppState>, query: ListQuery) -> Result<Reply<Vec<Project>>, ApiError> {
+    require(&principal, "projects:read")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let page = state.store.list_projects(&tenant_id, &query.page()?).await?;
+    Ok(Reply::page(page.items, page.next_cursor))
+}
+
+pub async fn get_project(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    id: Path<String>,
+) -> Result<Reply<Project>, ApiError> {
+    require(&principal, "projects:read")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let project = state.store.get_project(&tenant_id, &id).await?;
+    Ok(Reply::ok(project.ok_or_else(|| ApiError::not_found("project", &id))?))
+}
+
+pub async fn update_project(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    id: Path<String>,
+    body: Json<UpdateProject>,
+) -> Result<Reply<Project>, ApiError> {
+    require(&principal, "projects:write")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let body = body.0;
+    let patch = ProjectPatch {
+        name: body.name.map(|n| text("name", &n, 1, 200)).transpose()?,
+        description: body.description.map(|d| optional_text("description", d.as_deref(), 2000)).transpose()?,
+        language: body.language.map(|l| optional_text("language", l.as_deref(), 50)).transpose()?,
+        metadata: metadata(body.metadata)?,
+    };
+    let project = state.store.update_project(&tenant_id, &id, patch).await?;
+    Ok(Reply::ok(project.ok_or_else(|| ApiError::not_found("project", &id))?))
+}
+
+pub async fn delete_project(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    id: Path<String>,
+) -> Result<Reply<Value>, ApiError> {
+    require(&principal, "projects:write")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let project = state.store.delete_project(&tenant_id, &id).await?;
+    let project = project.ok_or_else(|| ApiError::not_found("project", &id))?;
+    Ok(Reply::ok(serde_json::json!({ "id": project.id, "deleted": true })))
+}
+
+/// `metadata` must be a JSON object of bounded size.
+fn metadata(value: Option<Value>) -> Result<Option<Value>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) if serde_json::to_vec(&v).map_or(0, |b| b.len()) <= MAX_METADATA_BYTES => Ok(Some(v)),
+        Some(Value::Object(_)) => Err(ApiError::invalid("metadata", format!("must be at most {MAX_METADATA_BYTES} bytes"))),
+        Some(_) => Err(ApiError::invalid("metadata", "must be a JSON object")),
+    }
+}

@@ -1,0 +1,128 @@
+//! Start-up: builds the store, the actor system and the HTTP server from a [`Config`], the
+//! same way for `dgidgi serve` and for tests (which bind port 0).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Arbiter;
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::web::{self, Data};
+use actix_web::{App, HttpServer};
+use anyhow::Context;
+use dgidgi_actors::Tenants;
+use rand::Rng;
+
+use crate::auth::{generate_key, JwtIssuer, KeyType};
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::ids::{now_rfc3339, IdKind};
+use crate::store::{NewApiKey, Store};
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    pub state: Arc<AppState>,
+    /// The operator key created because the database had none; shown once by `serve`.
+    pub bootstrap_key: Option<String>,
+}
+
+impl Application {
+    /// Connects and migrates the database, starts the actor arbiters and binds the listener.
+    /// Must run inside an actix system (`#[actix_web::main]` or `#[actix_web::test]`).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.database)
+            .await
+            .with_context(|| "database.url: cannot open the database")?;
+        store.migrate().await.context("applying migrations")?;
+
+        let secret = if config.auth.jwt_secret.is_empty() {
+            store
+                .setting_or_init("jwt_secret", random_secret)
+                .await
+                .context("reading the JWT secret")?
+        } else {
+            config.auth.jwt_secret.clone()
+        };
+        let jwt = JwtIssuer::new(&config.auth, secret.as_bytes());
+
+        let arbiters = (0..config.actors.arbiters).map(|_| Arbiter::new().handle()).collect();
+        let idle = Duration::from_secs(config.actors.tenant_idle_secs);
+        let tenants = Tenants::new(Arc::new(store.clone()), arbiters, idle);
+
+        let bootstrap_key = if store.count_operator_keys().await? == 0 {
+            Some(create_operator_key(&store, "bootstrap").await?)
+        } else {
+            None
+        };
+
+        let listener = TcpListener::bind((config.server.host.as_str(), config.server.port))
+            .with_context(|| format!("server.host/server.port: cannot listen on {}:{}", config.server.host, config.server.port))?;
+        let port = listener.local_addr()?.port();
+        let workers = match config.server.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let shutdown_timeout = config.server.shutdown_timeout_secs;
+        let state = AppState::new(config, store, tenants, jwt);
+        let shared = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(Data::from(shared.clone()))
+                .wrap(from_fn(http::middleware_request_context))
+                .configure(http::routes)
+                .default_service(web::to(http::not_found))
+        })
+        .listen(listener)?
+        .workers(workers)
+        .shutdown_timeout(shutdown_timeout)
+        .run();
+        Ok(Self { port, server, state, bootstrap_key })
+    }
+
+    /// The port the server listens on (the real one when the configuration said 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server gracefully.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGINT/SIGTERM (in-flight requests finish), then closes the database.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let store = self.state.store.clone();
+        let served = self.server.await;
+        store.close().await;
+        served
+    }
+}
+
+/// Creates a platform-operator key and returns its secret (stored only as a hash).
+pub async fn create_operator_key(store: &Store, name: &str) -> anyhow::Result<String> {
+    let key = generate_key(KeyType::Operator);
+    store
+        .create_key(&NewApiKey {
+            id: IdKind::ApiKey.new_id(),
+            tenant_id: None,
+            name: name.to_string(),
+            key_type: KeyType::Operator.as_str().into(),
+            prefix: key.prefix,
+            hash: key.hash,
+            scopes: Vec::new(),
+            environment: "production".into(),
+            expires_at: None,
+            created_at: now_rfc3339(),
+        })
+        .await
+        .context("creating the operator key")?;
+    Ok(key.secret)
+}
+
+fn random_secret() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

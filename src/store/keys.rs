@@ -1,0 +1,175 @@
+//! API keys: only the SHA-256 hash of a key is stored; the key itself is shown once.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{json_column, to_json, Error, Page, Paged, Result, Store};
+
+/// A key about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub id: String,
+    /// `None` for a platform-operator key.
+    pub tenant_id: Option<String>,
+    pub name: String,
+    pub key_type: String,
+    /// The first characters of the key, kept so a person can tell keys apart.
+    pub prefix: String,
+    pub hash: String,
+    pub scopes: Vec<String>,
+    pub environment: String,
+    pub expires_at: Option<String>,
+    pub created_at: String,
+}
+
+/// A stored key, without its secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub tenant_id: Option<String>,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub key_type: String,
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub environment: String,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub created_at: String,
+}
+
+/// A key with its tenant's current plan, as authentication needs it.
+#[derive(Debug, Clone)]
+pub struct KeyWithPlan {
+    pub key: ApiKeyRecord,
+    pub plan: Option<String>,
+}
+
+const COLUMNS: &str = "id, tenant_id, name, key_type, prefix, scopes, environment, expires_at, \
+                       last_used_at, revoked_at, created_at";
+/// The same columns for a query that joins `api_keys k` with `tenants t`.
+const K_COLUMNS: &str = "k.id, k.tenant_id, k.name, k.key_type, k.prefix, k.scopes, k.environment, \
+                         k.expires_at, k.last_used_at, k.revoked_at, k.created_at";
+
+fn key_from_row(row: &AnyRow) -> Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        name: row.try_get("name")?,
+        key_type: row.try_get("key_type")?,
+        prefix: row.try_get("prefix")?,
+        scopes: json_column(row, "scopes")?,
+        environment: row.try_get("environment")?,
+        expires_at: row.try_get("expires_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub(super) async fn insert_key(tx: &mut Transaction<'_, Any>, key: &NewApiKey) -> Result<ApiKeyRecord> {
+    let sql = format!(
+        "INSERT INTO api_keys (id, tenant_id, name, key_type, prefix, hash, scopes, environment, \
+         expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(&key.id)
+        .bind(&key.tenant_id)
+        .bind(&key.name)
+        .bind(&key.key_type)
+        .bind(&key.prefix)
+        .bind(&key.hash)
+        .bind(to_json(&key.scopes))
+        .bind(&key.environment)
+        .bind(&key.expires_at)
+        .bind(&key.created_at)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| Error::from_write(e, "api key already exists"))?;
+    key_from_row(&row)
+}
+
+impl Store {
+    pub async fn create_key(&self, key: &NewApiKey) -> Result<ApiKeyRecord> {
+        let mut tx = self.pool.begin().await?;
+        let record = insert_key(&mut tx, key).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// The key whose hash is `hash`, with its tenant's plan.
+    pub async fn key_by_hash(&self, hash: &str) -> Result<Option<KeyWithPlan>> {
+        self.key_where("k.hash = $1", hash).await
+    }
+
+    /// The key `id`, with its tenant's plan (JWTs name their key by id).
+    pub async fn key_by_id(&self, id: &str) -> Result<Option<KeyWithPlan>> {
+        self.key_where("k.id = $1", id).await
+    }
+
+    async fn key_where(&self, condition: &str, value: &str) -> Result<Option<KeyWithPlan>> {
+        let sql = format!(
+            "SELECT {K_COLUMNS}, t.plan FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id WHERE {condition}"
+        );
+        let Some(row) = sqlx::query(&sql).bind(value).fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        Ok(Some(KeyWithPlan {
+            key: key_from_row(&row)?,
+            plan: row.try_get("plan")?,
+        }))
+    }
+
+    /// The keys of one tenant, or the platform-operator keys when `tenant_id` is `None`.
+    pub async fn list_keys(&self, tenant_id: Option<&str>, page: &Page) -> Result<Paged<ApiKeyRecord>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM api_keys \
+             WHERE (tenant_id = $1 OR ($1 = '' AND tenant_id IS NULL)) AND id < $2 \
+             ORDER BY id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id.unwrap_or(""))
+            .bind(page.before())
+            .bind(page.fetch())
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(key_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(page.paged(items, |k| &k.id))
+    }
+
+    /// Revokes key `id` (if it belongs to `tenant_id`, when one is given). Revoking twice
+    /// keeps the first time. `None` when there is no such key.
+    pub async fn revoke_key(&self, id: &str, tenant_id: Option<&str>, now: &str) -> Result<Option<ApiKeyRecord>> {
+        let sql = format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) \
+             WHERE id = $1 AND ($2 = '' OR tenant_id = $2) RETURNING {COLUMNS}"
+        );
+        sqlx::query(&sql)
+            .bind(id)
+            .bind(tenant_id.unwrap_or(""))
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| key_from_row(&row))
+            .transpose()
+    }
+
+    pub async fn touch_key(&self, id: &str, now: &str) -> Result<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// How many unrevoked platform-operator keys exist (the first `serve` creates one if none).
+    pub async fn count_operator_keys(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id IS NULL AND revoked_at IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+}

@@ -1,0 +1,212 @@
+//! The store: the only module with SQL. One set of queries runs on SQLite (the embedded
+//! default) and PostgreSQL through sqlx's `Any` driver; each backend has its own migrations.
+//!
+//! Every mutation that the contract lists as a webhook event writes its domain event to the
+//! `outbox` table in the same transaction as the change itself.
+
+mod idempotency;
+mod keys;
+mod outbox;
+mod projects;
+mod tenants;
+mod users;
+
+pub use idempotency::{IdempotencyRecord, Reservation};
+pub use keys::{ApiKeyRecord, KeyWithPlan, NewApiKey};
+pub use outbox::OutboxEvent;
+pub use projects::{NewProject, Project, ProjectPatch};
+pub use users::{NewUser, User};
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::config::DatabaseConfig;
+
+/// Which database the store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A failure of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A uniqueness rule was broken (an email already used in the tenant, say).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be read back (bad JSON in a column, say).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    fn from_write(e: sqlx::Error, what: &str) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(what.to_string()),
+            _ => Error::Database(e),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A page request: at most `limit` rows older than `cursor` (the last id of the page before).
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+/// One page of rows, newest first, and the cursor of the next page if there is one.
+#[derive(Debug, Clone)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl Page {
+    /// A cursor bound that every id sorts below: ids are a lowercase prefix + `_` + hex.
+    fn before(&self) -> &str {
+        self.cursor.as_deref().unwrap_or("zzzz")
+    }
+
+    /// SQL LIMIT: one more than asked, to learn whether another page follows.
+    fn fetch(&self) -> i64 {
+        i64::from(self.limit) + 1
+    }
+
+    fn paged<T>(&self, mut items: Vec<T>, id: impl Fn(&T) -> &str) -> Paged<T> {
+        let next_cursor = if items.len() > self.limit as usize {
+            items.truncate(self.limit as usize);
+            items.last().map(|last| id(last).to_string())
+        } else {
+            None
+        };
+        Paged { items, next_cursor }
+    }
+}
+
+/// The handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `database.url`, creating the SQLite file and its folder when missing.
+    #[tracing::instrument(skip_all, fields(url = %redact(&config.url)))]
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if config.url.starts_with("sqlite:") {
+            (Backend::Sqlite, sqlite_url(&config.url)?)
+        } else {
+            (Backend::Postgres, config.url.clone())
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the writer; NORMAL syncs at checkpoints,
+                        // which is durable against process crashes.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Applies the backend's migrations that have not run yet.
+    pub async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers (`/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A runtime setting, created with `init` the first time it is asked for. Every node
+    /// sharing the database gets the same value.
+    pub async fn setting_or_init(&self, name: &str, init: impl FnOnce() -> String) -> Result<String> {
+        sqlx::query("INSERT INTO runtime_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(init())
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT value FROM runtime_settings WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("value")?)
+    }
+}
+
+/// The SQLite URL with `mode=rwc` (create the file), after creating the file's folder.
+fn sqlite_url(url: &str) -> Result<String> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" {
+        return Err(Error::Corrupt("database.url: an SQLite URL must name a file".into()));
+    }
+    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Corrupt(format!("database.url: cannot create {}: {e}", dir.display()))
+        })?;
+    }
+    let mode = if query.contains("mode=") { "" } else { "mode=rwc" };
+    let sep = if query.is_empty() || mode.is_empty() { "" } else { "&" };
+    Ok(format!("sqlite://{path}?{query}{sep}{mode}"))
+}
+
+/// The URL with any password replaced, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn json_column<T: serde::de::DeserializeOwned>(row: &AnyRow, column: &str) -> Result<T> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| Error::Corrupt(format!("{column}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serializes")
+}

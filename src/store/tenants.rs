@@ -1,0 +1,105 @@
+//! Tenants: create (with the tenant's first API key), read, list, save settings.
+
+use async_trait::async_trait;
+use dgidgi_actors::{StoreFailure, Tenant, TenantSettings, TenantStore};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::keys::{insert_key, ApiKeyRecord, NewApiKey};
+use super::outbox::record_event;
+use super::{json_column, to_json, Error, Page, Paged, Result, Store};
+use crate::ids::now_rfc3339;
+
+const COLUMNS: &str = "id, name, plan, settings, created_at, updated_at";
+
+fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
+    Ok(Tenant {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        plan: row.try_get("plan")?,
+        settings: json_column(row, "settings")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+impl Store {
+    /// Creates a tenant and its first API key, and records `tenant.created`, atomically.
+    pub async fn create_tenant(&self, tenant: &Tenant, first_key: &NewApiKey) -> Result<ApiKeyRecord> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO tenants (id, name, plan, settings, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&tenant.id)
+        .bind(&tenant.name)
+        .bind(&tenant.plan)
+        .bind(to_json(&tenant.settings))
+        .bind(&tenant.created_at)
+        .bind(&tenant.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| Error::from_write(e, "tenant already exists"))?;
+        let key = insert_key(&mut tx, first_key).await?;
+        record_event(&mut tx, &tenant.id, "tenant.created", tenant).await?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    pub async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        let sql = format!("SELECT {COLUMNS} FROM tenants WHERE id = $1");
+        sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| tenant_from_row(&row))
+            .transpose()
+    }
+
+    /// All tenants (`only` = None, for operators) or just one (a tenant's own key).
+    pub async fn list_tenants(&self, only: Option<&str>, page: &Page) -> Result<Paged<Tenant>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM tenants WHERE ($1 = '' OR id = $1) AND id < $2 \
+             ORDER BY id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(only.unwrap_or(""))
+            .bind(page.before())
+            .bind(page.fetch())
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(tenant_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(page.paged(items, |t| &t.id))
+    }
+
+    pub async fn update_tenant(&self, id: &str, plan: &str, settings: &TenantSettings) -> Result<Option<Tenant>> {
+        let sql = format!(
+            "UPDATE tenants SET plan = $2, settings = $3, updated_at = $4 WHERE id = $1 RETURNING {COLUMNS}"
+        );
+        sqlx::query(&sql)
+            .bind(id)
+            .bind(plan)
+            .bind(to_json(settings))
+            .bind(now_rfc3339())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| tenant_from_row(&row))
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl TenantStore for Store {
+    async fn load_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreFailure> {
+        self.get_tenant(id).await.map_err(failure)
+    }
+
+    async fn save_tenant(&self, id: &str, plan: &str, settings: &TenantSettings) -> Result<Option<Tenant>, StoreFailure> {
+        self.update_tenant(id, plan, settings).await.map_err(failure)
+    }
+}
+
+fn failure(e: Error) -> StoreFailure {
+    tracing::error!(error = %e, "tenant store failure");
+    StoreFailure(e.to_string())
+}

@@ -1,0 +1,89 @@
+//! Users of a tenant. An email is unique within its tenant.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::outbox::record_event;
+use super::{Error, Page, Paged, Result, Store};
+use crate::ids::{now_rfc3339, IdKind};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub id: String,
+    pub tenant_id: String,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub name: String,
+    pub role: String,
+}
+
+const COLUMNS: &str = "id, tenant_id, email, name, role, created_at, updated_at";
+
+fn user_from_row(row: &AnyRow) -> Result<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
+        role: row.try_get("role")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+impl Store {
+    /// Creates a user and records `user.created`; a used email is a conflict.
+    pub async fn create_user(&self, tenant_id: &str, new: NewUser) -> Result<User> {
+        let now = now_rfc3339();
+        let user = User {
+            id: IdKind::User.new_id(),
+            tenant_id: tenant_id.to_string(),
+            email: new.email,
+            name: new.name,
+            role: new.role,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO users (id, tenant_id, email, name, role, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&user.id)
+        .bind(&user.tenant_id)
+        .bind(&user.email)
+        .bind(&user.name)
+        .bind(&user.role)
+        .bind(&user.created_at)
+        .bind(&user.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| Error::from_write(e, "a user with this email already exists in the tenant"))?;
+        record_event(&mut tx, tenant_id, "user.created", &user).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    pub async fn list_users(&self, tenant_id: &str, page: &Page) -> Result<Paged<User>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(page.before())
+            .bind(page.fetch())
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(page.paged(items, |u| &u.id))
+    }
+}
