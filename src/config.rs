@@ -91,7 +91,7 @@ impl Config {
 
     /// Extracts and checks a configuration from any figment (tests build their own).
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        let config: Config = figment.extract().map_err(ConfigError::from_figment)?;
         config.validate()?;
         Ok(config)
     }
@@ -104,7 +104,10 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
         let url = &self.database.url;
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             return bad("database.url", "must start with sqlite: or postgres://");
         }
         if self.database.max_connections == 0 {
@@ -126,11 +129,17 @@ impl Config {
             return bad("rate_limit.window_secs", "must be at least 1");
         }
         if !self.rate_limit.plans.contains_key(OPERATOR_PLAN) {
-            return bad("rate_limit.plans.platform", "is required (operator keys use it)");
+            return bad(
+                "rate_limit.plans.platform",
+                "is required (operator keys use it)",
+            );
         }
         for (name, limits) in &self.rate_limit.plans {
             if limits.per_key == 0 || limits.per_tenant == 0 {
-                return bad(&format!("rate_limit.plans.{name}"), "limits must be at least 1");
+                return bad(
+                    &format!("rate_limit.plans.{name}"),
+                    "limits must be at least 1",
+                );
             }
         }
         Ok(())
@@ -150,3 +159,23 @@ impl Config {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
+
+impl ConfigError {
+    /// One line per problem, each starting with the key as the docs spell it
+    /// (`server.port`), whatever case the environment variable used.
+    fn from_figment(errors: figment::Error) -> Self {
+        let lines: Vec<String> = errors
+            .into_iter()
+            .map(|e| {
+                let key = e.path.join(".").to_lowercase();
+                let source = e
+                    .metadata
+                    .as_ref()
+                    .map(|m| format!(" (from {})", m.name))
+                    .unwrap_or_default();
+                format!("{key}: {}{source}", e.kind)
+            })
+            .collect();
+        ConfigError(lines.join("; "))
+    }
+}

@@ -29,14 +29,21 @@ impl IdKind {
     pub fn new_id(self) -> String {
         let mut id = String::with_capacity(self.prefix().len() + 32);
         id.push_str(self.prefix());
-        id.push_str(Uuid::now_v7().simple().encode_lower(&mut Uuid::encode_buffer()));
+        id.push_str(
+            Uuid::now_v7()
+                .simple()
+                .encode_lower(&mut Uuid::encode_buffer()),
+        );
         id
     }
 
     /// Whether `id` has this kind's shape (prefix + 32 lowercase hex digits).
     pub fn is_valid(self, id: &str) -> bool {
         id.strip_prefix(self.prefix()).is_some_and(|rest| {
-            rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            rest.len() == 32
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         })
     }
 }

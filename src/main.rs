@@ -9,8 +9,13 @@ use tracing_subscriber::EnvFilter;
 async fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+        )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed stderr must not turn a log line into a panic.
+        .log_internal_errors(false)
         .init();
     let config = match Config::load() {
         Ok(c) => c,
@@ -21,7 +26,9 @@ async fn main() {
     };
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
-        Command::Admin { task: AdminTask::CreateKey { operator, name } } => {
+        Command::Admin {
+            task: AdminTask::CreateKey { operator, name },
+        } => {
             if !operator {
                 eprintln!("dgidgi: only --operator keys are made here; tenant keys come from POST /api/v1/api-keys");
                 std::process::exit(2);
@@ -41,7 +48,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("The database had no operator key, so one was created. It is shown this once:");
         println!("{key}");
     }
-    tracing::info!(port = app.port(), "dgidgi serving");
     app.run_until_stopped().await?;
     tracing::info!("dgidgi stopped");
     Ok(())

@@ -55,11 +55,17 @@ impl RateLimiter {
         let start = now - now % self.window_secs;
         let reset = start + self.window_secs;
         self.sweep(start);
-        let mut tenant_window = self.tenants.entry(tenant.to_string()).or_insert(Window { start, count: 0 });
+        let mut tenant_window = self
+            .tenants
+            .entry(tenant.to_string())
+            .or_insert(Window { start, count: 0 });
         if tenant_window.start != start {
             *tenant_window = Window { start, count: 0 };
         }
-        let mut key_window = self.keys.entry(key.to_string()).or_insert(Window { start, count: 0 });
+        let mut key_window = self
+            .keys
+            .entry(key.to_string())
+            .or_insert(Window { start, count: 0 });
         if key_window.start != start {
             *key_window = Window { start, count: 0 };
         }
@@ -81,7 +87,12 @@ impl RateLimiter {
     /// Once per window, drops the counters of windows that are over.
     fn sweep(&self, start: u64) {
         let last = self.swept.load(Ordering::Relaxed);
-        if last == start || self.swept.compare_exchange(last, start, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+        if last == start
+            || self
+                .swept
+                .compare_exchange(last, start, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
             return;
         }
         self.keys.retain(|_, w| w.start == start);
@@ -93,13 +104,19 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    const LIMITS: PlanLimits = PlanLimits { per_key: 2, per_tenant: 3 };
+    const LIMITS: PlanLimits = PlanLimits {
+        per_key: 2,
+        per_tenant: 3,
+    };
 
     #[test]
     fn a_key_gets_its_budget_then_is_refused_until_the_window_ends() {
         let limiter = RateLimiter::new(60);
         let first = limiter.check("k1", "t1", LIMITS, 120);
-        assert_eq!((first.allowed, first.remaining, first.reset), (true, 1, 180));
+        assert_eq!(
+            (first.allowed, first.remaining, first.reset),
+            (true, 1, 180)
+        );
         assert!(limiter.check("k1", "t1", LIMITS, 130).allowed);
         let refused = limiter.check("k1", "t1", LIMITS, 179);
         assert_eq!((refused.allowed, refused.remaining), (false, 0));

@@ -13,6 +13,7 @@ use actix_web::{App, HttpServer};
 use anyhow::Context;
 use dgidgi_actors::Tenants;
 use rand::Rng;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::auth::{generate_key, JwtIssuer, KeyType};
 use crate::config::Config;
@@ -48,7 +49,9 @@ impl Application {
         };
         let jwt = JwtIssuer::new(&config.auth, secret.as_bytes());
 
-        let arbiters = (0..config.actors.arbiters).map(|_| Arbiter::new().handle()).collect();
+        let arbiters = (0..config.actors.arbiters)
+            .map(|_| Arbiter::new().handle())
+            .collect();
         let idle = Duration::from_secs(config.actors.tenant_idle_secs);
         let tenants = Tenants::new(Arc::new(store.clone()), arbiters, idle);
 
@@ -59,7 +62,12 @@ impl Application {
         };
 
         let listener = TcpListener::bind((config.server.host.as_str(), config.server.port))
-            .with_context(|| format!("server.host/server.port: cannot listen on {}:{}", config.server.host, config.server.port))?;
+            .with_context(|| {
+                format!(
+                    "server.host/server.port: cannot listen on {}:{}",
+                    config.server.host, config.server.port
+                )
+            })?;
         let port = listener.local_addr()?.port();
         let workers = match config.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -78,8 +86,16 @@ impl Application {
         .listen(listener)?
         .workers(workers)
         .shutdown_timeout(shutdown_timeout)
+        // actix stops at once on SIGINT; we want SIGINT and SIGTERM both to let in-flight
+        // requests finish, so the signals are ours (see `run_until_stopped`).
+        .disable_signals()
         .run();
-        Ok(Self { port, server, state, bootstrap_key })
+        Ok(Self {
+            port,
+            server,
+            state,
+            bootstrap_key,
+        })
     }
 
     /// The port the server listens on (the real one when the configuration said 0).
@@ -95,6 +111,19 @@ impl Application {
     /// Serves until SIGINT/SIGTERM (in-flight requests finish), then closes the database.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let store = self.state.store.clone();
+        let handle = self.server.handle();
+        // Registered before the port is announced, so no early signal finds them missing.
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        actix_web::rt::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            tracing::info!("stop signal received; finishing in-flight requests");
+            handle.stop(true).await;
+        });
+        tracing::info!(port = self.port, "dgidgi serving");
         let served = self.server.await;
         store.close().await;
         served

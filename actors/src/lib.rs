@@ -19,6 +19,6 @@ pub mod tenant;
 pub use registry::{ActorError, Registry};
 pub use store::{StoreFailure, TenantStore};
 pub use tenant::{
-    TenantError, Tenants,
-    GetTenant, Tenant, TenantActor, TenantSettings, TenantSettingsPatch, UpdateTenant,
+    GetTenant, Tenant, TenantActor, TenantError, TenantSettings, TenantSettingsPatch, Tenants,
+    UpdateTenant,
 };

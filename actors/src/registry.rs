@@ -4,7 +4,7 @@
 //! `send` activates the actor when none is live, so a handler never has to know whether an
 //! actor is in memory. Actors are spread over a fixed set of arbiters (threads) by key.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use actix::dev::ToEnvelope;
@@ -43,7 +43,10 @@ where
 {
     /// A registry whose actors run on the given arbiters (at least one).
     pub fn new(arbiters: Vec<ArbiterHandle>) -> Self {
-        assert!(!arbiters.is_empty(), "a registry needs at least one arbiter");
+        assert!(
+            !arbiters.is_empty(),
+            "a registry needs at least one arbiter"
+        );
         Self {
             actors: Arc::new(DashMap::new()),
             arbiters: Arc::new(arbiters),
@@ -110,8 +113,6 @@ where
     }
 
     fn shard(&self, key: &str) -> usize {
-        let mut hasher = self.actors.hasher().build_hasher();
-        key.hash(&mut hasher);
-        (hasher.finish() % self.arbiters.len() as u64) as usize
+        (self.actors.hasher().hash_one(key) % self.arbiters.len() as u64) as usize
     }
 }

@@ -140,7 +140,7 @@ pub struct UpdateTenant {
 
 enum State {
     Loading,
-    Live(Tenant),
+    Live(Box<Tenant>),
     Missing,
     Failed(String),
 }
@@ -164,7 +164,7 @@ impl TenantActor {
 
     fn current(&self) -> Result<Tenant, TenantError> {
         match &self.state {
-            State::Live(t) => Ok(t.clone()),
+            State::Live(t) => Ok(t.as_ref().clone()),
             State::Missing => Err(TenantError::NotFound),
             State::Failed(e) => Err(TenantError::Store(e.clone())),
             State::Loading => Err(TenantError::Unavailable("tenant is loading".into())),
@@ -181,7 +181,7 @@ impl TenantActor {
                 .into_actor(self)
                 .map(|loaded, act, _| {
                     act.state = match loaded {
-                        Ok(Some(t)) => State::Live(t),
+                        Ok(Some(t)) => State::Live(Box::new(t)),
                         Ok(None) => State::Missing,
                         Err(e) => State::Failed(e.0),
                     }
@@ -247,7 +247,7 @@ impl Handler<UpdateTenant> for TenantActor {
                 .into_actor(self)
                 .map(|saved, act, _| match saved {
                     Ok(Some(t)) => {
-                        act.state = State::Live(t.clone());
+                        act.state = State::Live(Box::new(t.clone()));
                         Ok(t)
                     }
                     Ok(None) => {
@@ -270,7 +270,11 @@ pub struct Tenants {
 
 impl Tenants {
     /// Tenant actors run on `arbiters`, load through `store`, passivate after `idle_after`.
-    pub fn new(store: Arc<dyn TenantStore>, arbiters: Vec<ArbiterHandle>, idle_after: Duration) -> Self {
+    pub fn new(
+        store: Arc<dyn TenantStore>,
+        arbiters: Vec<ArbiterHandle>,
+        idle_after: Duration,
+    ) -> Self {
         Self {
             registry: Registry::new(arbiters),
             store,

@@ -53,7 +53,13 @@ impl JwtIssuer {
     }
 
     /// A token for key `key_id` of `tenant_id` with `scopes`, valid from now for the TTL.
-    pub fn mint(&self, key_id: &str, tenant_id: Option<&str>, scopes: &[String], now: u64) -> (String, Claims) {
+    pub fn mint(
+        &self,
+        key_id: &str,
+        tenant_id: Option<&str>,
+        scopes: &[String],
+        now: u64,
+    ) -> (String, Claims) {
         let claims = Claims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),

@@ -22,7 +22,13 @@ pub enum KeyType {
 }
 
 impl KeyType {
-    pub const TENANT_TYPES: [KeyType; 5] = [KeyType::Sdk, KeyType::Cli, KeyType::Ci, KeyType::Int, KeyType::Mkt];
+    pub const TENANT_TYPES: [KeyType; 5] = [
+        KeyType::Sdk,
+        KeyType::Cli,
+        KeyType::Ci,
+        KeyType::Int,
+        KeyType::Mkt,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -36,7 +42,10 @@ impl KeyType {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Operator].into_iter().chain(Self::TENANT_TYPES).find(|t| t.as_str() == s)
+        [Self::Operator]
+            .into_iter()
+            .chain(Self::TENANT_TYPES)
+            .find(|t| t.as_str() == s)
     }
 }
 
@@ -110,7 +119,10 @@ mod tests {
 
     #[test]
     fn keys_of_unknown_types_or_lengths_are_refused() {
-        assert_eq!(parse_key("chy_xyz_0123456789012345678901234567890123456"), None);
+        assert_eq!(
+            parse_key("chy_xyz_0123456789012345678901234567890123456"),
+            None
+        );
         assert_eq!(parse_key("chy_sdk_short"), None);
         assert_eq!(parse_key("sk-not-ours"), None);
     }

@@ -28,36 +28,64 @@ pub struct CreateKey {
     tenant_id: Option<String>,
 }
 
-pub async fn create_key(principal: Principal, state: Data<AppState>, body: Json<CreateKey>) -> Result<Reply<CreatedKey>, ApiError> {
+pub async fn create_key(
+    principal: Principal,
+    state: Data<AppState>,
+    body: Json<CreateKey>,
+) -> Result<Reply<CreatedKey>, ApiError> {
     require(&principal, "keys:write")?;
     let body = body.0;
     let name = text("name", &body.name, 1, 200)?;
     let key_type = KeyType::parse(&body.key_type).ok_or_else(|| {
-        ApiError::invalid("type", "must be one of sdk, cli, ci, int, mkt (or op, for operators)")
+        ApiError::invalid(
+            "type",
+            "must be one of sdk, cli, ci, int, mkt (or op, for operators)",
+        )
     })?;
     let tenant_id = if key_type == KeyType::Operator {
         if !principal.is_operator() {
-            return Err(ApiError::Forbidden("Only platform operators can create operator keys".into()));
+            return Err(ApiError::Forbidden(
+                "Only platform operators can create operator keys".into(),
+            ));
         }
         if body.tenant_id.is_some() {
-            return Err(ApiError::invalid("tenant_id", "an operator key belongs to no tenant"));
+            return Err(ApiError::invalid(
+                "tenant_id",
+                "an operator key belongs to no tenant",
+            ));
         }
         None
     } else {
         Some(acting_tenant(&state, &principal, body.tenant_id.as_deref()).await?)
     };
     let scopes = match (key_type, body.scopes) {
-        (KeyType::Operator, Some(_)) => return Err(ApiError::invalid("scopes", "operator keys hold every scope")),
+        (KeyType::Operator, Some(_)) => {
+            return Err(ApiError::invalid(
+                "scopes",
+                "operator keys hold every scope",
+            ))
+        }
         (KeyType::Operator, None) => Vec::new(),
         (_, Some(asked)) => checked_scopes(&principal, asked)?,
-        (_, None) => TENANT_SCOPES.iter().filter(|s| principal.has(s)).map(|s| s.to_string()).collect(),
+        (_, None) => TENANT_SCOPES
+            .iter()
+            .filter(|s| principal.has(s))
+            .map(|s| s.to_string())
+            .collect(),
     };
     let environment = body.environment.unwrap_or_else(|| "production".into());
     if !ENVIRONMENTS.contains(&environment.as_str()) {
-        return Err(ApiError::invalid("environment", format!("must be one of {}", ENVIRONMENTS.join(", "))));
+        return Err(ApiError::invalid(
+            "environment",
+            format!("must be one of {}", ENVIRONMENTS.join(", ")),
+        ));
     }
     let now = now_rfc3339();
-    let expires_at = body.expires_at.as_deref().map(|at| future_time(at, &now)).transpose()?;
+    let expires_at = body
+        .expires_at
+        .as_deref()
+        .map(|at| future_time(at, &now))
+        .transpose()?;
     let secret = generate_key(key_type);
     let record = state
         .store
@@ -74,21 +102,35 @@ pub async fn create_key(principal: Principal, state: Data<AppState>, body: Json<
             created_at: now,
         })
         .await?;
-    Ok(Reply::created(CreatedKey { record, key: secret.secret }))
+    Ok(Reply::created(CreatedKey {
+        record,
+        key: secret.secret,
+    }))
 }
 
-pub async fn list_keys(principal: Principal, state: Data<AppState>, query: ListQuery) -> Result<Reply<Vec<ApiKeyRecord>>, ApiError> {
+pub async fn list_keys(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+) -> Result<Reply<Vec<ApiKeyRecord>>, ApiError> {
     require(&principal, "keys:read")?;
     // An operator without tenant_id lists the operator keys.
     let tenant_id = match (&principal.tenant_id, &query.tenant_id) {
         (None, None) => None,
         _ => Some(acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?),
     };
-    let page = state.store.list_keys(tenant_id.as_deref(), &query.page()?).await?;
+    let page = state
+        .store
+        .list_keys(tenant_id.as_deref(), &query.page()?)
+        .await?;
     Ok(Reply::page(page.items, page.next_cursor))
 }
 
-pub async fn revoke_key(principal: Principal, state: Data<AppState>, id: Path<String>) -> Result<Reply<ApiKeyRecord>, ApiError> {
+pub async fn revoke_key(
+    principal: Principal,
+    state: Data<AppState>,
+    id: Path<String>,
+) -> Result<Reply<ApiKeyRecord>, ApiError> {
     require(&principal, "keys:write")?;
     let revoked = state
         .store
@@ -103,10 +145,15 @@ fn checked_scopes(principal: &Principal, asked: Vec<String>) -> Result<Vec<Strin
     let mut scopes = Vec::with_capacity(asked.len());
     for scope in asked {
         if !TENANT_SCOPES.contains(&scope.as_str()) {
-            return Err(ApiError::invalid("scopes", format!("unknown scope '{scope}'")));
+            return Err(ApiError::invalid(
+                "scopes",
+                format!("unknown scope '{scope}'"),
+            ));
         }
         if !principal.has(&scope) {
-            return Err(ApiError::Forbidden(format!("A key cannot grant the '{scope}' scope it lacks")));
+            return Err(ApiError::Forbidden(format!(
+                "A key cannot grant the '{scope}' scope it lacks"
+            )));
         }
         if !scopes.contains(&scope) {
             scopes.push(scope);
@@ -117,9 +164,16 @@ fn checked_scopes(principal: &Principal, asked: Vec<String>) -> Result<Vec<Strin
 
 /// An RFC 3339 time after `now`, in the stored (UTC, milliseconds) form.
 fn future_time(at: &str, now: &str) -> Result<String, ApiError> {
-    let parsed = chrono::DateTime::parse_from_rfc3339(at)
-        .map_err(|_| ApiError::invalid("expires_at", "must be an RFC 3339 time, e.g. 2030-01-01T00:00:00Z"))?;
-    let stored = parsed.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let parsed = chrono::DateTime::parse_from_rfc3339(at).map_err(|_| {
+        ApiError::invalid(
+            "expires_at",
+            "must be an RFC 3339 time, e.g. 2030-01-01T00:00:00Z",
+        )
+    })?;
+    let stored = parsed
+        .with_timezone(&chrono::Utc)
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
     if stored.as_str() <= now {
         return Err(ApiError::invalid("expires_at", "must be in the future"));
     }

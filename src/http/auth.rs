@@ -31,20 +31,32 @@ pub async fn issue_token(
     payload: actix_web::web::Payload,
     state: Data<AppState>,
 ) -> Result<Reply<TokenResponse>, ApiError> {
-    let body = read_body(&req, payload.into_inner(), state.config.server.max_body_bytes).await?;
+    let body = read_body(
+        &req,
+        payload.into_inner(),
+        state.config.server.max_body_bytes,
+    )
+    .await?;
     let key = if body.iter().all(u8::is_ascii_whitespace) {
         let header = req.headers().get(actix_web::http::header::AUTHORIZATION);
         header.and_then(|v| v.to_str().ok()).map(str::to_string)
     } else {
-        Some(format!("Bearer {}", parse_json::<TokenRequest>(&body)?.api_key))
+        Some(format!(
+            "Bearer {}",
+            parse_json::<TokenRequest>(&body)?.api_key
+        ))
     };
     let key = key.filter(|k| k.trim_start_matches("Bearer ").starts_with("chy_"));
-    let key = key.ok_or_else(|| ApiError::Unauthorized("An API key is required to obtain a token".into()))?;
+    let key = key
+        .ok_or_else(|| ApiError::Unauthorized("An API key is required to obtain a token".into()))?;
     let principal = state.authenticate(Some(&key)).await?;
     let now = unix_now();
-    let (token, claims) = state
-        .jwt
-        .mint(&principal.key_id, principal.tenant_id.as_deref(), &principal.scopes, now);
+    let (token, claims) = state.jwt.mint(
+        &principal.key_id,
+        principal.tenant_id.as_deref(),
+        &principal.scopes,
+        now,
+    );
     let expires_at = chrono::DateTime::from_timestamp(claims.exp as i64, 0)
         .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_default();

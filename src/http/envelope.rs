@@ -59,16 +59,28 @@ pub struct Reply<T> {
 
 impl<T: Serialize> Reply<T> {
     pub fn ok(data: T) -> Self {
-        Self { status: StatusCode::OK, data, next_cursor: None }
+        Self {
+            status: StatusCode::OK,
+            data,
+            next_cursor: None,
+        }
     }
 
     pub fn created(data: T) -> Self {
-        Self { status: StatusCode::CREATED, data, next_cursor: None }
+        Self {
+            status: StatusCode::CREATED,
+            data,
+            next_cursor: None,
+        }
     }
 
     /// A page of a list, with `meta.next_cursor` when another page follows.
     pub fn page(data: T, next_cursor: Option<String>) -> Self {
-        Self { status: StatusCode::OK, data, next_cursor }
+        Self {
+            status: StatusCode::OK,
+            data,
+            next_cursor,
+        }
     }
 }
 

@@ -144,7 +144,10 @@ impl ResponseError for ApiError {
 impl From<store::Error> for ApiError {
     fn from(e: store::Error) -> Self {
         match e {
-            store::Error::Conflict(message) => ApiError::Conflict { message, details: json!({}) },
+            store::Error::Conflict(message) => ApiError::Conflict {
+                message,
+                details: json!({}),
+            },
             other => ApiError::internal(other),
         }
     }

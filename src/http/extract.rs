@@ -66,8 +66,12 @@ pub fn read_body(
 
 /// Deserializes `body` as `T`, naming the offending field on failure.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid("body", "a JSON body is required"));
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(ApiError::invalid("body", "a JSON body is required")),
+        Some(b'{') => {}
+        // serde would read a struct from an array too, by position; the API takes objects only.
+        Some(b'[') => return Err(ApiError::invalid("body", "must be a JSON object")),
+        Some(_) => {}
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -87,14 +91,17 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         let field = match (named, path.as_str()) {
             (Some(name), ".") => name.to_string(),
             // An unknown field is already the last segment of the path; a missing one is not.
-            (Some(name), path) if path == name || path.ends_with(&format!(".{name}")) => path.to_string(),
+            (Some(name), path) if path == name || path.ends_with(&format!(".{name}")) => {
+                path.to_string()
+            }
             (Some(name), parent) => format!("{parent}.{name}"),
             (None, ".") => "body".to_string(),
             (None, path) => path.to_string(),
         };
         ApiError::invalid(&field, message)
     })?;
-    de.end().map_err(|e| ApiError::invalid("body", format!("trailing characters after JSON: {e}")))?;
+    de.end()
+        .map_err(|e| ApiError::invalid("body", format!("trailing characters after JSON: {e}")))?;
     Ok(value)
 }
 
@@ -129,7 +136,8 @@ pub const MAX_PAGE: u32 = 100;
 
 impl ListQuery {
     pub fn from_request_query(req: &HttpRequest) -> Result<Self, ApiError> {
-        serde_urlencoded::from_str(req.query_string()).map_err(|e| ApiError::invalid("query", e.to_string()))
+        serde_urlencoded::from_str(req.query_string())
+            .map_err(|e| ApiError::invalid("query", e.to_string()))
     }
 
     /// The page asked for, checked.
@@ -138,15 +146,29 @@ impl ListQuery {
             None => DEFAULT_PAGE,
             Some(raw) => match raw.parse::<u32>() {
                 Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-                _ => return Err(ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_PAGE}"))),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "limit",
+                        format!("must be an integer from 1 to {MAX_PAGE}"),
+                    ))
+                }
             },
         };
         let cursor = match self.cursor.as_deref() {
             None | Some("") => None,
-            Some(c) if c.len() <= 64 && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') => {
+            Some(c)
+                if c.len() <= 64
+                    && c.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+            {
                 Some(c.to_string())
             }
-            Some(_) => return Err(ApiError::invalid("cursor", "is not a cursor this API returned")),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "cursor",
+                    "is not a cursor this API returned",
+                ))
+            }
         };
         Ok(Page { limit, cursor })
     }

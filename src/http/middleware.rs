@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use actix_web::body::{to_bytes, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::InternalError;
 use actix_web::http::header::{HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::web::Data;
-use actix_web::error::InternalError;
 use actix_web::{Error, HttpMessage, HttpResponse, ResponseError};
 use futures_util::FutureExt;
 use sha2::{Digest, Sha256};
@@ -48,15 +48,18 @@ pub async fn request_context(
                     .unwrap_or_default();
                 // The request was consumed by the panicking service, so the answer travels as
                 // an error that carries its finished response.
-                let mut res = ApiError::Internal(format!("handler panicked: {what}")).error_response();
-                res.headers_mut().insert(X_REQUEST_ID, request_id_header(&id));
+                let mut res =
+                    ApiError::Internal(format!("handler panicked: {what}")).error_response();
+                res.headers_mut()
+                    .insert(X_REQUEST_ID, request_id_header(&id));
                 Err(InternalError::from_response("handler panicked", res).into())
             }
         }
     })
     .await;
     let mut res = outcome?;
-    res.headers_mut().insert(X_REQUEST_ID, request_id_header(&id));
+    res.headers_mut()
+        .insert(X_REQUEST_ID, request_id_header(&id));
     let status = res.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
     tracing::debug!(request_id = %id, %method, %path, status, micros, "request");
@@ -73,18 +76,31 @@ pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let state = req.app_data::<Data<AppState>>().expect("AppState is registered").clone();
-    let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let state = req
+        .app_data::<Data<AppState>>()
+        .expect("AppState is registered")
+        .clone();
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let principal = match state.authenticate(header.as_deref()).await {
         Ok(p) => p,
         Err(e) => return Ok(req.error_response(e)),
     };
     let now = unix_now();
-    let decision = state.limiter.check(&principal.key_id, principal.scope_key(), state.limits_for(&principal.plan), now);
+    let decision = state.limiter.check(
+        &principal.key_id,
+        principal.scope_key(),
+        state.limits_for(&principal.plan),
+        now,
+    );
     if !decision.allowed {
         let mut res = req.error_response(ApiError::RateLimited);
         rate_limit_headers(res.headers_mut(), &decision);
-        res.headers_mut().insert(RETRY_AFTER, HeaderValue::from(decision.retry_after(now)));
+        res.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(decision.retry_after(now)));
         return Ok(res);
     }
     req.extensions_mut().insert(principal);
@@ -94,9 +110,18 @@ pub async fn authenticate(
 }
 
 fn rate_limit_headers(headers: &mut actix_web::http::header::HeaderMap, d: &Decision) {
-    headers.insert(HeaderName::from_static("x-ratelimit-limit"), HeaderValue::from(d.limit));
-    headers.insert(HeaderName::from_static("x-ratelimit-remaining"), HeaderValue::from(d.remaining));
-    headers.insert(HeaderName::from_static("x-ratelimit-reset"), HeaderValue::from(d.reset));
+    headers.insert(
+        HeaderName::from_static("x-ratelimit-limit"),
+        HeaderValue::from(d.limit),
+    );
+    headers.insert(
+        HeaderName::from_static("x-ratelimit-remaining"),
+        HeaderValue::from(d.remaining),
+    );
+    headers.insert(
+        HeaderName::from_static("x-ratelimit-reset"),
+        HeaderValue::from(d.reset),
+    );
 }
 
 /// Honours `Idempotency-Key` on POST: the first response to a (caller, key) is kept and
@@ -116,17 +141,25 @@ pub async fn idempotency(
     let key = match raw_key.to_str() {
         Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_string(),
         _ => {
-            let e = ApiError::invalid("Idempotency-Key", "must be 1 to 255 visible ASCII characters");
+            let e = ApiError::invalid(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            );
             return Ok(req.error_response(e));
         }
     };
-    let state = req.app_data::<Data<AppState>>().expect("AppState is registered").clone();
+    let state = req
+        .app_data::<Data<AppState>>()
+        .expect("AppState is registered")
+        .clone();
     let scope = req
         .extensions()
         .get::<Principal>()
         .map(|p| format!("{}:{}", p.scope_key(), p.key_id));
     let Some(scope) = scope else {
-        return Ok(req.error_response(ApiError::Unauthorized("Missing or invalid authentication".into())));
+        return Ok(req.error_response(ApiError::Unauthorized(
+            "Missing or invalid authentication".into(),
+        )));
     };
     let payload = req.take_payload();
     let body = match read_body(req.request(), payload, state.config.server.max_body_bytes).await {
@@ -141,8 +174,16 @@ pub async fn idempotency(
     hasher.update(&body);
     let fingerprint = format!("{:x}", hasher.finalize());
 
-    let reused = || ApiError::IdempotencyKeyReused("Idempotency-Key was already used with a different request".into());
-    match state.store.claim_idempotency_key(&scope, &key, &fingerprint, &now_rfc3339()).await {
+    let reused = || {
+        ApiError::IdempotencyKeyReused(
+            "Idempotency-Key was already used with a different request".into(),
+        )
+    };
+    match state
+        .store
+        .claim_idempotency_key(&scope, &key, &fingerprint, &now_rfc3339())
+        .await
+    {
         Err(e) => return Ok(req.error_response(ApiError::from(e))),
         Ok(Reservation::InFlight { fingerprint: first }) => {
             let e = if first == fingerprint {
@@ -181,7 +222,10 @@ pub async fn idempotency(
     let kept = match &bytes {
         Ok(bytes) if !status.is_server_error() => {
             let text = String::from_utf8_lossy(bytes);
-            state.store.complete_idempotency_key(&scope, &key, status.as_u16(), &text).await
+            state
+                .store
+                .complete_idempotency_key(&scope, &key, status.as_u16(), &text)
+                .await
         }
         _ => state.store.release_idempotency_key(&scope, &key).await,
     };

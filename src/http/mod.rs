@@ -58,7 +58,11 @@ impl AppState {
     /// The limits of `plan` (the operator's for an unknown plan, which config forbids).
     pub fn limits_for(&self, plan: &str) -> PlanLimits {
         let plans = &self.config.rate_limit.plans;
-        plans.get(plan).or_else(|| plans.get(OPERATOR_PLAN)).copied().expect("config validated")
+        plans
+            .get(plan)
+            .or_else(|| plans.get(OPERATOR_PLAN))
+            .copied()
+            .expect("config validated")
     }
 
     /// The principal of an `Authorization: Bearer <API key | JWT>` header.
@@ -78,7 +82,10 @@ impl AppState {
             let scopes = found.key.scopes.clone();
             (found, scopes)
         } else {
-            let claims = self.jwt.verify(token).ok_or_else(|| unauthorized("Invalid or expired token"))?;
+            let claims = self
+                .jwt
+                .verify(token)
+                .ok_or_else(|| unauthorized("Invalid or expired token"))?;
             let found = self.store.key_by_id(&claims.sub).await?;
             let found = found
                 .filter(|k| k.key.tenant_id == claims.tid)
@@ -101,7 +108,12 @@ impl AppState {
         if found.key.revoked_at.is_some() {
             return Err(ApiError::Unauthorized("API key has been revoked".into()));
         }
-        if found.key.expires_at.as_deref().is_some_and(|at| at <= now_rfc3339().as_str()) {
+        if found
+            .key
+            .expires_at
+            .as_deref()
+            .is_some_and(|at| at <= now_rfc3339().as_str())
+        {
             return Err(ApiError::Unauthorized("API key has expired".into()));
         }
         Ok(())
@@ -147,7 +159,10 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
-        .service(web::scope("/api/v1/auth").service(resource("/token").route(web::post().to(auth::issue_token))))
+        .service(
+            web::scope("/api/v1/auth")
+                .service(resource("/token").route(web::post().to(auth::issue_token))),
+        )
         .service(
             web::scope("/api/v1")
                 .wrap(from_fn(middleware::idempotency))
@@ -158,7 +173,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::post().to(tenants::create_tenant)),
                 )
                 .service(resource("/tenants/{id}").route(web::get().to(tenants::get_tenant)))
-                .service(resource("/tenants/{id}/settings").route(web::patch().to(tenants::update_tenant_settings)))
+                .service(
+                    resource("/tenants/{id}/settings")
+                        .route(web::patch().to(tenants::update_tenant_settings)),
+                )
                 .service(
                     resource("/users")
                         .route(web::get().to(users::list_users))
@@ -190,18 +208,27 @@ fn require(principal: &Principal, scope: &str) -> Result<(), ApiError> {
     if principal.has(scope) {
         Ok(())
     } else {
-        Err(ApiError::Forbidden(format!("This key lacks the '{scope}' scope")))
+        Err(ApiError::Forbidden(format!(
+            "This key lacks the '{scope}' scope"
+        )))
     }
 }
 
 /// The tenant a tenant-scoped request acts in: a tenant key's own (naming another tenant is
 /// a 404, so existence never leaks), or the one an operator names.
-async fn acting_tenant(state: &AppState, principal: &Principal, named: Option<&str>) -> Result<String, ApiError> {
+async fn acting_tenant(
+    state: &AppState,
+    principal: &Principal,
+    named: Option<&str>,
+) -> Result<String, ApiError> {
     match (&principal.tenant_id, named) {
         (Some(own), None) => Ok(own.clone()),
         (Some(own), Some(named)) if named == own => Ok(own.clone()),
         (Some(_), Some(named)) => Err(ApiError::not_found("tenant", named)),
-        (None, None) => Err(ApiError::invalid("tenant_id", "is required with a platform-operator key")),
+        (None, None) => Err(ApiError::invalid(
+            "tenant_id",
+            "is required with a platform-operator key",
+        )),
         (None, Some(named)) => {
             state.tenants.get(named).await.map_err(|e| match e {
                 dgidgi_actors::TenantError::NotFound => ApiError::not_found("tenant", named),
@@ -217,10 +244,16 @@ fn text(field: &str, value: &str, min: usize, max: usize) -> Result<String, ApiE
     let value = value.trim();
     let n = value.chars().count();
     if n < min || n > max {
-        return Err(ApiError::invalid(field, format!("must be {min} to {max} characters")));
+        return Err(ApiError::invalid(
+            field,
+            format!("must be {min} to {max} characters"),
+        ));
     }
     if value.chars().any(|c| c.is_control()) {
-        return Err(ApiError::invalid(field, "must not contain control characters"));
+        return Err(ApiError::invalid(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(value.to_string())
 }

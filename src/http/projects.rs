@@ -48,13 +48,22 @@ pub async fn create_project(
         language: optional_text("language", body.language.as_deref(), 50)?,
         metadata: metadata(body.metadata)?.unwrap_or_else(|| Value::Object(Default::default())),
     };
-    Ok(Reply::created(state.store.create_project(&tenant_id, new).await?))
+    Ok(Reply::created(
+        state.store.create_project(&tenant_id, new).await?,
+    ))
 }
 
-pub async fn list_projects(principal: Principal, state: Data<AppState>, query: ListQuery) -> Result<Reply<Vec<Project>>, ApiError> {
+pub async fn list_projects(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+) -> Result<Reply<Vec<Project>>, ApiError> {
     require(&principal, "projects:read")?;
     let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
-    let page = state.store.list_projects(&tenant_id, &query.page()?).await?;
+    let page = state
+        .store
+        .list_projects(&tenant_id, &query.page()?)
+        .await?;
     Ok(Reply::page(page.items, page.next_cursor))
 }
 
@@ -67,7 +76,9 @@ pub async fn get_project(
     require(&principal, "projects:read")?;
     let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
     let project = state.store.get_project(&tenant_id, &id).await?;
-    Ok(Reply::ok(project.ok_or_else(|| ApiError::not_found("project", &id))?))
+    Ok(Reply::ok(
+        project.ok_or_else(|| ApiError::not_found("project", &id))?,
+    ))
 }
 
 pub async fn update_project(
@@ -82,12 +93,20 @@ pub async fn update_project(
     let body = body.0;
     let patch = ProjectPatch {
         name: body.name.map(|n| text("name", &n, 1, 200)).transpose()?,
-        description: body.description.map(|d| optional_text("description", d.as_deref(), 2000)).transpose()?,
-        language: body.language.map(|l| optional_text("language", l.as_deref(), 50)).transpose()?,
+        description: body
+            .description
+            .map(|d| optional_text("description", d.as_deref(), 2000))
+            .transpose()?,
+        language: body
+            .language
+            .map(|l| optional_text("language", l.as_deref(), 50))
+            .transpose()?,
         metadata: metadata(body.metadata)?,
     };
     let project = state.store.update_project(&tenant_id, &id, patch).await?;
-    Ok(Reply::ok(project.ok_or_else(|| ApiError::not_found("project", &id))?))
+    Ok(Reply::ok(
+        project.ok_or_else(|| ApiError::not_found("project", &id))?,
+    ))
 }
 
 pub async fn delete_project(
@@ -100,15 +119,24 @@ pub async fn delete_project(
     let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
     let project = state.store.delete_project(&tenant_id, &id).await?;
     let project = project.ok_or_else(|| ApiError::not_found("project", &id))?;
-    Ok(Reply::ok(serde_json::json!({ "id": project.id, "deleted": true })))
+    Ok(Reply::ok(
+        serde_json::json!({ "id": project.id, "deleted": true }),
+    ))
 }
 
 /// `metadata` must be a JSON object of bounded size.
 fn metadata(value: Option<Value>) -> Result<Option<Value>, ApiError> {
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(v @ Value::Object(_)) if serde_json::to_vec(&v).map_or(0, |b| b.len()) <= MAX_METADATA_BYTES => Ok(Some(v)),
-        Some(Value::Object(_)) => Err(ApiError::invalid("metadata", format!("must be at most {MAX_METADATA_BYTES} bytes"))),
+        Some(v @ Value::Object(_))
+            if serde_json::to_vec(&v).map_or(0, |b| b.len()) <= MAX_METADATA_BYTES =>
+        {
+            Ok(Some(v))
+        }
+        Some(Value::Object(_)) => Err(ApiError::invalid(
+            "metadata",
+            format!("must be at most {MAX_METADATA_BYTES} bytes"),
+        )),
         Some(_) => Err(ApiError::invalid("metadata", "must be a JSON object")),
     }
 }

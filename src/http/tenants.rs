@@ -41,7 +41,9 @@ pub async fn create_tenant(
     body: Json<CreateTenant>,
 ) -> Result<Reply<CreatedTenant>, ApiError> {
     if !principal.is_operator() {
-        return Err(ApiError::Forbidden("Only platform operators can create tenants".into()));
+        return Err(ApiError::Forbidden(
+            "Only platform operators can create tenants".into(),
+        ));
     }
     let body = body.0;
     let name = text("name", &body.name, 1, 200)?;
@@ -71,17 +73,31 @@ pub async fn create_tenant(
     let record = state.store.create_tenant(&tenant, &first_key).await?;
     Ok(Reply::created(CreatedTenant {
         tenant,
-        api_key: CreatedKey { record, key: secret.secret },
+        api_key: CreatedKey {
+            record,
+            key: secret.secret,
+        },
     }))
 }
 
-pub async fn list_tenants(principal: Principal, state: Data<AppState>, query: ListQuery) -> Result<Reply<Vec<Tenant>>, ApiError> {
+pub async fn list_tenants(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+) -> Result<Reply<Vec<Tenant>>, ApiError> {
     require(&principal, "tenants:read")?;
-    let page = state.store.list_tenants(principal.tenant_id.as_deref(), &query.page()?).await?;
+    let page = state
+        .store
+        .list_tenants(principal.tenant_id.as_deref(), &query.page()?)
+        .await?;
     Ok(Reply::page(page.items, page.next_cursor))
 }
 
-pub async fn get_tenant(principal: Principal, state: Data<AppState>, id: Path<String>) -> Result<Reply<Tenant>, ApiError> {
+pub async fn get_tenant(
+    principal: Principal,
+    state: Data<AppState>,
+    id: Path<String>,
+) -> Result<Reply<Tenant>, ApiError> {
     require(&principal, "tenants:read")?;
     let tenant = visible_tenant(&principal, &state, &id).await?;
     Ok(Reply::ok(tenant))
@@ -121,25 +137,45 @@ pub async fn update_tenant_settings(
     let body = body.0;
     let plan = match body.plan {
         Some(_) if !principal.is_operator() => {
-            return Err(ApiError::Forbidden("Only platform operators can change a tenant's plan".into()))
+            return Err(ApiError::Forbidden(
+                "Only platform operators can change a tenant's plan".into(),
+            ))
         }
         Some(plan) => Some(checked_plan(&state, &plan)?),
         None => None,
     };
     let settings = TenantSettingsPatch {
-        display_name: body.display_name.map(|v| optional_text("display_name", v.as_deref(), 200)).transpose()?,
-        timezone: body.timezone.map(|v| token("timezone", &v, 64, "/_+-")).transpose()?,
-        locale: body.locale.map(|v| token("locale", &v, 35, "-")).transpose()?,
+        display_name: body
+            .display_name
+            .map(|v| optional_text("display_name", v.as_deref(), 200))
+            .transpose()?,
+        timezone: body
+            .timezone
+            .map(|v| token("timezone", &v, 64, "/_+-"))
+            .transpose()?,
+        locale: body
+            .locale
+            .map(|v| token("locale", &v, 35, "-"))
+            .transpose()?,
         default_provider: body
             .default_provider
-            .map(|v| v.map(|p| token("default_provider", &p, 64, "_-.")).transpose())
+            .map(|v| {
+                v.map(|p| token("default_provider", &p, 64, "_-."))
+                    .transpose()
+            })
             .transpose()?,
         default_model: body
             .default_model
             .map(|v| optional_text("default_model", v.as_deref(), 200))
             .transpose()?,
-        max_concurrent_runs: body.max_concurrent_runs.map(|n| range("max_concurrent_runs", n, 1, 1000)).transpose()?,
-        data_retention_days: body.data_retention_days.map(|n| range("data_retention_days", n, 1, 3650)).transpose()?,
+        max_concurrent_runs: body
+            .max_concurrent_runs
+            .map(|n| range("max_concurrent_runs", n, 1, 1000))
+            .transpose()?,
+        data_retention_days: body
+            .data_retention_days
+            .map(|n| range("data_retention_days", n, 1, 3650))
+            .transpose()?,
         features: body
             .features
             .into_iter()
@@ -155,7 +191,11 @@ pub async fn update_tenant_settings(
 }
 
 /// The tenant `id` if the caller may see it; otherwise a 404, as if it did not exist.
-async fn visible_tenant(principal: &Principal, state: &AppState, id: &str) -> Result<Tenant, ApiError> {
+async fn visible_tenant(
+    principal: &Principal,
+    state: &AppState,
+    id: &str,
+) -> Result<Tenant, ApiError> {
     if !principal.sees_tenant(id) || !IdKind::Tenant.is_valid(id) {
         return Err(ApiError::not_found("tenant", id));
     }
@@ -174,7 +214,10 @@ fn checked_plan(state: &AppState, plan: &str) -> Result<String, ApiError> {
         Ok(plan.to_string())
     } else {
         let plans: Vec<_> = state.config.tenant_plans().collect();
-        Err(ApiError::invalid("plan", format!("must be one of {}", plans.join(", "))))
+        Err(ApiError::invalid(
+            "plan",
+            format!("must be one of {}", plans.join(", ")),
+        ))
     }
 }
 
@@ -182,11 +225,16 @@ fn checked_plan(state: &AppState, plan: &str) -> Result<String, ApiError> {
 fn token(field: &str, value: &str, max: usize, extra: &str) -> Result<String, ApiError> {
     let ok = !value.is_empty()
         && value.len() <= max
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c));
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c));
     if ok {
         Ok(value.to_string())
     } else {
-        Err(ApiError::invalid(field, format!("must be 1 to {max} letters, digits or '{extra}'")))
+        Err(ApiError::invalid(
+            field,
+            format!("must be 1 to {max} letters, digits or '{extra}'"),
+        ))
     }
 }
 
@@ -194,6 +242,9 @@ fn range(field: &str, n: u32, min: u32, max: u32) -> Result<u32, ApiError> {
     if (min..=max).contains(&n) {
         Ok(n)
     } else {
-        Err(ApiError::invalid(field, format!("must be from {min} to {max}")))
+        Err(ApiError::invalid(
+            field,
+            format!("must be from {min} to {max}"),
+        ))
     }
 }

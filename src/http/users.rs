@@ -21,7 +21,11 @@ pub struct CreateUser {
     tenant_id: Option<String>,
 }
 
-pub async fn create_user(principal: Principal, state: Data<AppState>, body: Json<CreateUser>) -> Result<Reply<User>, ApiError> {
+pub async fn create_user(
+    principal: Principal,
+    state: Data<AppState>,
+    body: Json<CreateUser>,
+) -> Result<Reply<User>, ApiError> {
     require(&principal, "users:write")?;
     let body = body.0;
     let tenant_id = acting_tenant(&state, &principal, body.tenant_id.as_deref()).await?;
@@ -29,13 +33,23 @@ pub async fn create_user(principal: Principal, state: Data<AppState>, body: Json
     let name = text("name", &body.name, 1, 200)?;
     let role = body.role.unwrap_or_else(|| "member".into());
     if !ROLES.contains(&role.as_str()) {
-        return Err(ApiError::invalid("role", format!("must be one of {}", ROLES.join(", "))));
+        return Err(ApiError::invalid(
+            "role",
+            format!("must be one of {}", ROLES.join(", ")),
+        ));
     }
-    let user = state.store.create_user(&tenant_id, NewUser { email, name, role }).await?;
+    let user = state
+        .store
+        .create_user(&tenant_id, NewUser { email, name, role })
+        .await?;
     Ok(Reply::created(user))
 }
 
-pub async fn list_users(principal: Principal, state: Data<AppState>, query: ListQuery) -> Result<Reply<Vec<User>>, ApiError> {
+pub async fn list_users(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+) -> Result<Reply<Vec<User>>, ApiError> {
     require(&principal, "users:read")?;
     let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
     let page = state.store.list_users(&tenant_id, &query.page()?).await?;

@@ -26,7 +26,13 @@ pub enum Reservation {
 
 impl Store {
     /// Claims `key` in `scope` for a request with `fingerprint`, or says who has it.
-    pub async fn claim_idempotency_key(&self, scope: &str, key: &str, fingerprint: &str, now: &str) -> Result<Reservation> {
+    pub async fn claim_idempotency_key(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: &str,
+    ) -> Result<Reservation> {
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (scope, idem_key) DO NOTHING",
@@ -50,7 +56,9 @@ impl Store {
         .await?;
         let Some(row) = row else {
             // Released between the insert and the read: the caller may simply try again.
-            return Ok(Reservation::InFlight { fingerprint: fingerprint.to_string() });
+            return Ok(Reservation::InFlight {
+                fingerprint: fingerprint.to_string(),
+            });
         };
         let fingerprint: String = row.try_get("fingerprint")?;
         let status: Option<i64> = row.try_get("status")?;
@@ -59,13 +67,21 @@ impl Store {
             Some(status) => Reservation::Done(IdempotencyRecord {
                 fingerprint,
                 status: u16::try_from(status).unwrap_or(500),
-                body: row.try_get::<Option<String>, _>("response")?.unwrap_or_default(),
+                body: row
+                    .try_get::<Option<String>, _>("response")?
+                    .unwrap_or_default(),
             }),
         })
     }
 
     /// Keeps the response of the request that claimed `key`.
-    pub async fn complete_idempotency_key(&self, scope: &str, key: &str, status: u16, body: &str) -> Result<()> {
+    pub async fn complete_idempotency_key(
+        &self,
+        scope: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<()> {
         sqlx::query("UPDATE idempotency_keys SET status = $3, response = $4 WHERE scope = $1 AND idem_key = $2")
             .bind(scope)
             .bind(key)

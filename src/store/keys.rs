@@ -50,7 +50,8 @@ pub struct KeyWithPlan {
 const COLUMNS: &str = "id, tenant_id, name, key_type, prefix, scopes, environment, expires_at, \
                        last_used_at, revoked_at, created_at";
 /// The same columns for a query that joins `api_keys k` with `tenants t`.
-const K_COLUMNS: &str = "k.id, k.tenant_id, k.name, k.key_type, k.prefix, k.scopes, k.environment, \
+const K_COLUMNS: &str =
+    "k.id, k.tenant_id, k.name, k.key_type, k.prefix, k.scopes, k.environment, \
                          k.expires_at, k.last_used_at, k.revoked_at, k.created_at";
 
 fn key_from_row(row: &AnyRow) -> Result<ApiKeyRecord> {
@@ -69,7 +70,10 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKeyRecord> {
     })
 }
 
-pub(super) async fn insert_key(tx: &mut Transaction<'_, Any>, key: &NewApiKey) -> Result<ApiKeyRecord> {
+pub(super) async fn insert_key(
+    tx: &mut Transaction<'_, Any>,
+    key: &NewApiKey,
+) -> Result<ApiKeyRecord> {
     let sql = format!(
         "INSERT INTO api_keys (id, tenant_id, name, key_type, prefix, hash, scopes, environment, \
          expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
@@ -113,7 +117,11 @@ impl Store {
         let sql = format!(
             "SELECT {K_COLUMNS}, t.plan FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id WHERE {condition}"
         );
-        let Some(row) = sqlx::query(&sql).bind(value).fetch_optional(&self.pool).await? else {
+        let Some(row) = sqlx::query(&sql)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
             return Ok(None);
         };
         Ok(Some(KeyWithPlan {
@@ -123,7 +131,11 @@ impl Store {
     }
 
     /// The keys of one tenant, or the platform-operator keys when `tenant_id` is `None`.
-    pub async fn list_keys(&self, tenant_id: Option<&str>, page: &Page) -> Result<Paged<ApiKeyRecord>> {
+    pub async fn list_keys(
+        &self,
+        tenant_id: Option<&str>,
+        page: &Page,
+    ) -> Result<Paged<ApiKeyRecord>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM api_keys \
              WHERE (tenant_id = $1 OR ($1 = '' AND tenant_id IS NULL)) AND id < $2 \
@@ -141,7 +153,12 @@ impl Store {
 
     /// Revokes key `id` (if it belongs to `tenant_id`, when one is given). Revoking twice
     /// keeps the first time. `None` when there is no such key.
-    pub async fn revoke_key(&self, id: &str, tenant_id: Option<&str>, now: &str) -> Result<Option<ApiKeyRecord>> {
+    pub async fn revoke_key(
+        &self,
+        id: &str,
+        tenant_id: Option<&str>,
+        now: &str,
+    ) -> Result<Option<ApiKeyRecord>> {
         let sql = format!(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) \
              WHERE id = $1 AND ($2 = '' OR tenant_id = $2) RETURNING {COLUMNS}"
@@ -167,9 +184,11 @@ impl Store {
 
     /// How many unrevoked platform-operator keys exist (the first `serve` creates one if none).
     pub async fn count_operator_keys(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id IS NULL AND revoked_at IS NULL")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id IS NULL AND revoked_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get("n")?)
     }
 }

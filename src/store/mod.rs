@@ -50,7 +50,9 @@ pub enum Error {
 impl Error {
     fn from_write(e: sqlx::Error, what: &str) -> Self {
         match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(what.to_string()),
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                Error::Conflict(what.to_string())
+            }
             _ => Error::Database(e),
         }
     }
@@ -136,8 +138,16 @@ impl Store {
     /// Applies the backend's migrations that have not run yet.
     pub async fn migrate(&self) -> Result<()> {
         match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+            Backend::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -159,7 +169,11 @@ impl Store {
 
     /// A runtime setting, created with `init` the first time it is asked for. Every node
     /// sharing the database gets the same value.
-    pub async fn setting_or_init(&self, name: &str, init: impl FnOnce() -> String) -> Result<String> {
+    pub async fn setting_or_init(
+        &self,
+        name: &str,
+        init: impl FnOnce() -> String,
+    ) -> Result<String> {
         sqlx::query("INSERT INTO runtime_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(init())
@@ -178,15 +192,31 @@ fn sqlite_url(url: &str) -> Result<String> {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if path.is_empty() || path == ":memory:" {
-        return Err(Error::Corrupt("database.url: an SQLite URL must name a file".into()));
+        return Err(Error::Corrupt(
+            "database.url: an SQLite URL must name a file".into(),
+        ));
     }
-    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Corrupt(format!("database.url: cannot create {}: {e}", dir.display()))
+            Error::Corrupt(format!(
+                "database.url: cannot create {}: {e}",
+                dir.display()
+            ))
         })?;
     }
-    let mode = if query.contains("mode=") { "" } else { "mode=rwc" };
-    let sep = if query.is_empty() || mode.is_empty() { "" } else { "&" };
+    let mode = if query.contains("mode=") {
+        ""
+    } else {
+        "mode=rwc"
+    };
+    let sep = if query.is_empty() || mode.is_empty() {
+        ""
+    } else {
+        "&"
+    };
     Ok(format!("sqlite://{path}?{query}{sep}{mode}"))
 }
 

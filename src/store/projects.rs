@@ -37,7 +37,8 @@ pub struct ProjectPatch {
     pub metadata: Option<serde_json::Value>,
 }
 
-const COLUMNS: &str = "id, tenant_id, name, description, language, metadata, created_at, updated_at";
+const COLUMNS: &str =
+    "id, tenant_id, name, description, language, metadata, created_at, updated_at";
 
 fn project_from_row(row: &AnyRow) -> Result<Project> {
     Ok(Project {
@@ -106,11 +107,19 @@ impl Store {
             .bind(page.fetch())
             .fetch_all(&self.pool)
             .await?;
-        let items = rows.iter().map(project_from_row).collect::<Result<Vec<_>>>()?;
+        let items = rows
+            .iter()
+            .map(project_from_row)
+            .collect::<Result<Vec<_>>>()?;
         Ok(page.paged(items, |p| &p.id))
     }
 
-    pub async fn update_project(&self, tenant_id: &str, id: &str, patch: ProjectPatch) -> Result<Option<Project>> {
+    pub async fn update_project(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        patch: ProjectPatch,
+    ) -> Result<Option<Project>> {
         let sql = format!(
             "UPDATE projects SET name = COALESCE($3, name), \
              description = CASE WHEN $4 THEN $5 ELSE description END, \
@@ -139,9 +148,14 @@ impl Store {
     }
 
     pub async fn delete_project(&self, tenant_id: &str, id: &str) -> Result<Option<Project>> {
-        let sql = format!("DELETE FROM projects WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}");
+        let sql =
+            format!("DELETE FROM projects WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}");
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(&sql).bind(tenant_id).bind(id).fetch_optional(&mut *tx).await?;
+        let row = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let project = project_from_row(&row)?;
         record_event(&mut tx, tenant_id, "project.deleted", &project).await?;

@@ -25,7 +25,11 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
 
 impl Store {
     /// Creates a tenant and its first API key, and records `tenant.created`, atomically.
-    pub async fn create_tenant(&self, tenant: &Tenant, first_key: &NewApiKey) -> Result<ApiKeyRecord> {
+    pub async fn create_tenant(
+        &self,
+        tenant: &Tenant,
+        first_key: &NewApiKey,
+    ) -> Result<ApiKeyRecord> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO tenants (id, name, plan, settings, created_at, updated_at) \
@@ -68,11 +72,19 @@ impl Store {
             .bind(page.fetch())
             .fetch_all(&self.pool)
             .await?;
-        let items = rows.iter().map(tenant_from_row).collect::<Result<Vec<_>>>()?;
+        let items = rows
+            .iter()
+            .map(tenant_from_row)
+            .collect::<Result<Vec<_>>>()?;
         Ok(page.paged(items, |t| &t.id))
     }
 
-    pub async fn update_tenant(&self, id: &str, plan: &str, settings: &TenantSettings) -> Result<Option<Tenant>> {
+    pub async fn update_tenant(
+        &self,
+        id: &str,
+        plan: &str,
+        settings: &TenantSettings,
+    ) -> Result<Option<Tenant>> {
         let sql = format!(
             "UPDATE tenants SET plan = $2, settings = $3, updated_at = $4 WHERE id = $1 RETURNING {COLUMNS}"
         );
@@ -94,8 +106,15 @@ impl TenantStore for Store {
         self.get_tenant(id).await.map_err(failure)
     }
 
-    async fn save_tenant(&self, id: &str, plan: &str, settings: &TenantSettings) -> Result<Option<Tenant>, StoreFailure> {
-        self.update_tenant(id, plan, settings).await.map_err(failure)
+    async fn save_tenant(
+        &self,
+        id: &str,
+        plan: &str,
+        settings: &TenantSettings,
+    ) -> Result<Option<Tenant>, StoreFailure> {
+        self.update_tenant(id, plan, settings)
+            .await
+            .map_err(failure)
     }
 }
 

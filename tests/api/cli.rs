@@ -1,0 +1,166 @@
+//! The binary itself: configuration from the environment, the bootstrap key, graceful stop.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dgidgi");
+
+fn dgidgi(db: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DGIDGI__DATABASE__URL", db)
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+#[test]
+fn bad_configuration_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/x.db", dir.path().display());
+    for (key, value, named) in [
+        ("DGIDGI__SERVER__PORT", "eighty", "server.port"),
+        ("DGIDGI__SERVER__PROT", "80", "prot"),
+        ("DGIDGI__DATABASE__URL", "mysql://nope", "database.url"),
+        (
+            "DGIDGI__RATE_LIMIT__WINDOW_SECS",
+            "0",
+            "rate_limit.window_secs",
+        ),
+    ] {
+        let out = dgidgi(&db).env(key, value).arg("serve").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{key}={value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(named), "{key}={value}: {stderr}");
+    }
+    let out = dgidgi(&db)
+        .env("DGIDGI_CONFIG", "/nonexistent/dgidgi.toml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DGIDGI_CONFIG"));
+}
+
+#[test]
+fn admin_create_key_prints_an_operator_key_that_the_server_accepts_and_sigterm_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/data/dgidgi.db", dir.path().display());
+    let out = dgidgi(&db)
+        .args(["admin", "create-key", "--operator"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let key = stdout.lines().last().unwrap().trim().to_string();
+    assert!(key.starts_with("chy_op_"), "{stdout}");
+
+    // A config file sets the port to 0 (any free one); the environment still wins over it.
+    let file = dir.path().join("dgidgi.toml");
+    std::fs::write(&file, "[server]\nport = 0\nworkers = 1\n").unwrap();
+    let mut server = dgidgi(&db)
+        .env("DGIDGI_CONFIG", &file)
+        .env("DGIDGI__AUTH__JWT_TTL_SECS", "120")
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(server.stderr.take().unwrap());
+    let port = wait_for_port(stderr);
+    let base = format!("http://127.0.0.1:{port}");
+    let (status, body) = get(&format!("{base}/api/v1/tenants"), &key);
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = get(&format!("{base}/api/v1/auth/token"), &key);
+    assert_eq!(status, 405, "GET on the token route is a 405");
+
+    unsafe { libc_kill(server.id() as i32, 15) };
+    let status = wait(&mut server, Duration::from_secs(20)).expect("the server stops on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    // This serve printed no key: the database already had one.
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut server.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(!stdout.contains("chy_op_"), "{stdout}");
+}
+
+#[test]
+fn the_first_serve_on_an_empty_database_prints_an_operator_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/new/folder/dgidgi.db", dir.path().display());
+    for run in 0..2 {
+        let mut server = dgidgi(&db)
+            .env("DGIDGI__SERVER__PORT", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_port(BufReader::new(server.stderr.take().unwrap()));
+        unsafe { libc_kill(server.id() as i32, 2) };
+        let status =
+            wait(&mut server, Duration::from_secs(20)).expect("the server stops on SIGINT");
+        assert!(status.success());
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(&mut server.stdout.take().unwrap(), &mut stdout).unwrap();
+        let printed = stdout.lines().filter(|l| l.starts_with("chy_op_")).count();
+        assert_eq!(printed, if run == 0 { 1 } else { 0 }, "run {run}: {stdout}");
+    }
+}
+
+/// Reads the server's log until it names its port, then keeps draining it in the
+/// background, as a supervisor would.
+fn wait_for_port(mut stderr: BufReader<std::process::ChildStderr>) -> u16 {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the server exited before logging its port"
+        );
+        if let Some(at) = line.find("port=") {
+            let port = line[at + 5..]
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok());
+            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+            return port.expect("a port number");
+        }
+    }
+}
+
+fn wait(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    None
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// A blocking GET, for these tests that run without an async runtime of their own.
+fn get(url: &str, key: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let res = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    })
+}

@@ -1,0 +1,262 @@
+//! Starts the real application on port 0 with a fresh database (an SQLite file in a temp
+//! folder, or a PostgreSQL database of its own) and talks to it over real HTTP.
+
+use std::sync::Arc;
+
+use dgidgi::config::Config;
+use dgidgi::http::AppState;
+use dgidgi::startup::Application;
+use figment::providers::Serialized;
+use figment::Figment;
+use reqwest::Method;
+use serde_json::Value;
+use sqlx::Connection;
+
+/// Runs each listed `async fn name(app: &TestApp)` of the calling module once on SQLite and
+/// once on PostgreSQL (skipped, and said so, where no PostgreSQL is reachable, except
+/// under CI, where its absence fails the test).
+macro_rules! backend_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    let app = crate::helpers::TestApp::spawn(crate::helpers::Backend::Sqlite, |c| c).await.unwrap();
+                    super::$name(&app).await;
+                    app.stop().await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    let Some(app) = crate::helpers::TestApp::spawn(crate::helpers::Backend::Postgres, |c| c).await else {
+                        return;
+                    };
+                    super::$name(&app).await;
+                    app.stop().await;
+                }
+            )+
+        }
+    };
+}
+pub(crate) use backend_tests;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The administrative PostgreSQL URL (without a database name).
+fn postgres_base() -> String {
+    std::env::var("DGIDGI_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A running application and what tests need to talk to it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    /// The operator key the first start created.
+    pub operator_key: String,
+    pub state: Arc<AppState>,
+    handle: actix_web::dev::ServerHandle,
+    /// Keeps the SQLite folder alive for the test's duration.
+    _dir: tempfile::TempDir,
+    postgres_db: Option<String>,
+}
+
+/// A response: status, headers and the JSON body (`Null` when there is none).
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+
+    /// The error code of an error envelope.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A tenant made for a test, with its first (all-scopes) key.
+pub struct TestTenant {
+    pub id: String,
+    pub key: String,
+    pub key_id: String,
+}
+
+impl TestApp {
+    /// Starts the application on `backend` with `configure` applied to the test defaults.
+    /// `None` when PostgreSQL is asked for and is not reachable outside CI.
+    pub async fn spawn(
+        backend: Backend,
+        configure: impl FnOnce(Figment) -> Figment,
+    ) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (url, postgres_db) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}/nested/dgidgi.db", dir.path().display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let name = format!("dgidgi_test_{}", uuid::Uuid::now_v7().simple());
+                match sqlx::PgConnection::connect(&format!("{}/test", postgres_base())).await {
+                    Ok(mut admin) => {
+                        sqlx::query(&format!("CREATE DATABASE {name}"))
+                            .execute(&mut admin)
+                            .await
+                            .expect("create test database");
+                        let _ = admin.close().await;
+                        (format!("{}/{name}", postgres_base()), Some(name))
+                    }
+                    Err(e) if std::env::var_os("CI").is_some() => {
+                        panic!(
+                            "PostgreSQL is required under CI and is not reachable at {}: {e}",
+                            postgres_base()
+                        )
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "skipped: PostgreSQL not reachable at {} ({e})",
+                            postgres_base()
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        let figment = Config::defaults()
+            .merge(Serialized::default("server.port", 0))
+            .merge(Serialized::default("server.workers", 1))
+            .merge(Serialized::default("actors.arbiters", 1))
+            .merge(Serialized::default("database.url", url))
+            .merge(Serialized::default("database.max_connections", 4));
+        let config = Config::from_figment(configure(figment)).expect("test configuration is valid");
+        let app = Application::build(config)
+            .await
+            .expect("application builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let operator_key = app
+            .bootstrap_key
+            .clone()
+            .expect("a fresh database gets an operator key");
+        let state = app.state.clone();
+        let handle = app.handle();
+        actix_web::rt::spawn(app.run_until_stopped());
+        Some(Self {
+            address,
+            client: reqwest::Client::new(),
+            operator_key,
+            state,
+            handle,
+            _dir: dir,
+            postgres_db,
+        })
+    }
+
+    /// Stops the server and drops the test's PostgreSQL database.
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+        self.state.store.close().await;
+        if let Some(name) = &self.postgres_db {
+            if let Ok(mut admin) =
+                sqlx::PgConnection::connect(&format!("{}/test", postgres_base())).await
+            {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await;
+            }
+        }
+    }
+
+    /// Sends `method path` with `key` as Bearer credentials (if any) and `body` as JSON.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        Self::reply(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn reply(res: reqwest::Response) -> Reply {
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.expect("body read");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("JSON body, got {}", String::from_utf8_lossy(&bytes)))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Reply {
+        self.call(Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(key), Some(&body)).await
+    }
+
+    pub async fn patch(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(key), Some(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(key), None).await
+    }
+
+    /// Creates a tenant on `plan` as the operator.
+    pub async fn tenant(&self, name: &str, plan: &str) -> TestTenant {
+        let res = self
+            .post(
+                "/api/v1/tenants",
+                &self.operator_key,
+                serde_json::json!({ "name": name, "plan": plan }),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.body);
+        TestTenant {
+            id: res.data()["id"].as_str().unwrap().to_string(),
+            key: res.data()["api_key"]["key"].as_str().unwrap().to_string(),
+            key_id: res.data()["api_key"]["id"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// Creates a project in the tenant whose key is `key`; returns its id.
+    pub async fn project(&self, key: &str, name: &str) -> String {
+        let res = self
+            .post("/api/v1/projects", key, serde_json::json!({ "name": name }))
+            .await;
+        assert_eq!(res.status, 201, "{}", res.body);
+        res.data()["id"].as_str().unwrap().to_string()
+    }
+}

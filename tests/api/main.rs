@@ -1,0 +1,17 @@
+//! The API test suite: one binary (to keep link time down) whose tests start the real
+//! application on port 0 and talk to it over HTTP. Tests listed in `backend_tests!` run on
+//! SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod auth;
+mod cli;
+mod errors;
+mod health;
+mod idempotency;
+mod isolation;
+mod keys;
+mod projects;
+mod ratelimit;
+mod tenants;
+mod users;
