@@ -85,6 +85,17 @@ fn start_server(workers: usize) -> Server {
     }
 }
 
+async fn post_json(client: &reqwest::Client, url: &str, key: &str, body: Value) -> Value {
+    let res = client
+        .post(url)
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    res.json().await.unwrap()
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     f64::from(sorted[i]) / 1000.0
@@ -106,30 +117,24 @@ fn main() {
             .pool_max_idle_per_host(concurrency)
             .build()
             .unwrap();
-        let tenant: Value = client
-            .post(format!("{base}/api/v1/tenants"))
-            .bearer_auth(&server.operator_key)
-            .json(&json!({ "name": "load", "plan": "free" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let tenant = post_json(
+            &client,
+            &format!("{base}/api/v1/tenants"),
+            &server.operator_key,
+            json!({ "name": "load" }),
+        )
+        .await;
         let key = tenant["data"]["api_key"]["key"]
             .as_str()
             .unwrap()
             .to_string();
-        let project: Value = client
-            .post(format!("{base}/api/v1/projects"))
-            .bearer_auth(&key)
-            .json(&json!({ "name": "load target", "metadata": { "k": "v" } }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let project = post_json(
+            &client,
+            &format!("{base}/api/v1/projects"),
+            &key,
+            json!({ "name": "load target" }),
+        )
+        .await;
         let url = format!(
             "{base}/api/v1/projects/{}",
             project["data"]["id"].as_str().unwrap()

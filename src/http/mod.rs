@@ -21,7 +21,7 @@ use dgidgi_actors::Tenants;
 
 use crate::auth::{hash_key, parse_key, JwtIssuer, Principal};
 use crate::config::{Config, PlanLimits, OPERATOR_PLAN};
-use crate::ids::now_rfc3339;
+use crate::ids::{now_rfc3339, IdKind};
 use crate::ratelimit::RateLimiter;
 use crate::store::{KeyWithPlan, Store};
 pub use error::ApiError;
@@ -229,6 +229,9 @@ async fn acting_tenant(
             "tenant_id",
             "is required with a platform-operator key",
         )),
+        (None, Some(named)) if !IdKind::Tenant.is_valid(named) => {
+            Err(ApiError::not_found("tenant", named))
+        }
         (None, Some(named)) => {
             state.tenants.get(named).await.map_err(|e| match e {
                 dgidgi_actors::TenantError::NotFound => ApiError::not_found("tenant", named),

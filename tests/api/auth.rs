@@ -95,14 +95,7 @@ async fn an_expired_key_is_refused(app: &TestApp) {
 async fn a_token_minted_from_a_key_works_like_the_key(app: &TestApp) {
     let tenant = app.tenant("Acme", "free").await;
     let project = app.project(&tenant.key, "p").await;
-    let res = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/token",
-            None,
-            Some(&json!({ "api_key": tenant.key })),
-        )
-        .await;
+    let res = app.token(&tenant.key).await;
     assert_eq!(res.status, 200, "{}", res.body);
     assert_eq!(res.data()["token_type"], "Bearer");
     assert_eq!(res.data()["tenant_id"], tenant.id.as_str());
@@ -257,14 +250,7 @@ async fn a_token_dies_with_the_key_it_came_from(app: &TestApp) {
         made.data()["key"].as_str().unwrap(),
         made.data()["id"].as_str().unwrap(),
     );
-    let res = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/token",
-            None,
-            Some(&json!({ "api_key": key })),
-        )
-        .await;
+    let res = app.token(key).await;
     let token = res.data()["access_token"].as_str().unwrap();
     assert_eq!(app.get("/api/v1/projects", token).await.status, 200);
     app.delete(&format!("/api/v1/api-keys/{id}"), &tenant.key)

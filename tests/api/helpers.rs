@@ -234,6 +234,13 @@ impl TestApp {
         self.call(Method::DELETE, path, Some(key), None).await
     }
 
+    /// Exchanges `api_key` for a JWT at the (unauthenticated) token endpoint.
+    pub async fn token(&self, api_key: &str) -> Reply {
+        let body = serde_json::json!({ "api_key": api_key });
+        self.call(Method::POST, "/api/v1/auth/token", None, Some(&body))
+            .await
+    }
+
     /// Creates a tenant on `plan` as the operator.
     pub async fn tenant(&self, name: &str, plan: &str) -> TestTenant {
         let res = self

@@ -1,6 +1,5 @@
 use figment::providers::Serialized;
 use figment::Figment;
-use reqwest::Method;
 use serde_json::json;
 
 use crate::helpers::{Backend, TestApp};
@@ -34,14 +33,7 @@ async fn each_response_reports_the_budget_and_the_key_is_refused_past_it() {
     assert!((1..=60).contains(&retry));
     // The auth endpoint is never limited.
     for _ in 0..10 {
-        let res = app
-            .call(
-                Method::POST,
-                "/api/v1/auth/token",
-                None,
-                Some(&json!({ "api_key": tenant.key })),
-            )
-            .await;
+        let res = app.token(&tenant.key).await;
         assert_eq!(res.status, 200);
         assert!(res.header("x-ratelimit-limit").is_none());
     }
