@@ -164,3 +164,52 @@ fn get(url: &str, key: &str) -> (u16, String) {
         (res.status().as_u16(), res.text().await.unwrap())
     })
 }
+
+#[test]
+fn a_request_in_flight_when_sigterm_arrives_is_still_answered() {
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/dgidgi.db", dir.path().display());
+    let mut server = dgidgi(&db)
+        .env("DGIDGI__SERVER__PORT", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let port = wait_for_port(BufReader::new(server.stderr.take().unwrap()));
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    let key = loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "no key printed");
+        if line.starts_with("chy_op_") {
+            break line.trim().to_string();
+        }
+    };
+
+    // Half a request is on the wire when the signal comes; the rest follows after it.
+    let body = r#"{"name": "Late but answered"}"#;
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        conn,
+        "POST /api/v1/tenants HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..10]
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    unsafe { libc_kill(server.id() as i32, 15) };
+    std::thread::sleep(Duration::from_millis(300));
+    conn.write_all(&body.as_bytes()[10..]).unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    assert!(response.contains("Late but answered"));
+
+    let status =
+        wait(&mut server, Duration::from_secs(20)).expect("the server stops after the request");
+    assert!(status.success(), "{status:?}");
+    // And it no longer accepts connections.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
