@@ -1,6 +1,6 @@
 //! The actor system of the DgiDgi runtime.
 //!
-//! Each live entity (a tenant today; agent runs, chat sessions and webhooks later) is a
+//! Each live entity (a tenant, an agent run; chat sessions and webhooks later) is a
 //! supervised actix actor that owns its entity's live state and is its single writer.
 //! Actors are activated on demand by a registry, passivated when idle, and restarted by
 //! their supervisor after a failure, reloading their state from the store.
@@ -10,11 +10,19 @@
 //!
 //! - [`tenant`]: the tenant domain (plan, settings) and the `TenantActor`.
 //! - [`registry`]: activation, passivation and addressing of keyed actors.
+//! - [`run`]: agent runs and the `RunActor` that steps through a goal.
+//! - [`events`]: ordered event logs and their live fan-out (runs, chat sessions).
+//! - [`provider`]: the streaming LLM provider interface.
+//! - [`tools`]: the built-in workspace tools.
 //! - [`store`]: the persistence traits actors talk through.
 
+pub mod events;
+pub mod provider;
 pub mod registry;
+pub mod run;
 pub mod store;
 pub mod tenant;
+pub mod tools;
 
 pub use registry::{ActorError, Registry};
 pub use store::{StoreFailure, TenantStore};

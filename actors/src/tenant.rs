@@ -1,12 +1,13 @@
 //! Tenants: the domain (plan, settings) and the `TenantActor` that owns each tenant's live
 //! state, reached through the cheap-clone [`Tenants`] handle.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 use crate::registry::{ActorError, Registry};
 use crate::store::TenantStore;
@@ -159,6 +160,10 @@ pub struct TenantActor {
     idle_after: Duration,
     /// Where this actor is registered, so that it can take itself out as it passivates.
     registry: Registry<TenantActor>,
+    /// Runs holding one of the tenant's `max_concurrent_runs` slots.
+    running: HashSet<String>,
+    /// Runs waiting for a slot, first come first served.
+    waiting: VecDeque<(String, oneshot::Sender<()>)>,
 }
 
 impl TenantActor {
@@ -198,7 +203,8 @@ impl TenantActor {
     }
 
     fn passivate_if_idle(&mut self, ctx: &mut Context<Self>) {
-        let idle = self.last_active.elapsed() >= self.idle_after;
+        let busy = !self.running.is_empty() || !self.waiting.is_empty();
+        let idle = self.last_active.elapsed() >= self.idle_after && !busy;
         let dead = matches!(self.state, State::Missing | State::Failed(_));
         if idle || dead {
             tracing::debug!(tenant_id = %self.id, "tenant actor passivating");
@@ -266,6 +272,68 @@ impl Handler<UpdateTenant> for TenantActor {
     }
 }
 
+/// Ask for one of the tenant's run slots; the receiver fires when the run may start.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<oneshot::Receiver<()>, TenantError>")]
+pub struct AdmitRun {
+    pub run_id: String,
+}
+
+/// Give a run's slot (or its place in the queue) back.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ReleaseRun {
+    pub run_id: String,
+}
+
+impl TenantActor {
+    fn limit(&self) -> usize {
+        match &self.state {
+            State::Live(t) => t.settings.max_concurrent_runs.max(1) as usize,
+            _ => 1,
+        }
+    }
+
+    /// Starts waiting runs while slots are free.
+    fn admit_waiting(&mut self) {
+        while self.running.len() < self.limit() {
+            let Some((run_id, admitted)) = self.waiting.pop_front() else { break };
+            // A waiter that went away (cancelled) takes no slot.
+            if admitted.send(()).is_ok() {
+                self.running.insert(run_id);
+            }
+        }
+    }
+}
+
+impl Handler<AdmitRun> for TenantActor {
+    type Result = Result<oneshot::Receiver<()>, TenantError>;
+
+    fn handle(&mut self, msg: AdmitRun, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        self.current()?;
+        let (admitted, wait) = oneshot::channel();
+        if self.running.contains(&msg.run_id) {
+            let _ = admitted.send(());
+        } else {
+            self.waiting.push_back((msg.run_id, admitted));
+            self.admit_waiting();
+        }
+        Ok(wait)
+    }
+}
+
+impl Handler<ReleaseRun> for TenantActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReleaseRun, _: &mut Context<Self>) {
+        self.touch();
+        self.running.remove(&msg.run_id);
+        self.waiting.retain(|(id, _)| *id != msg.run_id);
+        self.admit_waiting();
+    }
+}
+
 /// The cheap-clone handle through which the rest of the program talks to tenant actors.
 #[derive(Clone)]
 pub struct Tenants {
@@ -298,6 +366,19 @@ impl Tenants {
         self.send(id, GetTenant).await?
     }
 
+    /// Waits until run `run_id` may start under the tenant's concurrency limit.
+    pub async fn admit(&self, tenant_id: &str, run_id: &str) -> Result<(), TenantError> {
+        let wait = self.send(tenant_id, AdmitRun { run_id: run_id.into() }).await??;
+        wait.await.map_err(|_| TenantError::Unavailable("the tenant actor stopped".into()))
+    }
+
+    /// Gives run `run_id`'s slot back (or takes it out of the queue).
+    pub async fn release(&self, tenant_id: &str, run_id: &str) {
+        if let Err(e) = self.send(tenant_id, ReleaseRun { run_id: run_id.into() }).await {
+            tracing::warn!(%tenant_id, %run_id, error = %e, "run slot not released");
+        }
+    }
+
     /// Changes the tenant's plan and settings through its actor.
     pub async fn update(&self, id: &str, update: UpdateTenant) -> Result<Tenant, TenantError> {
         self.send(id, update).await?
@@ -322,6 +403,8 @@ impl Tenants {
             last_active: Instant::now(),
             idle_after,
             registry: registry.clone(),
+            running: HashSet::new(),
+            waiting: VecDeque::new(),
         };
         Ok(self.registry.send(id, make, msg).await?)
     }

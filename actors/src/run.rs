@@ -1,0 +1,641 @@
+//! Agent runs: the domain, the `RunActor` that drives one run through its steps, and the
+//! cheap-clone [`Runs`] handle.
+//!
+//! A run is `queued -> running -> completed | failed | cancelled`. Each step is one
+//! streaming LLM call plus the tool calls the model asked for. Every event is persisted
+//! (batched for tokens) before it is published; a step is recorded when it finishes, so a
+//! restarted run resumes after its last finished step.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use async_trait::async_trait;
+use futures_util::{FutureExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{EventHub, EventLog, StreamEvent};
+use crate::provider::{ChatChunk, ChatMessage, ChatRequest, ProviderError, ProviderSet, ToolCall, Usage};
+use crate::registry::{ActorError, Registry};
+use crate::store::StoreFailure;
+use crate::tenant::Tenants;
+use crate::tools::{self, Artifact, Workspace};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    RequiresAction,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::RequiresAction => "requires_action",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Queued, Self::Running, Self::RequiresAction, Self::Completed, Self::Failed, Self::Cancelled]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
+    }
+}
+
+/// How a run is to be carried out: the agent as it was when the run was created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub system_prompt: Option<String>,
+    /// The provider to use, then the fallbacks in order.
+    pub providers: Vec<String>,
+    pub model: Option<String>,
+    /// Tools offered to the model (empty at autonomy `low`).
+    pub tools: Vec<String>,
+    pub max_steps: u32,
+    pub temperature: Option<f32>,
+    pub timeout_secs: u64,
+    /// The project workspace the tools work in.
+    pub workspace: PathBuf,
+}
+
+/// A tool's answer to one call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolResult {
+    pub tool_call_id: String,
+    pub name: String,
+    pub output: String,
+    pub is_error: bool,
+}
+
+/// One finished step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub index: u32,
+    pub provider: String,
+    pub model: String,
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub tool_results: Vec<ToolResult>,
+    pub usage: Usage,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+/// Why a run failed: a stable code and a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunError {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+impl RunError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self { code: code.into(), message: message.into(), details: None }
+    }
+}
+
+impl From<StoreFailure> for RunError {
+    fn from(e: StoreFailure) -> Self {
+        RunError::new("store_failure", e.0)
+    }
+}
+
+/// An agent run as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    pub id: String,
+    pub tenant_id: String,
+    pub agent_id: String,
+    pub project_id: String,
+    pub goal: String,
+    pub input: Value,
+    pub status: RunStatus,
+    pub steps: Vec<Step>,
+    pub output: Option<String>,
+    pub usage: Usage,
+    pub error: Option<RunError>,
+    pub artifacts: Vec<Artifact>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub updated_at: String,
+    #[serde(skip)]
+    pub spec: RunSpec,
+    /// The seq of the run's last stored event.
+    #[serde(skip)]
+    pub last_seq: i64,
+}
+
+/// What the run actor needs from the store.
+#[async_trait]
+pub trait RunStore: EventLog {
+    /// The run with its finished steps and last event seq.
+    async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure>;
+    /// Marks the run running, with `event` (`run.started`) and the `agent.started` domain event.
+    async fn start_run(&self, run: &Run, event: &StreamEvent) -> Result<(), StoreFailure>;
+    /// Records a finished step, the run's artifacts and usage so far, and `event`.
+    async fn save_step(&self, run: &Run, step: &Step, event: &StreamEvent) -> Result<(), StoreFailure>;
+    /// Records the run's end (status, output, error, usage), `event`, and the domain event.
+    async fn finish_run(&self, run: &Run, event: &StreamEvent) -> Result<(), StoreFailure>;
+    /// Runs left `queued` or `running` (by a stop or a crash).
+    async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure>;
+}
+
+/// Retry, timeout and batching settings of run execution.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Attempts after the first for retryable provider errors (429, 5xx, timeouts).
+    pub max_retries: u32,
+    /// The first backoff; each retry doubles it.
+    pub retry_base: Duration,
+    /// A stream with no chunk for this long has stalled.
+    pub idle_timeout: Duration,
+    /// Tokens are written in batches at most this far apart.
+    pub flush_every: Duration,
+    /// ... or of at most this many events.
+    pub flush_batch: usize,
+}
+
+/// What every run actor shares.
+pub struct RunDeps {
+    pub store: Arc<dyn RunStore>,
+    pub hub: EventHub,
+    pub providers: Arc<dyn ProviderSet>,
+    pub tenants: Tenants,
+    pub settings: RunSettings,
+}
+
+/// Stop the run: the LLM stream is dropped at once; a queued run never starts.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct CancelRun;
+
+/// The single writer of one run: owns the driver task and its cancellation.
+pub struct RunActor {
+    id: String,
+    deps: Arc<RunDeps>,
+    cancel: CancellationToken,
+    registry: Registry<RunActor>,
+}
+
+impl Actor for RunActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let (deps, id, cancel) = (self.deps.clone(), self.id.clone(), self.cancel.clone());
+        // A panic in the driver fails this run; the arbiter and every other run go on.
+        let driver = AssertUnwindSafe(drive(deps.clone(), id.clone(), cancel)).catch_unwind();
+        ctx.spawn(driver.into_actor(self).map(move |outcome, act, ctx| {
+            if let Err(panic) = outcome {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(run_id = %id, panic = %what, "run driver panicked; the run fails");
+                actix::spawn(fail_after_panic(deps, id.clone()));
+            }
+            act.registry.forget(&act.id, &ctx.address());
+            ctx.stop();
+        }));
+    }
+}
+
+impl Supervised for RunActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!(run_id = %self.id, "run actor restarting; the run reloads from the store");
+        self.cancel = CancellationToken::new();
+    }
+}
+
+impl Handler<CancelRun> for RunActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CancelRun, _: &mut Context<Self>) {
+        self.cancel.cancel();
+    }
+}
+
+/// The handle through which the rest of the program starts and cancels runs.
+#[derive(Clone)]
+pub struct Runs {
+    registry: Registry<RunActor>,
+    deps: Arc<RunDeps>,
+}
+
+impl Runs {
+    pub fn new(deps: RunDeps, arbiters: Vec<ArbiterHandle>) -> Self {
+        Self { registry: Registry::new(arbiters), deps: Arc::new(deps) }
+    }
+
+    pub fn hub(&self) -> &EventHub {
+        &self.deps.hub
+    }
+
+    /// How many run actors are live.
+    pub fn live(&self) -> usize {
+        self.registry.live()
+    }
+
+    /// Starts (or finds) the actor of stored run `id`.
+    pub fn start(&self, id: &str) {
+        self.registry.activate(id, self.make(id));
+    }
+
+    /// Cancels run `id`, starting its actor if needed so that a queued run is cancelled too.
+    pub async fn cancel(&self, id: &str) -> Result<(), ActorError> {
+        self.registry.send(id, self.make(id), CancelRun).await
+    }
+
+    /// Starts every run left unfinished by an earlier process; returns how many.
+    pub async fn recover(&self) -> Result<usize, StoreFailure> {
+        let ids = self.deps.store.unfinished_runs().await?;
+        for id in &ids {
+            self.start(id);
+        }
+        Ok(ids.len())
+    }
+
+    fn make(&self, id: &str) -> impl Fn(&mut Context<RunActor>) -> RunActor + Send + Clone + 'static {
+        let (deps, registry, id) = (self.deps.clone(), self.registry.clone(), id.to_string());
+        move |_| RunActor {
+            id: id.clone(),
+            deps: deps.clone(),
+            cancel: CancellationToken::new(),
+            registry: registry.clone(),
+        }
+    }
+}
+
+/// Writes a stream's events: assigns seqs, persists, then publishes. Tokens are batched.
+struct EventWriter {
+    stream: String,
+    next_seq: i64,
+    pending: Vec<StreamEvent>,
+    last_flush: Instant,
+    deps: Arc<RunDeps>,
+}
+
+impl EventWriter {
+    fn new(stream: &str, last_seq: i64, deps: Arc<RunDeps>) -> Self {
+        Self { stream: stream.into(), next_seq: last_seq + 1, pending: Vec::new(), last_flush: Instant::now(), deps }
+    }
+
+    /// The next event, with its seq; the caller persists it.
+    fn event(&mut self, kind: &str, data: Value) -> StreamEvent {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        StreamEvent { seq, kind: kind.into(), data, created_at: now() }
+    }
+
+    /// Queues a token; writes the batch when it is big or old enough.
+    async fn token(&mut self, data: Value) -> Result<(), RunError> {
+        let event = self.event("token", data);
+        self.pending.push(event);
+        if self.pending.len() >= self.deps.settings.flush_batch || self.last_flush.elapsed() >= self.deps.settings.flush_every {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Persists then publishes what is queued.
+    async fn flush(&mut self) -> Result<(), RunError> {
+        self.last_flush = Instant::now();
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.deps.store.append_events(&self.stream, &self.pending).await?;
+        self.deps.hub.publish(&self.stream, &self.pending);
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes one event at once (after what is queued).
+    async fn emit(&mut self, kind: &str, data: Value) -> Result<(), RunError> {
+        let event = self.event(kind, data);
+        self.pending.push(event);
+        self.flush().await
+    }
+
+    fn publish(&self, event: &StreamEvent) {
+        self.deps.hub.publish(&self.stream, std::slice::from_ref(event));
+    }
+}
+
+/// Now, in the fixed-width form the store keeps (`2026-01-07T18:00:00.000Z`).
+fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+async fn fail_after_panic(deps: Arc<RunDeps>, id: String) {
+    let Ok(Some(mut run)) = deps.store.load_run(&id).await else { return };
+    if run.status.is_terminal() {
+        return;
+    }
+    let mut log = EventWriter::new(&id, run.last_seq, deps.clone());
+    finish(&mut run, &mut log, Err(RunError::new("internal_error", "the run stopped on an internal error"))).await;
+    deps.tenants.release(&run.tenant_id, &id).await;
+}
+
+/// Drives run `id` from where the store says it is to its end.
+async fn drive(deps: Arc<RunDeps>, id: String, cancel: CancellationToken) {
+    let mut run = match deps.store.load_run(&id).await {
+        Ok(Some(run)) if !run.status.is_terminal() => run,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::error!(run_id = %id, error = %e, "run not loaded; it stays as it is until the next start");
+            return;
+        }
+    };
+    let mut log = EventWriter::new(&id, run.last_seq, deps.clone());
+    let tenant = run.tenant_id.clone();
+
+    // Admission: wait for a slot under the tenant's concurrency limit, unless cancelled.
+    let admitted = tokio::select! {
+        admitted = deps.tenants.admit(&tenant, &id) => admitted,
+        _ = cancel.cancelled() => {
+            deps.tenants.release(&tenant, &id).await;
+            finish(&mut run, &mut log, Ok(Ending::Cancelled)).await;
+            return;
+        }
+    };
+    if let Err(e) = admitted {
+        tracing::warn!(run_id = %id, error = %e, "admission not confirmed; running anyway");
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(run.spec.timeout_secs);
+    let mut ending = Ok(Ending::Cancelled);
+    if !cancel.is_cancelled() {
+        ending = match start(&mut run, &mut log).await {
+            Err(e) => Err(e),
+            Ok(()) => tokio::select! {
+                outcome = run_steps(&deps, &mut run, &mut log) => outcome.map(Ending::Completed),
+                _ = cancel.cancelled() => Ok(Ending::Cancelled),
+                _ = tokio::time::sleep_until(deadline) => Err(RunError::new(
+                    "run_timeout",
+                    format!("the run did not finish within {} s", run.spec.timeout_secs),
+                )),
+            },
+        };
+    }
+    // Whatever was streamed before a cancel or a failure is kept.
+    if let Err(e) = log.flush().await {
+        tracing::error!(run_id = %id, error = %e.message, "partial tokens not saved");
+    }
+    finish(&mut run, &mut log, ending).await;
+    deps.tenants.release(&tenant, &id).await;
+}
+
+enum Ending {
+    Completed(String),
+    Cancelled,
+}
+
+async fn start(run: &mut Run, log: &mut EventWriter) -> Result<(), RunError> {
+    if run.status == RunStatus::Running {
+        return log.emit("run.resumed", json!({ "after_step": run.steps.len() })).await;
+    }
+    run.status = RunStatus::Running;
+    run.started_at = Some(now());
+    let event = log.event("run.started", json!({ "run_id": run.id, "agent_id": run.agent_id }));
+    log.deps.store.start_run(run, &event).await?;
+    log.publish(&event);
+    Ok(())
+}
+
+async fn finish(run: &mut Run, log: &mut EventWriter, ending: Result<Ending, RunError>) {
+    let (kind, data) = match ending {
+        Ok(Ending::Completed(output)) => {
+            run.status = RunStatus::Completed;
+            run.output = Some(output.clone());
+            ("run.completed", json!({ "output": output, "usage": run.usage }))
+        }
+        Ok(Ending::Cancelled) => {
+            run.status = RunStatus::Cancelled;
+            ("run.cancelled", json!({ "steps": run.steps.len() }))
+        }
+        Err(error) => {
+            run.status = RunStatus::Failed;
+            let data = json!({ "error": error });
+            run.error = Some(error);
+            ("run.failed", data)
+        }
+    };
+    run.finished_at = Some(now());
+    let event = log.event(kind, data);
+    match log.deps.store.finish_run(run, &event).await {
+        Ok(()) => log.publish(&event),
+        Err(e) => tracing::error!(run_id = %run.id, error = %e, "run end not saved; it resumes at the next start"),
+    }
+    log.deps.hub.close(&run.id);
+}
+
+/// The step loop: stops when the model answers without tool calls or the budget is spent.
+async fn run_steps(deps: &Arc<RunDeps>, run: &mut Run, log: &mut EventWriter) -> Result<String, RunError> {
+    let workspace = Workspace::new(run.spec.workspace.clone());
+    let tool_specs = tools::specs(&run.spec.tools);
+    while (run.steps.len() as u32) < run.spec.max_steps {
+        let index = run.steps.len() as u32;
+        let started_at = now();
+        log.emit("step.started", json!({ "step": index })).await?;
+        let request = ChatRequest {
+            model: run.spec.model.clone(),
+            messages: conversation(run),
+            tools: tool_specs.clone(),
+            temperature: run.spec.temperature,
+        };
+        let answer = complete(deps, &run.spec.providers, request, index, log).await?;
+        let mut step = Step {
+            index,
+            provider: answer.provider,
+            model: answer.model,
+            text: answer.text,
+            tool_calls: answer.tool_calls,
+            tool_results: Vec::new(),
+            usage: answer.usage,
+            started_at,
+            finished_at: String::new(),
+        };
+        for call in &step.tool_calls {
+            log.emit("tool.called", json!({ "step": index, "id": call.id, "name": call.name, "arguments": call.arguments }))
+                .await?;
+            let outcome = workspace.run(call).await;
+            if let Some(artifact) = outcome.artifact {
+                run.artifacts.retain(|a| a.path != artifact.path);
+                run.artifacts.push(artifact);
+            }
+            log.emit(
+                "tool.result",
+                json!({ "step": index, "id": call.id, "name": call.name, "output": outcome.output, "is_error": outcome.is_error }),
+            )
+            .await?;
+            step.tool_results.push(ToolResult {
+                tool_call_id: call.id.clone(),
+                name: call.name.clone(),
+                output: outcome.output,
+                is_error: outcome.is_error,
+            });
+        }
+        step.finished_at = now();
+        run.usage.add(step.usage);
+        log.flush().await?;
+        let done = step.tool_calls.is_empty();
+        let event = log.event("step.completed", json!({ "step": index, "usage": step.usage, "tool_calls": step.tool_calls.len() }));
+        run.steps.push(step);
+        deps.store.save_step(run, run.steps.last().expect("just pushed"), &event).await?;
+        log.publish(&event);
+        if done {
+            return Ok(run.steps.last().map(|s| s.text.clone()).unwrap_or_default());
+        }
+    }
+    Err(RunError::new(
+        "step_budget_exhausted",
+        format!("the model still asked for tools after {} steps", run.spec.max_steps),
+    ))
+}
+
+/// The messages of the next step: instructions, the goal, then every finished step.
+fn conversation(run: &Run) -> Vec<ChatMessage> {
+    let system = run.spec.system_prompt.clone().unwrap_or_else(|| {
+        "You are an autonomous agent. Work towards the user's goal step by step, using the tools offered when they help, and answer with the result.".into()
+    });
+    let mut goal = run.goal.clone();
+    if !run.input.is_null() {
+        goal.push_str(&format!("\n\nInput:\n{}", run.input));
+    }
+    let mut messages = vec![ChatMessage::System { content: system }, ChatMessage::User { content: goal }];
+    for step in &run.steps {
+        messages.push(ChatMessage::Assistant { content: step.text.clone(), tool_calls: step.tool_calls.clone() });
+        for result in &step.tool_results {
+            messages.push(ChatMessage::Tool { tool_call_id: result.tool_call_id.clone(), content: result.output.clone() });
+        }
+    }
+    messages
+}
+
+struct Answer {
+    provider: String,
+    model: String,
+    text: String,
+    tool_calls: Vec<ToolCall>,
+    usage: Usage,
+}
+
+/// One completion, streamed as `token` events: each provider in order, each retried with
+/// backoff while its errors are retryable and nothing has been streamed yet.
+async fn complete(
+    deps: &Arc<RunDeps>,
+    providers: &[String],
+    request: ChatRequest,
+    step: u32,
+    log: &mut EventWriter,
+) -> Result<Answer, RunError> {
+    let settings = &deps.settings;
+    let mut failures = Vec::new();
+    for name in providers {
+        let Some(provider) = deps.providers.get(name) else {
+            failures.push(ProviderError::new("unknown_provider", format!("no provider named '{name}' is configured"), false));
+            continue;
+        };
+        let model = request.model.clone().unwrap_or_else(|| provider.default_model().to_string());
+        let mut attempt = 0;
+        loop {
+            let mut answer = Answer { provider: name.clone(), model: model.clone(), text: String::new(), tool_calls: Vec::new(), usage: Usage::default() };
+            let failure = match stream_answer(&*provider, request.clone(), &mut answer, step, log, settings).await {
+                Ok(()) => return Ok(answer),
+                Err((error, streamed)) if streamed => {
+                    // Tokens of this answer are already out: a retry would repeat them.
+                    return Err(provider_failure(name, error));
+                }
+                Err((error, _)) => error,
+            };
+            tracing::warn!(provider = %name, attempt, error = %failure, "provider call failed");
+            if failure.retryable && attempt < settings.max_retries {
+                tokio::time::sleep(settings.retry_base * 2u32.pow(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            failures.push(failure);
+            break;
+        }
+    }
+    let last = failures.pop().unwrap_or_else(|| ProviderError::new("no_provider", "the agent names no provider", false));
+    let mut error = provider_failure(providers.last().map_or("", String::as_str), last);
+    if !failures.is_empty() {
+        error.details = Some(json!({ "earlier_failures": failures }));
+    }
+    Err(error)
+}
+
+fn provider_failure(provider: &str, error: ProviderError) -> RunError {
+    RunError {
+        code: format!("provider_{}", error.code),
+        message: error.message.clone(),
+        details: Some(json!({ "provider": provider, "status": error.status })),
+    }
+}
+
+/// Reads one streamed answer into `answer`. The error says whether any token went out.
+async fn stream_answer(
+    provider: &dyn crate::provider::LlmProvider,
+    request: ChatRequest,
+    answer: &mut Answer,
+    step: u32,
+    log: &mut EventWriter,
+    settings: &RunSettings,
+) -> Result<(), (ProviderError, bool)> {
+    let stalled = || ProviderError::new("timeout", format!("no data from the provider for {} s", settings.idle_timeout.as_secs()), true);
+    let mut stream = match tokio::time::timeout(settings.idle_timeout, provider.stream_chat(request)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err((e, false)),
+        Err(_) => return Err((stalled(), false)),
+    };
+    let mut idle_until = tokio::time::Instant::now() + settings.idle_timeout;
+    loop {
+        // Wake for the next chunk, for the stall deadline, or to write tokens that wait.
+        let wake = if log.pending.is_empty() { idle_until } else { idle_until.min(tokio::time::Instant::now() + settings.flush_every) };
+        let next = tokio::time::timeout_at(wake, stream.next()).await;
+        let streamed = !answer.text.is_empty();
+        match next {
+            Err(_) if tokio::time::Instant::now() >= idle_until => return Err((stalled(), streamed)),
+            Err(_) => {
+                log.flush().await.map_err(|e| (ProviderError::new("store_failure", e.message, false), streamed))?;
+            }
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => return Err((e, streamed)),
+            Ok(Some(Ok(chunk))) => {
+                idle_until = tokio::time::Instant::now() + settings.idle_timeout;
+                match chunk {
+                    ChatChunk::Delta(delta) if delta.is_empty() => {}
+                    ChatChunk::Delta(delta) => {
+                        answer.text.push_str(&delta);
+                        log.token(json!({ "step": step, "delta": delta }))
+                            .await
+                            .map_err(|e| (ProviderError::new("store_failure", e.message, false), true))?;
+                    }
+                    ChatChunk::ToolCall(call) => answer.tool_calls.push(call),
+                    ChatChunk::Usage(usage) => answer.usage = usage,
+                }
+            }
+        }
+    }
+}
