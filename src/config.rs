@@ -20,6 +20,48 @@ pub struct Config {
     pub auth: AuthConfig,
     pub actors: ActorsConfig,
     pub rate_limit: RateLimitConfig,
+    pub llm: LlmConfig,
+    /// OpenAI-compatible endpoints by name (`[providers.<name>]`); `offline` is built in.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub runs: RunsConfig,
+    pub streams: StreamsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    pub default_provider: String,
+    pub max_retries: u32,
+    pub retry_base_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub flush_ms: u64,
+    pub flush_batch: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// `openai` (any OpenAI-compatible endpoint) or `offline`.
+    pub kind: String,
+    pub base_url: Option<String>,
+    /// The name of the environment variable that holds the key (never the key itself).
+    pub api_key_env: Option<String>,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsConfig {
+    pub workspace_root: String,
+    pub default_timeout_secs: u64,
+    pub max_wait_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    pub heartbeat_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +169,12 @@ impl Config {
         }
         if self.rate_limit.window_secs == 0 {
             return bad("rate_limit.window_secs", "must be at least 1");
+        }
+        if self.llm.idle_timeout_ms == 0 || self.llm.flush_batch == 0 {
+            return bad("llm", "idle_timeout_ms and flush_batch must be at least 1");
+        }
+        if self.streams.heartbeat_secs == 0 {
+            return bad("streams.heartbeat_secs", "must be at least 1");
         }
         if !self.rate_limit.plans.contains_key(OPERATOR_PLAN) {
             return bad(

@@ -9,6 +9,8 @@ pub enum IdKind {
     User,
     ApiKey,
     Project,
+    Agent,
+    Run,
     Event,
     Request,
 }
@@ -20,6 +22,8 @@ impl IdKind {
             IdKind::User => "usr_",
             IdKind::ApiKey => "key_",
             IdKind::Project => "proj_",
+            IdKind::Agent => "agt_",
+            IdKind::Run => "run_",
             IdKind::Event => "evt_",
             IdKind::Request => "req_",
         }

@@ -11,6 +11,8 @@ use actix_web::middleware::from_fn;
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpServer};
 use anyhow::Context;
+use dgidgi_actors::events::EventHub;
+use dgidgi_actors::run::{RunDeps, Runs};
 use dgidgi_actors::Tenants;
 use rand::Rng;
 use tokio::signal::unix::{signal, SignalKind};
@@ -19,6 +21,7 @@ use crate::auth::{generate_key, JwtIssuer, KeyType};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::ids::{now_rfc3339, IdKind};
+use crate::providers::{run_settings, Providers};
 use crate::store::{NewApiKey, Store};
 
 /// A built, bound, not yet running server.
@@ -49,11 +52,29 @@ impl Application {
         };
         let jwt = JwtIssuer::new(&config.auth, secret.as_bytes());
 
-        let arbiters = (0..config.actors.arbiters)
+        let providers = Arc::new(Providers::from_config(&config)?);
+        let arbiters: Vec<_> = (0..config.actors.arbiters)
             .map(|_| Arbiter::new().handle())
             .collect();
         let idle = Duration::from_secs(config.actors.tenant_idle_secs);
-        let tenants = Tenants::new(Arc::new(store.clone()), arbiters, idle);
+        let tenants = Tenants::new(Arc::new(store.clone()), arbiters.clone(), idle);
+        let runs = Runs::new(
+            RunDeps {
+                store: Arc::new(store.clone()),
+                hub: EventHub::default(),
+                providers: providers.clone(),
+                tenants: tenants.clone(),
+                settings: run_settings(&config),
+            },
+            arbiters,
+        );
+        let recovered = runs.recover().await.context("finding unfinished runs")?;
+        if recovered > 0 {
+            tracing::info!(
+                runs = recovered,
+                "resuming runs left unfinished by the last process"
+            );
+        }
 
         let bootstrap_key = if store.count_operator_keys().await? == 0 {
             Some(create_operator_key(&store, "bootstrap").await?)
@@ -74,7 +95,7 @@ impl Application {
             n => n,
         };
         let shutdown_timeout = config.server.shutdown_timeout_secs;
-        let state = AppState::new(config, store, tenants, jwt);
+        let state = AppState::new(config, store, tenants, runs, providers, jwt);
         let shared = state.clone();
         let server = HttpServer::new(move || {
             App::new()

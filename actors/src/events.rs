@@ -28,7 +28,10 @@ pub struct StreamEvent {
 impl StreamEvent {
     /// Whether this event ends its stream (`run.completed|failed|cancelled`).
     pub fn is_terminal(&self) -> bool {
-        matches!(self.kind.as_str(), "run.completed" | "run.failed" | "run.cancelled")
+        matches!(
+            self.kind.as_str(),
+            "run.completed" | "run.failed" | "run.cancelled"
+        )
     }
 }
 
@@ -36,9 +39,14 @@ impl StreamEvent {
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
     /// Appends `events` (consecutive seqs) to `stream` atomically.
-    async fn append_events(&self, stream: &str, events: &[StreamEvent]) -> Result<(), StoreFailure>;
+    async fn append_events(&self, stream: &str, events: &[StreamEvent])
+        -> Result<(), StoreFailure>;
     /// The events of `stream` with `seq > after`, in order.
-    async fn events_after(&self, stream: &str, after: i64) -> Result<Vec<StreamEvent>, StoreFailure>;
+    async fn events_after(
+        &self,
+        stream: &str,
+        after: i64,
+    ) -> Result<Vec<StreamEvent>, StoreFailure>;
 }
 
 /// How many events a subscriber may fall behind before it must catch up from the store.
@@ -67,15 +75,23 @@ impl EventHub {
         };
         for event in events {
             if sender.send(Arc::new(event.clone())).is_err() {
-                self.channels.remove_if(stream, |_, s| s.receiver_count() == 0);
+                self.channels
+                    .remove_if(stream, |_, s| s.receiver_count() == 0);
                 return;
             }
         }
     }
 
-    /// Forgets the channel of a stream that has ended, once no one follows it.
-    pub fn close(&self, stream: &str) {
-        self.channels.remove_if(stream, |_, s| s.receiver_count() == 0);
+    /// Drops the channel of a stream that has ended: its subscribers receive what was
+    /// already sent, then learn that the stream is closed.
+    pub fn end(&self, stream: &str) {
+        self.channels.remove(stream);
+    }
+
+    /// Drops the channel of `stream` if no one follows it any more.
+    pub fn release(&self, stream: &str) {
+        self.channels
+            .remove_if(stream, |_, s| s.receiver_count() == 0);
     }
 
     /// How many streams have a live channel.

@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventHub, EventLog, StreamEvent};
-use crate::provider::{ChatChunk, ChatMessage, ChatRequest, ProviderError, ProviderSet, ToolCall, Usage};
+use crate::provider::{
+    ChatChunk, ChatMessage, ChatRequest, ProviderError, ProviderSet, ToolCall, Usage,
+};
 use crate::registry::{ActorError, Registry};
 use crate::store::StoreFailure;
 use crate::tenant::Tenants;
@@ -49,13 +51,23 @@ impl RunStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Queued, Self::Running, Self::RequiresAction, Self::Completed, Self::Failed, Self::Cancelled]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [
+            Self::Queued,
+            Self::Running,
+            Self::RequiresAction,
+            Self::Completed,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 }
 
@@ -109,7 +121,11 @@ pub struct RunError {
 
 impl RunError {
     pub fn new(code: &str, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into(), details: None }
+        Self {
+            code: code.into(),
+            message: message.into(),
+            details: None,
+        }
     }
 }
 
@@ -153,7 +169,12 @@ pub trait RunStore: EventLog {
     /// Marks the run running, with `event` (`run.started`) and the `agent.started` domain event.
     async fn start_run(&self, run: &Run, event: &StreamEvent) -> Result<(), StoreFailure>;
     /// Records a finished step, the run's artifacts and usage so far, and `event`.
-    async fn save_step(&self, run: &Run, step: &Step, event: &StreamEvent) -> Result<(), StoreFailure>;
+    async fn save_step(
+        &self,
+        run: &Run,
+        step: &Step,
+        event: &StreamEvent,
+    ) -> Result<(), StoreFailure>;
     /// Records the run's end (status, output, error, usage), `event`, and the domain event.
     async fn finish_run(&self, run: &Run, event: &StreamEvent) -> Result<(), StoreFailure>;
     /// Runs left `queued` or `running` (by a stop or a crash).
@@ -244,7 +265,10 @@ pub struct Runs {
 
 impl Runs {
     pub fn new(deps: RunDeps, arbiters: Vec<ArbiterHandle>) -> Self {
-        Self { registry: Registry::new(arbiters), deps: Arc::new(deps) }
+        Self {
+            registry: Registry::new(arbiters),
+            deps: Arc::new(deps),
+        }
     }
 
     pub fn hub(&self) -> &EventHub {
@@ -275,7 +299,10 @@ impl Runs {
         Ok(ids.len())
     }
 
-    fn make(&self, id: &str) -> impl Fn(&mut Context<RunActor>) -> RunActor + Send + Clone + 'static {
+    fn make(
+        &self,
+        id: &str,
+    ) -> impl Fn(&mut Context<RunActor>) -> RunActor + Send + Clone + 'static {
         let (deps, registry, id) = (self.deps.clone(), self.registry.clone(), id.to_string());
         move |_| RunActor {
             id: id.clone(),
@@ -297,21 +324,34 @@ struct EventWriter {
 
 impl EventWriter {
     fn new(stream: &str, last_seq: i64, deps: Arc<RunDeps>) -> Self {
-        Self { stream: stream.into(), next_seq: last_seq + 1, pending: Vec::new(), last_flush: Instant::now(), deps }
+        Self {
+            stream: stream.into(),
+            next_seq: last_seq + 1,
+            pending: Vec::new(),
+            last_flush: Instant::now(),
+            deps,
+        }
     }
 
     /// The next event, with its seq; the caller persists it.
     fn event(&mut self, kind: &str, data: Value) -> StreamEvent {
         let seq = self.next_seq;
         self.next_seq += 1;
-        StreamEvent { seq, kind: kind.into(), data, created_at: now() }
+        StreamEvent {
+            seq,
+            kind: kind.into(),
+            data,
+            created_at: now(),
+        }
     }
 
     /// Queues a token; writes the batch when it is big or old enough.
     async fn token(&mut self, data: Value) -> Result<(), RunError> {
         let event = self.event("token", data);
         self.pending.push(event);
-        if self.pending.len() >= self.deps.settings.flush_batch || self.last_flush.elapsed() >= self.deps.settings.flush_every {
+        if self.pending.len() >= self.deps.settings.flush_batch
+            || self.last_flush.elapsed() >= self.deps.settings.flush_every
+        {
             self.flush().await?;
         }
         Ok(())
@@ -323,7 +363,10 @@ impl EventWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.deps.store.append_events(&self.stream, &self.pending).await?;
+        self.deps
+            .store
+            .append_events(&self.stream, &self.pending)
+            .await?;
         self.deps.hub.publish(&self.stream, &self.pending);
         self.pending.clear();
         Ok(())
@@ -337,22 +380,36 @@ impl EventWriter {
     }
 
     fn publish(&self, event: &StreamEvent) {
-        self.deps.hub.publish(&self.stream, std::slice::from_ref(event));
+        self.deps
+            .hub
+            .publish(&self.stream, std::slice::from_ref(event));
     }
 }
 
 /// Now, in the fixed-width form the store keeps (`2026-01-07T18:00:00.000Z`).
 fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 async fn fail_after_panic(deps: Arc<RunDeps>, id: String) {
-    let Ok(Some(mut run)) = deps.store.load_run(&id).await else { return };
+    let Ok(Some(mut run)) = deps.store.load_run(&id).await else {
+        return;
+    };
     if run.status.is_terminal() {
         return;
     }
     let mut log = EventWriter::new(&id, run.last_seq, deps.clone());
-    finish(&mut run, &mut log, Err(RunError::new("internal_error", "the run stopped on an internal error"))).await;
+    finish(
+        &mut run,
+        &mut log,
+        Err(RunError::new(
+            "internal_error",
+            "the run stopped on an internal error",
+        )),
+    )
+    .await;
     deps.tenants.release(&run.tenant_id, &id).await;
 }
 
@@ -412,11 +469,16 @@ enum Ending {
 
 async fn start(run: &mut Run, log: &mut EventWriter) -> Result<(), RunError> {
     if run.status == RunStatus::Running {
-        return log.emit("run.resumed", json!({ "after_step": run.steps.len() })).await;
+        return log
+            .emit("run.resumed", json!({ "after_step": run.steps.len() }))
+            .await;
     }
     run.status = RunStatus::Running;
     run.started_at = Some(now());
-    let event = log.event("run.started", json!({ "run_id": run.id, "agent_id": run.agent_id }));
+    let event = log.event(
+        "run.started",
+        json!({ "run_id": run.id, "agent_id": run.agent_id }),
+    );
     log.deps.store.start_run(run, &event).await?;
     log.publish(&event);
     Ok(())
@@ -427,7 +489,10 @@ async fn finish(run: &mut Run, log: &mut EventWriter, ending: Result<Ending, Run
         Ok(Ending::Completed(output)) => {
             run.status = RunStatus::Completed;
             run.output = Some(output.clone());
-            ("run.completed", json!({ "output": output, "usage": run.usage }))
+            (
+                "run.completed",
+                json!({ "output": output, "usage": run.usage }),
+            )
         }
         Ok(Ending::Cancelled) => {
             run.status = RunStatus::Cancelled;
@@ -444,13 +509,19 @@ async fn finish(run: &mut Run, log: &mut EventWriter, ending: Result<Ending, Run
     let event = log.event(kind, data);
     match log.deps.store.finish_run(run, &event).await {
         Ok(()) => log.publish(&event),
-        Err(e) => tracing::error!(run_id = %run.id, error = %e, "run end not saved; it resumes at the next start"),
+        Err(e) => {
+            tracing::error!(run_id = %run.id, error = %e, "run end not saved; it resumes at the next start")
+        }
     }
-    log.deps.hub.close(&run.id);
+    log.deps.hub.end(&run.id);
 }
 
 /// The step loop: stops when the model answers without tool calls or the budget is spent.
-async fn run_steps(deps: &Arc<RunDeps>, run: &mut Run, log: &mut EventWriter) -> Result<String, RunError> {
+async fn run_steps(
+    deps: &Arc<RunDeps>,
+    run: &mut Run,
+    log: &mut EventWriter,
+) -> Result<String, RunError> {
     let workspace = Workspace::new(run.spec.workspace.clone());
     let tool_specs = tools::specs(&run.spec.tools);
     while (run.steps.len() as u32) < run.spec.max_steps {
@@ -499,9 +570,14 @@ async fn run_steps(deps: &Arc<RunDeps>, run: &mut Run, log: &mut EventWriter) ->
         run.usage.add(step.usage);
         log.flush().await?;
         let done = step.tool_calls.is_empty();
-        let event = log.event("step.completed", json!({ "step": index, "usage": step.usage, "tool_calls": step.tool_calls.len() }));
+        let event = log.event(
+            "step.completed",
+            json!({ "step": index, "usage": step.usage, "tool_calls": step.tool_calls.len() }),
+        );
         run.steps.push(step);
-        deps.store.save_step(run, run.steps.last().expect("just pushed"), &event).await?;
+        deps.store
+            .save_step(run, run.steps.last().expect("just pushed"), &event)
+            .await?;
         log.publish(&event);
         if done {
             return Ok(run.steps.last().map(|s| s.text.clone()).unwrap_or_default());
@@ -509,7 +585,10 @@ async fn run_steps(deps: &Arc<RunDeps>, run: &mut Run, log: &mut EventWriter) ->
     }
     Err(RunError::new(
         "step_budget_exhausted",
-        format!("the model still asked for tools after {} steps", run.spec.max_steps),
+        format!(
+            "the model still asked for tools after {} steps",
+            run.spec.max_steps
+        ),
     ))
 }
 
@@ -522,11 +601,20 @@ fn conversation(run: &Run) -> Vec<ChatMessage> {
     if !run.input.is_null() {
         goal.push_str(&format!("\n\nInput:\n{}", run.input));
     }
-    let mut messages = vec![ChatMessage::System { content: system }, ChatMessage::User { content: goal }];
+    let mut messages = vec![
+        ChatMessage::System { content: system },
+        ChatMessage::User { content: goal },
+    ];
     for step in &run.steps {
-        messages.push(ChatMessage::Assistant { content: step.text.clone(), tool_calls: step.tool_calls.clone() });
+        messages.push(ChatMessage::Assistant {
+            content: step.text.clone(),
+            tool_calls: step.tool_calls.clone(),
+        });
         for result in &step.tool_results {
-            messages.push(ChatMessage::Tool { tool_call_id: result.tool_call_id.clone(), content: result.output.clone() });
+            messages.push(ChatMessage::Tool {
+                tool_call_id: result.tool_call_id.clone(),
+                content: result.output.clone(),
+            });
         }
     }
     messages
@@ -553,14 +641,36 @@ async fn complete(
     let mut failures = Vec::new();
     for name in providers {
         let Some(provider) = deps.providers.get(name) else {
-            failures.push(ProviderError::new("unknown_provider", format!("no provider named '{name}' is configured"), false));
+            failures.push(ProviderError::new(
+                "unknown_provider",
+                format!("no provider named '{name}' is configured"),
+                false,
+            ));
             continue;
         };
-        let model = request.model.clone().unwrap_or_else(|| provider.default_model().to_string());
+        let model = request
+            .model
+            .clone()
+            .unwrap_or_else(|| provider.default_model().to_string());
         let mut attempt = 0;
         loop {
-            let mut answer = Answer { provider: name.clone(), model: model.clone(), text: String::new(), tool_calls: Vec::new(), usage: Usage::default() };
-            let failure = match stream_answer(&*provider, request.clone(), &mut answer, step, log, settings).await {
+            let mut answer = Answer {
+                provider: name.clone(),
+                model: model.clone(),
+                text: String::new(),
+                tool_calls: Vec::new(),
+                usage: Usage::default(),
+            };
+            let failure = match stream_answer(
+                &*provider,
+                request.clone(),
+                &mut answer,
+                step,
+                log,
+                settings,
+            )
+            .await
+            {
                 Ok(()) => return Ok(answer),
                 Err((error, streamed)) if streamed => {
                     // Tokens of this answer are already out: a retry would repeat them.
@@ -578,7 +688,9 @@ async fn complete(
             break;
         }
     }
-    let last = failures.pop().unwrap_or_else(|| ProviderError::new("no_provider", "the agent names no provider", false));
+    let last = failures
+        .pop()
+        .unwrap_or_else(|| ProviderError::new("no_provider", "the agent names no provider", false));
     let mut error = provider_failure(providers.last().map_or("", String::as_str), last);
     if !failures.is_empty() {
         error.details = Some(json!({ "earlier_failures": failures }));
@@ -603,22 +715,43 @@ async fn stream_answer(
     log: &mut EventWriter,
     settings: &RunSettings,
 ) -> Result<(), (ProviderError, bool)> {
-    let stalled = || ProviderError::new("timeout", format!("no data from the provider for {} s", settings.idle_timeout.as_secs()), true);
-    let mut stream = match tokio::time::timeout(settings.idle_timeout, provider.stream_chat(request)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err((e, false)),
-        Err(_) => return Err((stalled(), false)),
+    let stalled = || {
+        ProviderError::new(
+            "timeout",
+            format!(
+                "no data from the provider for {} s",
+                settings.idle_timeout.as_secs()
+            ),
+            true,
+        )
     };
+    let mut stream =
+        match tokio::time::timeout(settings.idle_timeout, provider.stream_chat(request)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err((e, false)),
+            Err(_) => return Err((stalled(), false)),
+        };
     let mut idle_until = tokio::time::Instant::now() + settings.idle_timeout;
     loop {
         // Wake for the next chunk, for the stall deadline, or to write tokens that wait.
-        let wake = if log.pending.is_empty() { idle_until } else { idle_until.min(tokio::time::Instant::now() + settings.flush_every) };
+        let wake = if log.pending.is_empty() {
+            idle_until
+        } else {
+            idle_until.min(tokio::time::Instant::now() + settings.flush_every)
+        };
         let next = tokio::time::timeout_at(wake, stream.next()).await;
         let streamed = !answer.text.is_empty();
         match next {
-            Err(_) if tokio::time::Instant::now() >= idle_until => return Err((stalled(), streamed)),
+            Err(_) if tokio::time::Instant::now() >= idle_until => {
+                return Err((stalled(), streamed))
+            }
             Err(_) => {
-                log.flush().await.map_err(|e| (ProviderError::new("store_failure", e.message, false), streamed))?;
+                log.flush().await.map_err(|e| {
+                    (
+                        ProviderError::new("store_failure", e.message, false),
+                        streamed,
+                    )
+                })?;
             }
             Ok(None) => return Ok(()),
             Ok(Some(Err(e))) => return Err((e, streamed)),
@@ -630,7 +763,9 @@ async fn stream_answer(
                         answer.text.push_str(&delta);
                         log.token(json!({ "step": step, "delta": delta }))
                             .await
-                            .map_err(|e| (ProviderError::new("store_failure", e.message, false), true))?;
+                            .map_err(|e| {
+                                (ProviderError::new("store_failure", e.message, false), true)
+                            })?;
                     }
                     ChatChunk::ToolCall(call) => answer.tool_calls.push(call),
                     ChatChunk::Usage(usage) => answer.usage = usage,

@@ -297,7 +297,9 @@ impl TenantActor {
     /// Starts waiting runs while slots are free.
     fn admit_waiting(&mut self) {
         while self.running.len() < self.limit() {
-            let Some((run_id, admitted)) = self.waiting.pop_front() else { break };
+            let Some((run_id, admitted)) = self.waiting.pop_front() else {
+                break;
+            };
             // A waiter that went away (cancelled) takes no slot.
             if admitted.send(()).is_ok() {
                 self.running.insert(run_id);
@@ -368,13 +370,29 @@ impl Tenants {
 
     /// Waits until run `run_id` may start under the tenant's concurrency limit.
     pub async fn admit(&self, tenant_id: &str, run_id: &str) -> Result<(), TenantError> {
-        let wait = self.send(tenant_id, AdmitRun { run_id: run_id.into() }).await??;
-        wait.await.map_err(|_| TenantError::Unavailable("the tenant actor stopped".into()))
+        let wait = self
+            .send(
+                tenant_id,
+                AdmitRun {
+                    run_id: run_id.into(),
+                },
+            )
+            .await??;
+        wait.await
+            .map_err(|_| TenantError::Unavailable("the tenant actor stopped".into()))
     }
 
     /// Gives run `run_id`'s slot back (or takes it out of the queue).
     pub async fn release(&self, tenant_id: &str, run_id: &str) {
-        if let Err(e) = self.send(tenant_id, ReleaseRun { run_id: run_id.into() }).await {
+        if let Err(e) = self
+            .send(
+                tenant_id,
+                ReleaseRun {
+                    run_id: run_id.into(),
+                },
+            )
+            .await
+        {
             tracing::warn!(%tenant_id, %run_id, error = %e, "run slot not released");
         }
     }

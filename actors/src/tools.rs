@@ -61,11 +61,19 @@ pub struct ToolOutcome {
 
 impl ToolOutcome {
     fn ok(output: String) -> Self {
-        Self { output, is_error: false, artifact: None }
+        Self {
+            output,
+            is_error: false,
+            artifact: None,
+        }
     }
 
     fn error(message: impl Into<String>) -> Self {
-        Self { output: message.into(), is_error: true, artifact: None }
+        Self {
+            output: message.into(),
+            is_error: true,
+            artifact: None,
+        }
     }
 }
 
@@ -90,12 +98,19 @@ impl Workspace {
 
     /// Runs `call`; failures are reported to the model as tool errors, never raised.
     pub async fn run(&self, call: &ToolCall) -> ToolOutcome {
-        let args: PathArgs = match serde_json::from_str(if call.arguments.trim().is_empty() { "{}" } else { &call.arguments }) {
+        let args: PathArgs = match serde_json::from_str(if call.arguments.trim().is_empty() {
+            "{}"
+        } else {
+            &call.arguments
+        }) {
             Ok(a) => a,
             Err(e) => return ToolOutcome::error(format!("arguments are not valid JSON: {e}")),
         };
         match call.name.as_str() {
-            "write_file" => self.write(&args.path, args.content.unwrap_or_default()).await,
+            "write_file" => {
+                self.write(&args.path, args.content.unwrap_or_default())
+                    .await
+            }
             "read_file" => self.read(&args.path).await,
             "list_files" => self.list(&args.path).await,
             other => ToolOutcome::error(format!("unknown tool '{other}'")),
@@ -108,15 +123,23 @@ impl Workspace {
         if relative.is_empty() || relative.contains('\0') {
             return Err("a path is required".into());
         }
-        if !path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
-            return Err(format!("'{relative}' is outside the workspace: use a relative path without '..'"));
+        if !path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(format!(
+                "'{relative}' is outside the workspace: use a relative path without '..'"
+            ));
         }
         Ok(self.root.join(path))
     }
 
     /// Whether `path` (which exists) is inside the workspace once links are followed.
     async fn contained(&self, path: &Path) -> bool {
-        match (tokio::fs::canonicalize(&self.root).await, tokio::fs::canonicalize(path).await) {
+        match (
+            tokio::fs::canonicalize(&self.root).await,
+            tokio::fs::canonicalize(path).await,
+        ) {
             (Ok(root), Ok(path)) => path.starts_with(root),
             _ => false,
         }
@@ -137,14 +160,20 @@ impl Workspace {
         if !self.contained(&parent).await {
             return ToolOutcome::error(format!("'{relative}' is outside the workspace"));
         }
-        if tokio::fs::symlink_metadata(&path).await.is_ok_and(|m| m.file_type().is_symlink()) {
+        if tokio::fs::symlink_metadata(&path)
+            .await
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
             return ToolOutcome::error(format!("'{relative}' is a link; links are not followed"));
         }
         match tokio::fs::write(&path, content.as_bytes()).await {
             Ok(()) => ToolOutcome {
                 output: format!("wrote {} bytes to {relative}", content.len()),
                 is_error: false,
-                artifact: Some(Artifact { path: relative.to_string(), bytes: content.len() as u64 }),
+                artifact: Some(Artifact {
+                    path: relative.to_string(),
+                    bytes: content.len() as u64,
+                }),
             },
             Err(e) => ToolOutcome::error(format!("cannot write {relative}: {e}")),
         }
@@ -159,9 +188,11 @@ impl Workspace {
             return ToolOutcome::error(format!("no file '{relative}' in the workspace"));
         }
         match tokio::fs::read(&path).await {
-            Ok(bytes) if bytes.len() > MAX_READ_BYTES => {
-                ToolOutcome::ok(format!("{}\n[truncated: {} bytes in all]", String::from_utf8_lossy(&bytes[..MAX_READ_BYTES]), bytes.len()))
-            }
+            Ok(bytes) if bytes.len() > MAX_READ_BYTES => ToolOutcome::ok(format!(
+                "{}\n[truncated: {} bytes in all]",
+                String::from_utf8_lossy(&bytes[..MAX_READ_BYTES]),
+                bytes.len()
+            )),
             Ok(bytes) => ToolOutcome::ok(String::from_utf8_lossy(&bytes).into_owned()),
             Err(e) => ToolOutcome::error(format!("cannot read {relative}: {e}")),
         }
@@ -185,9 +216,13 @@ impl Workspace {
         let mut files = Vec::new();
         let mut pending = vec![start];
         while let Some(dir) = pending.pop() {
-            let Ok(mut entries) = tokio::fs::read_dir(&dir).await else { continue };
+            let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+                continue;
+            };
             while let Ok(Some(entry)) = entries.next_entry().await {
-                let Ok(kind) = entry.file_type().await else { continue };
+                let Ok(kind) = entry.file_type().await else {
+                    continue;
+                };
                 if kind.is_dir() {
                     pending.push(entry.path());
                 } else if kind.is_file() {
@@ -210,18 +245,41 @@ mod tests {
     use super::*;
 
     fn call(name: &str, args: serde_json::Value) -> ToolCall {
-        ToolCall { id: "c1".into(), name: name.into(), arguments: args.to_string() }
+        ToolCall {
+            id: "c1".into(),
+            name: name.into(),
+            arguments: args.to_string(),
+        }
     }
 
     #[actix::test]
     async fn files_written_can_be_read_and_listed() {
         let dir = tempfile::tempdir().unwrap();
         let ws = Workspace::new(dir.path().join("ws"));
-        let wrote = ws.run(&call("write_file", json!({ "path": "src/a.txt", "content": "hello" }))).await;
+        let wrote = ws
+            .run(&call(
+                "write_file",
+                json!({ "path": "src/a.txt", "content": "hello" }),
+            ))
+            .await;
         assert!(!wrote.is_error, "{}", wrote.output);
-        assert_eq!(wrote.artifact, Some(Artifact { path: "src/a.txt".into(), bytes: 5 }));
-        assert_eq!(ws.run(&call("read_file", json!({ "path": "src/a.txt" }))).await.output, "hello");
-        assert_eq!(ws.run(&call("list_files", json!({}))).await.output, "src/a.txt");
+        assert_eq!(
+            wrote.artifact,
+            Some(Artifact {
+                path: "src/a.txt".into(),
+                bytes: 5
+            })
+        );
+        assert_eq!(
+            ws.run(&call("read_file", json!({ "path": "src/a.txt" })))
+                .await
+                .output,
+            "hello"
+        );
+        assert_eq!(
+            ws.run(&call("list_files", json!({}))).await.output,
+            "src/a.txt"
+        );
     }
 
     #[actix::test]
@@ -241,10 +299,15 @@ mod tests {
             ("write_file", "link"),
             ("list_files", ".."),
         ] {
-            let out = ws.run(&call(name, json!({ "path": path, "content": "x" }))).await;
+            let out = ws
+                .run(&call(name, json!({ "path": path, "content": "x" })))
+                .await;
             assert!(out.is_error, "{name} {path}: {}", out.output);
         }
         assert!(!dir.join("escape.txt").exists());
-        assert_eq!(std::fs::read_to_string(dir.join("secret.txt")).unwrap(), "no");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("secret.txt")).unwrap(),
+            "no"
+        );
     }
 }

@@ -74,6 +74,14 @@ impl<T: Serialize> Reply<T> {
         }
     }
 
+    pub fn with_status(status: StatusCode, data: T) -> Self {
+        Self {
+            status,
+            data,
+            next_cursor: None,
+        }
+    }
+
     /// A page of a list, with `meta.next_cursor` when another page follows.
     pub fn page(data: T, next_cursor: Option<String>) -> Self {
         Self {

@@ -129,6 +129,8 @@ pub struct ListQuery {
     cursor: Option<String>,
     /// The tenant an operator acts in; a tenant key may only name its own.
     pub tenant_id: Option<String>,
+    /// `?wait=<seconds>` of `execute`.
+    wait: Option<String>,
 }
 
 pub const DEFAULT_PAGE: u32 = 20;
@@ -138,6 +140,17 @@ impl ListQuery {
     pub fn from_request_query(req: &HttpRequest) -> Result<Self, ApiError> {
         serde_urlencoded::from_str(req.query_string())
             .map_err(|e| ApiError::invalid("query", e.to_string()))
+    }
+
+    /// `?wait=<seconds>`, checked.
+    pub fn wait(&self) -> Result<Option<u64>, ApiError> {
+        self.wait
+            .as_deref()
+            .map(|w| {
+                w.parse::<u64>()
+                    .map_err(|_| ApiError::invalid("wait", "must be a number of seconds"))
+            })
+            .transpose()
     }
 
     /// The page asked for, checked.

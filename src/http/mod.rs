@@ -1,6 +1,7 @@
 //! The HTTP layer: the only module that knows HTTP, JSON and SSE. Handlers parse and
 //! validate, then ask an actor or the store; they hold no business rules.
 
+mod agents;
 mod api_keys;
 mod auth;
 pub mod envelope;
@@ -9,6 +10,8 @@ mod extract;
 mod health;
 mod middleware;
 mod projects;
+mod runs;
+mod sse;
 mod tenants;
 mod users;
 
@@ -17,11 +20,13 @@ use std::sync::Arc;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse, Resource};
 use dashmap::DashMap;
+use dgidgi_actors::run::Runs;
 use dgidgi_actors::Tenants;
 
 use crate::auth::{hash_key, parse_key, JwtIssuer, Principal};
 use crate::config::{Config, PlanLimits, OPERATOR_PLAN};
 use crate::ids::{now_rfc3339, IdKind};
+use crate::providers::Providers;
 use crate::ratelimit::RateLimiter;
 use crate::store::{KeyWithPlan, Store};
 pub use error::ApiError;
@@ -32,6 +37,8 @@ pub struct AppState {
     pub config: Config,
     pub store: Store,
     pub tenants: Tenants,
+    pub runs: Runs,
+    pub providers: Arc<Providers>,
     pub jwt: JwtIssuer,
     pub limiter: RateLimiter,
     /// When each key's `last_used_at` was last written (Unix seconds), so that it is
@@ -43,16 +50,32 @@ pub struct AppState {
 const TOUCH_EVERY_SECS: u64 = 60;
 
 impl AppState {
-    pub fn new(config: Config, store: Store, tenants: Tenants, jwt: JwtIssuer) -> Arc<Self> {
+    pub fn new(
+        config: Config,
+        store: Store,
+        tenants: Tenants,
+        runs: Runs,
+        providers: Arc<Providers>,
+        jwt: JwtIssuer,
+    ) -> Arc<Self> {
         let limiter = RateLimiter::new(config.rate_limit.window_secs);
         Arc::new(Self {
             config,
             store,
             tenants,
+            runs,
+            providers,
             jwt,
             limiter,
             key_touched: DashMap::new(),
         })
+    }
+
+    /// The folder of a project's files, which the built-in tools work in.
+    pub fn workspace(&self, tenant_id: &str, project_id: &str) -> std::path::PathBuf {
+        std::path::Path::new(&self.config.runs.workspace_root)
+            .join(tenant_id)
+            .join(project_id)
     }
 
     /// The limits of `plan` (the operator's for an unknown plan, which config forbids).
@@ -198,6 +221,30 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(projects::get_project))
                         .route(web::patch().to(projects::update_project))
                         .route(web::delete().to(projects::delete_project)),
+                )
+                .service(
+                    resource("/agents")
+                        .route(web::get().to(agents::list_agents))
+                        .route(web::post().to(agents::create_agent)),
+                )
+                .service(
+                    resource("/agents/{id}")
+                        .route(web::get().to(agents::get_agent))
+                        .route(web::patch().to(agents::update_agent))
+                        .route(web::delete().to(agents::delete_agent)),
+                )
+                .service(
+                    resource("/agents/{id}/execute").route(web::post().to(runs::execute_agent)),
+                )
+                .service(resource("/agents/{id}/runs").route(web::get().to(runs::list_runs)))
+                .service(resource("/agents/{id}/runs/{run_id}").route(web::get().to(runs::get_run)))
+                .service(
+                    resource("/agents/{id}/runs/{run_id}/cancel")
+                        .route(web::post().to(runs::cancel_run)),
+                )
+                .service(
+                    resource("/agents/{id}/runs/{run_id}/stream")
+                        .route(web::get().to(runs::stream_run)),
                 )
                 .default_service(web::to(not_found)),
         );

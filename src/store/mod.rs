@@ -4,13 +4,16 @@
 //! Every mutation that the contract lists as a webhook event writes its domain event to the
 //! `outbox` table in the same transaction as the change itself.
 
+mod agents;
 mod idempotency;
 mod keys;
 mod outbox;
 mod projects;
+mod runs;
 mod tenants;
 mod users;
 
+pub use agents::{Agent, AgentConfig};
 pub use idempotency::{IdempotencyRecord, Reservation};
 pub use keys::{ApiKeyRecord, KeyWithPlan, NewApiKey};
 pub use outbox::OutboxEvent;

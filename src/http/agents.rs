@@ -1,0 +1,295 @@
+//! Agents: create, list, read, change, delete.
+
+use actix_web::web::{Data, Path};
+use dgidgi_actors::provider::ProviderSet;
+use dgidgi_actors::tools::TOOL_NAMES;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::envelope::Reply;
+use super::extract::{nullable, Json, ListQuery};
+use super::{acting_tenant, optional_text, require, text, ApiError, AppState};
+use crate::auth::Principal;
+use crate::ids::{now_rfc3339, IdKind};
+use crate::store::{Agent, AgentConfig};
+
+pub const AUTONOMY_LEVELS: [&str; 3] = ["low", "medium", "high"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConfigBody {
+    #[serde(alias = "autonomy_level")]
+    autonomy_level: Option<String>,
+    #[serde(alias = "max_steps")]
+    max_steps: Option<u32>,
+    temperature: Option<f32>,
+    #[serde(alias = "timeout_seconds")]
+    timeout_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    name: String,
+    description: Option<String>,
+    #[serde(alias = "systemPrompt")]
+    system_prompt: Option<String>,
+    provider: Option<String>,
+    model: Option<String>,
+    #[serde(alias = "fallbackProviders")]
+    fallbacks: Option<Vec<String>>,
+    tools: Option<Vec<String>>,
+    config: Option<ConfigBody>,
+    #[serde(alias = "projectId")]
+    project_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgent {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable", alias = "systemPrompt")]
+    system_prompt: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    provider: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    model: Option<Option<String>>,
+    #[serde(alias = "fallbackProviders")]
+    fallbacks: Option<Vec<String>>,
+    tools: Option<Vec<String>>,
+    config: Option<ConfigBody>,
+    #[serde(default, deserialize_with = "nullable", alias = "projectId")]
+    project_id: Option<Option<String>>,
+}
+
+pub async fn create_agent(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    body: Json<CreateAgent>,
+) -> Result<Reply<Agent>, ApiError> {
+    require(&principal, "agents:write")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let body = body.0;
+    let now = now_rfc3339();
+    let base = AgentConfig {
+        autonomy_level: "medium".into(),
+        max_steps: None,
+        temperature: None,
+        timeout_seconds: None,
+    };
+    let agent = Agent {
+        id: IdKind::Agent.new_id(),
+        tenant_id: tenant_id.clone(),
+        project_id: project(&state, &tenant_id, body.project_id).await?,
+        name: text("name", &body.name, 1, 200)?,
+        description: optional_text("description", body.description.as_deref(), 2000)?,
+        system_prompt: optional_text("system_prompt", body.system_prompt.as_deref(), 32_000)?,
+        provider: body
+            .provider
+            .map(|p| provider(&state, "provider", p))
+            .transpose()?,
+        model: optional_text("model", body.model.as_deref(), 200)?,
+        fallbacks: body
+            .fallbacks
+            .map(|f| fallbacks(&state, f))
+            .transpose()?
+            .unwrap_or_default(),
+        tools: body.tools.map(tools).transpose()?.unwrap_or_default(),
+        config: config(base, body.config)?,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    state.store.create_agent(&agent).await?;
+    Ok(Reply::created(agent))
+}
+
+pub async fn list_agents(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+) -> Result<Reply<Vec<Agent>>, ApiError> {
+    require(&principal, "agents:read")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let page = state.store.list_agents(&tenant_id, &query.page()?).await?;
+    Ok(Reply::page(page.items, page.next_cursor))
+}
+
+pub async fn get_agent(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    id: Path<String>,
+) -> Result<Reply<Agent>, ApiError> {
+    require(&principal, "agents:read")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    Ok(Reply::ok(find_agent(&state, &tenant_id, &id).await?))
+}
+
+pub async fn update_agent(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    id: Path<String>,
+    body: Json<UpdateAgent>,
+) -> Result<Reply<Agent>, ApiError> {
+    require(&principal, "agents:write")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let mut agent = find_agent(&state, &tenant_id, &id).await?;
+    let body = body.0;
+    if let Some(name) = body.name {
+        agent.name = text("name", &name, 1, 200)?;
+    }
+    if let Some(v) = body.description {
+        agent.description = optional_text("description", v.as_deref(), 2000)?;
+    }
+    if let Some(v) = body.system_prompt {
+        agent.system_prompt = optional_text("system_prompt", v.as_deref(), 32_000)?;
+    }
+    if let Some(v) = body.provider {
+        agent.provider = v.map(|p| provider(&state, "provider", p)).transpose()?;
+    }
+    if let Some(v) = body.model {
+        agent.model = optional_text("model", v.as_deref(), 200)?;
+    }
+    if let Some(v) = body.fallbacks {
+        agent.fallbacks = fallbacks(&state, v)?;
+    }
+    if let Some(v) = body.tools {
+        agent.tools = tools(v)?;
+    }
+    if let Some(v) = body.project_id {
+        agent.project_id = project(&state, &tenant_id, v).await?;
+    }
+    agent.config = config(agent.config, body.config)?;
+    agent.updated_at = now_rfc3339();
+    if !state.store.save_agent(&agent).await? {
+        return Err(ApiError::not_found("agent", &id));
+    }
+    Ok(Reply::ok(agent))
+}
+
+pub async fn delete_agent(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    id: Path<String>,
+) -> Result<Reply<Value>, ApiError> {
+    require(&principal, "agents:write")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    if !state.store.delete_agent(&tenant_id, &id).await? {
+        return Err(ApiError::not_found("agent", &id));
+    }
+    Ok(Reply::ok(
+        serde_json::json!({ "id": id.as_str(), "deleted": true }),
+    ))
+}
+
+pub async fn find_agent(state: &AppState, tenant_id: &str, id: &str) -> Result<Agent, ApiError> {
+    state
+        .store
+        .get_agent(tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("agent", id))
+}
+
+/// A project id of the tenant (another tenant's is a 404, as a missing one).
+pub async fn project(
+    state: &AppState,
+    tenant_id: &str,
+    id: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    match id.filter(|p| !p.is_empty()) {
+        None => Ok(None),
+        Some(id) => match state.store.get_project(tenant_id, &id).await? {
+            Some(p) => Ok(Some(p.id)),
+            None => Err(ApiError::not_found("project", &id)),
+        },
+    }
+}
+
+fn provider(state: &AppState, field: &str, name: String) -> Result<String, ApiError> {
+    if state.providers.get(&name).is_some() {
+        Ok(name)
+    } else {
+        let mut known: Vec<_> = state.providers.names().collect();
+        known.sort();
+        Err(ApiError::invalid(
+            field,
+            format!(
+                "no provider named '{name}'; configured: {}",
+                known.join(", ")
+            ),
+        ))
+    }
+}
+
+fn fallbacks(state: &AppState, names: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if names.len() > 5 {
+        return Err(ApiError::invalid(
+            "fallbacks",
+            "at most 5 fallback providers",
+        ));
+    }
+    names
+        .into_iter()
+        .map(|n| provider(state, "fallbacks", n))
+        .collect()
+}
+
+fn tools(names: Vec<String>) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for name in names {
+        if !TOOL_NAMES.contains(&name.as_str()) {
+            return Err(ApiError::invalid(
+                "tools",
+                format!("unknown tool '{name}'; built-in: {}", TOOL_NAMES.join(", ")),
+            ));
+        }
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+/// `base` with the fields `body` names, checked.
+fn config(mut base: AgentConfig, body: Option<ConfigBody>) -> Result<AgentConfig, ApiError> {
+    let Some(body) = body else { return Ok(base) };
+    if let Some(level) = body.autonomy_level {
+        if !AUTONOMY_LEVELS.contains(&level.as_str()) {
+            return Err(ApiError::invalid(
+                "config.autonomyLevel",
+                "must be low, medium or high",
+            ));
+        }
+        base.autonomy_level = level;
+    }
+    if let Some(n) = body.max_steps {
+        if !(1..=64).contains(&n) {
+            return Err(ApiError::invalid("config.maxSteps", "must be from 1 to 64"));
+        }
+        base.max_steps = Some(n);
+    }
+    if let Some(t) = body.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(ApiError::invalid(
+                "config.temperature",
+                "must be from 0 to 2",
+            ));
+        }
+        base.temperature = Some(t);
+    }
+    if let Some(s) = body.timeout_seconds {
+        if !(1..=86_400).contains(&s) {
+            return Err(ApiError::invalid(
+                "config.timeoutSeconds",
+                "must be from 1 to 86400",
+            ));
+        }
+        base.timeout_seconds = Some(s);
+    }
+    Ok(base)
+}

@@ -1,0 +1,263 @@
+//! Agent runs: execute (optionally waiting for the end), read, list, cancel, stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::web::{Data, Path};
+use actix_web::{HttpRequest, HttpResponse};
+use dgidgi_actors::events::EventLog;
+use dgidgi_actors::provider::ProviderSet;
+use dgidgi_actors::run::{Run, RunSpec, RunStatus};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use super::agents::{find_agent, project};
+use super::envelope::Reply;
+use super::extract::{Json, ListQuery};
+use super::{acting_tenant, require, sse, text, ApiError, AppState};
+use crate::auth::Principal;
+use crate::ids::{now_rfc3339, IdKind};
+
+/// `"wait": true` (up to the server's limit) or `"wait": <seconds>`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum Wait {
+    Flag(bool),
+    Seconds(u64),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Execute {
+    goal: String,
+    #[serde(alias = "projectId")]
+    project_id: Option<String>,
+    input: Option<Value>,
+    wait: Option<Wait>,
+}
+
+/// Steps allowed by an autonomy level when the agent sets no `maxSteps`.
+fn step_budget(level: &str) -> u32 {
+    match level {
+        "low" => 1,
+        "high" => 32,
+        _ => 8,
+    }
+}
+
+pub async fn execute_agent(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    id: Path<String>,
+    body: Json<Execute>,
+) -> Result<Reply<Run>, ApiError> {
+    require(&principal, "agents:execute")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let agent = find_agent(&state, &tenant_id, &id).await?;
+    let body = body.0;
+    let goal = text("goal", &body.goal, 1, 20_000)?;
+    let project_id = project(
+        &state,
+        &tenant_id,
+        body.project_id.or(agent.project_id.clone()),
+    )
+    .await?
+    .ok_or_else(|| ApiError::invalid("projectId", "is required when the agent has no project"))?;
+    let wait_secs = match (body.wait, query.wait()?) {
+        (Some(Wait::Seconds(s)), _) | (_, Some(s)) => s,
+        (Some(Wait::Flag(true)), None) => state.config.runs.max_wait_secs,
+        _ => 0,
+    }
+    .min(state.config.runs.max_wait_secs);
+
+    let tenant = state.tenants.get(&tenant_id).await?;
+    let low = agent.config.autonomy_level == "low";
+    let mut providers = vec![agent
+        .provider
+        .clone()
+        .or(tenant.settings.default_provider.clone())
+        .unwrap_or_else(|| state.providers.default_name().to_string())];
+    providers.extend(
+        agent
+            .fallbacks
+            .iter()
+            .filter(|f| !providers.contains(f))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let spec = RunSpec {
+        system_prompt: agent.system_prompt.clone(),
+        providers,
+        model: agent
+            .model
+            .clone()
+            .or(tenant.settings.default_model.clone()),
+        tools: if low { Vec::new() } else { agent.tools.clone() },
+        max_steps: agent
+            .config
+            .max_steps
+            .unwrap_or_else(|| step_budget(&agent.config.autonomy_level)),
+        temperature: agent.config.temperature,
+        timeout_secs: agent
+            .config
+            .timeout_seconds
+            .unwrap_or(state.config.runs.default_timeout_secs),
+        workspace: state.workspace(&tenant_id, &project_id),
+    };
+    let now = now_rfc3339();
+    let run = Run {
+        id: IdKind::Run.new_id(),
+        tenant_id: tenant_id.clone(),
+        agent_id: agent.id.clone(),
+        project_id,
+        goal,
+        input: body.input.unwrap_or(Value::Null),
+        status: RunStatus::Queued,
+        steps: Vec::new(),
+        output: None,
+        usage: Default::default(),
+        error: None,
+        artifacts: Vec::new(),
+        created_at: now.clone(),
+        started_at: None,
+        finished_at: None,
+        updated_at: now,
+        spec,
+        last_seq: 0,
+    };
+    state.store.create_run(&run).await?;
+    let ended = if wait_secs > 0 {
+        // Subscribed before the run starts, so its end cannot be missed.
+        let events = state.runs.hub().subscribe(&run.id);
+        state.runs.start(&run.id);
+        wait_for_end(&state, &run.id, events, Duration::from_secs(wait_secs)).await
+    } else {
+        state.runs.start(&run.id);
+        false
+    };
+    let run = reload(&state, &tenant_id, &agent.id, &run.id).await?;
+    let status = if ended {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(Reply::with_status(status, run))
+}
+
+pub async fn get_run(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    ids: Path<(String, String)>,
+) -> Result<Reply<Run>, ApiError> {
+    require(&principal, "agents:read")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    Ok(Reply::ok(reload(&state, &tenant_id, &ids.0, &ids.1).await?))
+}
+
+pub async fn list_runs(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    id: Path<String>,
+) -> Result<Reply<Vec<Run>>, ApiError> {
+    require(&principal, "agents:read")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    find_agent(&state, &tenant_id, &id).await?;
+    let page = state
+        .store
+        .list_runs(&tenant_id, &id, &query.page()?)
+        .await?;
+    Ok(Reply::page(page.items, page.next_cursor))
+}
+
+pub async fn cancel_run(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    ids: Path<(String, String)>,
+) -> Result<Reply<Run>, ApiError> {
+    require(&principal, "agents:execute")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let run = reload(&state, &tenant_id, &ids.0, &ids.1).await?;
+    if run.status.is_terminal() {
+        return Err(ApiError::Conflict {
+            message: format!("The run has already ended ({})", run.status.as_str()),
+            details: json!({ "run_id": run.id, "status": run.status }),
+        });
+    }
+    let events = state.runs.hub().subscribe(&run.id);
+    state
+        .runs
+        .cancel(&run.id)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    wait_for_end(&state, &run.id, events, Duration::from_secs(10)).await;
+    Ok(Reply::ok(reload(&state, &tenant_id, &ids.0, &ids.1).await?))
+}
+
+pub async fn stream_run(
+    req: HttpRequest,
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    ids: Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    require(&principal, "agents:read")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let run = reload(&state, &tenant_id, &ids.0, &ids.1).await?;
+    let after = sse::last_event_id(&req)?;
+    let log: Arc<dyn EventLog> = Arc::new(state.store.clone());
+    let heartbeat = Duration::from_secs(state.config.streams.heartbeat_secs);
+    Ok(sse::respond(
+        state.runs.hub().clone(),
+        log,
+        run.id,
+        after,
+        heartbeat,
+    ))
+}
+
+async fn reload(
+    state: &AppState,
+    tenant_id: &str,
+    agent_id: &str,
+    run_id: &str,
+) -> Result<Run, ApiError> {
+    state
+        .store
+        .get_run(tenant_id, agent_id, run_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run", run_id))
+}
+
+/// Waits (at most `limit`) for the run's terminal event; true when it came.
+async fn wait_for_end(
+    state: &AppState,
+    run_id: &str,
+    mut events: broadcast::Receiver<Arc<dgidgi_actors::events::StreamEvent>>,
+    limit: Duration,
+) -> bool {
+    let ended = tokio::time::timeout(limit, async {
+        loop {
+            match events.recv().await {
+                Ok(event) if event.is_terminal() => return true,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                // The channel ends with the run; the store says how.
+                Err(broadcast::error::RecvError::Closed) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    drop(events);
+    state.runs.hub().release(run_id);
+    if ended {
+        return true;
+    }
+    // The run may have ended before we looked: the store knows.
+    matches!(state.store.get_run_status(run_id).await, Ok(Some(status)) if status.is_terminal())
+}

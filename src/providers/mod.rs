@@ -1,0 +1,116 @@
+//! LLM providers: the only module that imports async-openai. `[providers.<name>]` in the
+//! configuration names OpenAI-compatible endpoints; `offline` is always there.
+
+mod offline;
+mod openai;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dgidgi_actors::provider::{LlmProvider, ProviderSet};
+
+use crate::config::{Config, ConfigError};
+pub use offline::{OfflineProvider, OFFLINE};
+pub use openai::OpenAiProvider;
+
+/// The providers of this process, by name.
+pub struct Providers {
+    by_name: HashMap<String, Arc<dyn LlmProvider>>,
+    default: String,
+}
+
+impl Providers {
+    /// Builds every configured provider. A provider whose key variable is named but unset
+    /// is still built (keyless endpoints such as a local vLLM exist), with a warning.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        let mut by_name: HashMap<String, Arc<dyn LlmProvider>> = HashMap::new();
+        by_name.insert(OFFLINE.into(), Arc::new(OfflineProvider));
+        let mut keyed = Vec::new();
+        for (name, provider) in &config.providers {
+            let key = |field: &str| format!("providers.{name}.{field}");
+            match provider.kind.as_str() {
+                "openai" => {
+                    let base_url = provider
+                        .base_url
+                        .clone()
+                        .unwrap_or_else(|| "https://api.openai.com/v1".into());
+                    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                        return Err(ConfigError(format!(
+                            "{}: must be an http(s) URL",
+                            key("base_url")
+                        )));
+                    }
+                    let api_key = match &provider.api_key_env {
+                        Some(var) => match std::env::var(var) {
+                            Ok(value) if !value.is_empty() => {
+                                keyed.push(name.clone());
+                                value
+                            }
+                            _ => {
+                                tracing::warn!(provider = %name, variable = %var, "the API key variable is not set; calling without a key");
+                                String::new()
+                            }
+                        },
+                        None => String::new(),
+                    };
+                    let model = provider.model.clone().ok_or_else(|| {
+                        ConfigError(format!("{}: a default model is required", key("model")))
+                    })?;
+                    by_name.insert(
+                        name.clone(),
+                        Arc::new(OpenAiProvider::new(&base_url, &api_key, &model)),
+                    );
+                }
+                "offline" => {
+                    by_name.insert(name.clone(), Arc::new(OfflineProvider));
+                }
+                other => {
+                    return Err(ConfigError(format!(
+                        "{}: unknown kind '{other}' (openai or offline)",
+                        key("kind")
+                    )))
+                }
+            }
+        }
+        let default = match config.llm.default_provider.as_str() {
+            "" => keyed
+                .into_iter()
+                .min()
+                .unwrap_or_else(|| OFFLINE.to_string()),
+            named if by_name.contains_key(named) => named.to_string(),
+            named => {
+                return Err(ConfigError(format!(
+                    "llm.default_provider: no provider named '{named}'"
+                )))
+            }
+        };
+        tracing::info!(default = %default, providers = by_name.len(), "LLM providers ready");
+        Ok(Self { by_name, default })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+}
+
+impl ProviderSet for Providers {
+    fn get(&self, name: &str) -> Option<Arc<dyn LlmProvider>> {
+        self.by_name.get(name).cloned()
+    }
+
+    fn default_name(&self) -> &str {
+        &self.default
+    }
+}
+
+/// The retry and stall settings of `[llm]`.
+pub fn run_settings(config: &Config) -> dgidgi_actors::run::RunSettings {
+    dgidgi_actors::run::RunSettings {
+        max_retries: config.llm.max_retries,
+        retry_base: Duration::from_millis(config.llm.retry_base_ms),
+        idle_timeout: Duration::from_millis(config.llm.idle_timeout_ms),
+        flush_every: Duration::from_millis(config.llm.flush_ms),
+        flush_batch: config.llm.flush_batch,
+    }
+}

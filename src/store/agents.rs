@@ -1,0 +1,139 @@
+//! Agents: what a run is made from (instructions, provider, model, tools, autonomy).
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{json_column, to_json, Page, Paged, Result, Store};
+
+/// How an agent behaves; camelCase both ways, as the SDK sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentConfig {
+    /// `low` (1 step, no tools), `medium` (8 steps) or `high` (32 steps).
+    pub autonomy_level: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Agent {
+    pub id: String,
+    pub tenant_id: String,
+    pub project_id: Option<String>,
+    pub name: String,
+    pub description: Option<String>,
+    pub system_prompt: Option<String>,
+    /// The provider by name; `None` uses the tenant's or the server's default.
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    /// Providers tried in order when the first one fails.
+    pub fallbacks: Vec<String>,
+    pub tools: Vec<String>,
+    pub config: AgentConfig,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const COLUMNS: &str =
+    "id, tenant_id, project_id, name, description, system_prompt, provider, model, \
+                       fallbacks, tools, config, created_at, updated_at";
+
+fn agent_from_row(row: &AnyRow) -> Result<Agent> {
+    Ok(Agent {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        project_id: row.try_get("project_id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        system_prompt: row.try_get("system_prompt")?,
+        provider: row.try_get("provider")?,
+        model: row.try_get("model")?,
+        fallbacks: json_column(row, "fallbacks")?,
+        tools: json_column(row, "tools")?,
+        config: json_column(row, "config")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+impl Store {
+    pub async fn create_agent(&self, agent: &Agent) -> Result<()> {
+        let sql = format!("INSERT INTO agents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)");
+        self.bind_agent(&sql, agent).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Replaces every field of the stored agent (of the same tenant) with `agent`'s.
+    pub async fn save_agent(&self, agent: &Agent) -> Result<bool> {
+        let sql = "UPDATE agents SET project_id = $3, name = $4, description = $5, system_prompt = $6, \
+                   provider = $7, model = $8, fallbacks = $9, tools = $10, config = $11, created_at = $12, \
+                   updated_at = $13 WHERE id = $1 AND tenant_id = $2";
+        Ok(self
+            .bind_agent(sql, agent)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    fn bind_agent<'q>(
+        &self,
+        sql: &'q str,
+        agent: &'q Agent,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        sqlx::query(sql)
+            .bind(&agent.id)
+            .bind(&agent.tenant_id)
+            .bind(&agent.project_id)
+            .bind(&agent.name)
+            .bind(&agent.description)
+            .bind(&agent.system_prompt)
+            .bind(&agent.provider)
+            .bind(&agent.model)
+            .bind(to_json(&agent.fallbacks))
+            .bind(to_json(&agent.tools))
+            .bind(to_json(&agent.config))
+            .bind(&agent.created_at)
+            .bind(&agent.updated_at)
+    }
+
+    pub async fn get_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>> {
+        let sql = format!("SELECT {COLUMNS} FROM agents WHERE tenant_id = $1 AND id = $2");
+        sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| agent_from_row(&row))
+            .transpose()
+    }
+
+    pub async fn list_agents(&self, tenant_id: &str, page: &Page) -> Result<Paged<Agent>> {
+        let sql = format!("SELECT {COLUMNS} FROM agents WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(page.before())
+            .bind(page.fetch())
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows
+            .iter()
+            .map(agent_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page.paged(items, |a| &a.id))
+    }
+
+    pub async fn delete_agent(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM agents WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

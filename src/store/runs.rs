@@ -1,0 +1,347 @@
+//! Agent runs, their finished steps and the ordered event logs (`stream_events`) behind SSE.
+
+use async_trait::async_trait;
+use dgidgi_actors::events::{EventLog, StreamEvent};
+use dgidgi_actors::run::{Run, RunStatus, RunStore, Step};
+use dgidgi_actors::StoreFailure;
+use serde_json::json;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::outbox::record_event;
+use super::{json_column, to_json, Error, Page, Paged, Result, Store};
+use crate::ids::now_rfc3339;
+
+const COLUMNS: &str =
+    "id, tenant_id, agent_id, project_id, goal, input, spec, status, output, error, usage, \
+                       artifacts, created_at, started_at, finished_at, updated_at";
+
+fn run_from_row(row: &AnyRow) -> Result<Run> {
+    let status: String = row.try_get("status")?;
+    let error: Option<String> = row.try_get("error")?;
+    Ok(Run {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        agent_id: row.try_get("agent_id")?,
+        project_id: row.try_get("project_id")?,
+        goal: row.try_get("goal")?,
+        input: json_column(row, "input")?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| Error::Corrupt(format!("run status '{status}'")))?,
+        steps: Vec::new(),
+        output: row.try_get("output")?,
+        usage: json_column(row, "usage")?,
+        error: error
+            .map(|e| serde_json::from_str(&e))
+            .transpose()
+            .map_err(|e| Error::Corrupt(format!("error: {e}")))?,
+        artifacts: json_column(row, "artifacts")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        updated_at: row.try_get("updated_at")?,
+        spec: json_column(row, "spec")?,
+        last_seq: 0,
+    })
+}
+
+impl Store {
+    /// Stores a new (queued) run.
+    pub async fn create_run(&self, run: &Run) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO runs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        );
+        sqlx::query(&sql)
+            .bind(&run.id)
+            .bind(&run.tenant_id)
+            .bind(&run.agent_id)
+            .bind(&run.project_id)
+            .bind(&run.goal)
+            .bind(to_json(&run.input))
+            .bind(to_json(&run.spec))
+            .bind(run.status.as_str())
+            .bind(&run.output)
+            .bind(run.error.as_ref().map(to_json))
+            .bind(to_json(&run.usage))
+            .bind(to_json(&run.artifacts))
+            .bind(&run.created_at)
+            .bind(&run.started_at)
+            .bind(&run.finished_at)
+            .bind(&run.updated_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A run of `agent_id` in `tenant_id`, with its steps.
+    pub async fn get_run(&self, tenant_id: &str, agent_id: &str, id: &str) -> Result<Option<Run>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM runs WHERE tenant_id = $1 AND agent_id = $2 AND id = $3"
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(agent_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut run = run_from_row(&row)?;
+        run.steps = self.steps(id).await?;
+        Ok(Some(run))
+    }
+
+    /// Just the status of run `id`.
+    pub async fn get_run_status(&self, id: &str) -> Result<Option<RunStatus>> {
+        let row = sqlx::query("SELECT status FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .and_then(|r| r.try_get::<String, _>("status").ok())
+            .and_then(|s| RunStatus::parse(&s)))
+    }
+
+    /// The runs of an agent, newest first, without their steps.
+    pub async fn list_runs(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        page: &Page,
+    ) -> Result<Paged<Run>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM runs WHERE tenant_id = $1 AND agent_id = $2 AND id < $3 ORDER BY id DESC LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(agent_id)
+            .bind(page.before())
+            .bind(page.fetch())
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(page.paged(items, |r| &r.id))
+    }
+
+    async fn steps(&self, run_id: &str) -> Result<Vec<Step>> {
+        let rows = sqlx::query("SELECT step FROM run_steps WHERE run_id = $1 ORDER BY idx")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| json_column(row, "step")).collect()
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<Run>> {
+        let sql = format!("SELECT {COLUMNS} FROM runs WHERE id = $1");
+        let Some(row) = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut run = run_from_row(&row)?;
+        run.steps = self.steps(id).await?;
+        let last = sqlx::query(
+            "SELECT COALESCE(MAX(seq), 0) AS last FROM stream_events WHERE stream_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        run.last_seq = last.try_get("last")?;
+        Ok(Some(run))
+    }
+
+    /// Appends events in one statement (a batch of tokens is one write).
+    async fn append(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        stream: &str,
+        events: &[StreamEvent],
+    ) -> Result<()> {
+        for chunk in events.chunks(100) {
+            let mut sql = String::from(
+                "INSERT INTO stream_events (stream_id, seq, event_type, data, created_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let n = i * 5;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5
+                ));
+            }
+            let mut query = sqlx::query(&sql);
+            for event in chunk {
+                query = query
+                    .bind(stream)
+                    .bind(event.seq)
+                    .bind(&event.kind)
+                    .bind(to_json(&event.data))
+                    .bind(&event.created_at);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn update_progress(&self, tx: &mut Transaction<'_, Any>, run: &Run) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET status = $2, output = $3, error = $4, usage = $5, artifacts = $6, started_at = $7, \
+             finished_at = $8, updated_at = $9 WHERE id = $1",
+        )
+        .bind(&run.id)
+        .bind(run.status.as_str())
+        .bind(&run.output)
+        .bind(run.error.as_ref().map(to_json))
+        .bind(to_json(&run.usage))
+        .bind(to_json(&run.artifacts))
+        .bind(&run.started_at)
+        .bind(&run.finished_at)
+        .bind(now_rfc3339())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+fn failure(e: Error) -> StoreFailure {
+    tracing::error!(error = %e, "run store failure");
+    StoreFailure(e.to_string())
+}
+
+fn domain_payload(run: &Run) -> serde_json::Value {
+    json!({
+        "run_id": run.id, "agent_id": run.agent_id, "project_id": run.project_id, "status": run.status,
+        "goal": run.goal, "output": run.output, "error": run.error, "usage": run.usage,
+    })
+}
+
+#[async_trait]
+impl EventLog for Store {
+    async fn append_events(
+        &self,
+        stream: &str,
+        events: &[StreamEvent],
+    ) -> Result<(), StoreFailure> {
+        let mut tx = self.pool.begin().await.map_err(|e| failure(e.into()))?;
+        self.append(&mut tx, stream, events)
+            .await
+            .map_err(failure)?;
+        tx.commit().await.map_err(|e| failure(e.into()))
+    }
+
+    async fn events_after(
+        &self,
+        stream: &str,
+        after: i64,
+    ) -> Result<Vec<StreamEvent>, StoreFailure> {
+        let rows = sqlx::query(
+            "SELECT seq, event_type, data, created_at FROM stream_events WHERE stream_id = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(stream)
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| failure(e.into()))?;
+        rows.iter()
+            .map(|row| {
+                Ok(StreamEvent {
+                    seq: row.try_get("seq")?,
+                    kind: row.try_get("event_type")?,
+                    data: json_column(row, "data")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map_err(failure)
+    }
+}
+
+#[async_trait]
+impl RunStore for Store {
+    async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure> {
+        self.load(id).await.map_err(failure)
+    }
+
+    async fn start_run(&self, run: &Run, event: &StreamEvent) -> Result<(), StoreFailure> {
+        let write = async {
+            let mut tx = self.pool.begin().await?;
+            self.update_progress(&mut tx, run).await?;
+            self.append(&mut tx, &run.id, std::slice::from_ref(event))
+                .await?;
+            record_event(
+                &mut tx,
+                &run.tenant_id,
+                "agent.started",
+                &domain_payload(run),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        };
+        write.await.map_err(failure)
+    }
+
+    async fn save_step(
+        &self,
+        run: &Run,
+        step: &Step,
+        event: &StreamEvent,
+    ) -> Result<(), StoreFailure> {
+        let write = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO run_steps (run_id, idx, step) VALUES ($1, $2, $3) \
+                 ON CONFLICT (run_id, idx) DO UPDATE SET step = excluded.step",
+            )
+            .bind(&run.id)
+            .bind(i64::from(step.index))
+            .bind(to_json(step))
+            .execute(&mut *tx)
+            .await?;
+            self.update_progress(&mut tx, run).await?;
+            self.append(&mut tx, &run.id, std::slice::from_ref(event))
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        };
+        write.await.map_err(failure)
+    }
+
+    async fn finish_run(&self, run: &Run, event: &StreamEvent) -> Result<(), StoreFailure> {
+        let write = async {
+            let mut tx = self.pool.begin().await?;
+            self.update_progress(&mut tx, run).await?;
+            self.append(&mut tx, &run.id, std::slice::from_ref(event))
+                .await?;
+            let domain = match run.status {
+                RunStatus::Completed => Some("agent.completed"),
+                RunStatus::Failed => Some("agent.failed"),
+                _ => None,
+            };
+            if let Some(kind) = domain {
+                record_event(&mut tx, &run.tenant_id, kind, &domain_payload(run)).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        };
+        write.await.map_err(failure)
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure> {
+        let rows =
+            sqlx::query("SELECT id FROM runs WHERE status IN ('queued', 'running') ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| failure(e.into()))?;
+        rows.iter()
+            .map(|r| r.try_get("id").map_err(|e| failure(e.into())))
+            .collect()
+    }
+}
