@@ -35,6 +35,7 @@ pub struct LlmConfig {
     pub max_retries: u32,
     pub retry_base_ms: u64,
     pub idle_timeout_ms: u64,
+    pub request_timeout_ms: u64,
     pub flush_ms: u64,
     pub flush_batch: usize,
 }

@@ -91,7 +91,8 @@ pub struct ProviderError {
     /// `unauthorized`, `malformed_response`, `stream_broken`, `unknown_provider`.
     pub code: String,
     pub message: String,
-    /// Whether the same request may succeed if tried again (429, 5xx, timeouts).
+    /// Whether the same request may succeed if the runtime tries it again (a stalled or
+    /// broken stream; HTTP-level retries are the provider client's own).
     #[serde(skip)]
     pub retryable: bool,
     /// The HTTP status the provider answered, when it answered one.

@@ -190,6 +190,8 @@ pub struct RunSettings {
     pub retry_base: Duration,
     /// A stream with no chunk for this long has stalled.
     pub idle_timeout: Duration,
+    /// The longest wait for a provider to start answering (its client's retries included).
+    pub start_timeout: Duration,
     /// Tokens are written in batches at most this far apart.
     pub flush_every: Duration,
     /// ... or of at most this many events.
@@ -715,23 +717,20 @@ async fn stream_answer(
     log: &mut EventWriter,
     settings: &RunSettings,
 ) -> Result<(), (ProviderError, bool)> {
-    let stalled = || {
-        ProviderError::new(
-            "timeout",
-            format!(
-                "no data from the provider for {} s",
-                settings.idle_timeout.as_secs()
-            ),
-            true,
-        )
+    let stalled = |waited: Duration| {
+        let message = format!("no data from the provider for {} ms", waited.as_millis());
+        ProviderError::new("timeout", message, true)
     };
     let mut stream =
-        match tokio::time::timeout(settings.idle_timeout, provider.stream_chat(request)).await {
+        match tokio::time::timeout(settings.start_timeout, provider.stream_chat(request)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err((e, false)),
-            Err(_) => return Err((stalled(), false)),
+            Err(_) => return Err((stalled(settings.start_timeout), false)),
         };
-    let mut idle_until = tokio::time::Instant::now() + settings.idle_timeout;
+    // Until the first chunk the provider may still be connecting (and its client retrying):
+    // the start timeout applies; between chunks, the idle one.
+    let mut waited = settings.start_timeout;
+    let mut idle_until = tokio::time::Instant::now() + waited;
     loop {
         // Wake for the next chunk, for the stall deadline, or to write tokens that wait.
         let wake = if log.pending.is_empty() {
@@ -743,7 +742,7 @@ async fn stream_answer(
         let streamed = !answer.text.is_empty();
         match next {
             Err(_) if tokio::time::Instant::now() >= idle_until => {
-                return Err((stalled(), streamed))
+                return Err((stalled(waited), streamed))
             }
             Err(_) => {
                 log.flush().await.map_err(|e| {
@@ -756,7 +755,8 @@ async fn stream_answer(
             Ok(None) => return Ok(()),
             Ok(Some(Err(e))) => return Err((e, streamed)),
             Ok(Some(Ok(chunk))) => {
-                idle_until = tokio::time::Instant::now() + settings.idle_timeout;
+                waited = settings.idle_timeout;
+                idle_until = tokio::time::Instant::now() + waited;
                 match chunk {
                     ChatChunk::Delta(delta) if delta.is_empty() => {}
                     ChatChunk::Delta(delta) => {

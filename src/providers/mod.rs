@@ -110,6 +110,7 @@ pub fn run_settings(config: &Config) -> dgidgi_actors::run::RunSettings {
         max_retries: config.llm.max_retries,
         retry_base: Duration::from_millis(config.llm.retry_base_ms),
         idle_timeout: Duration::from_millis(config.llm.idle_timeout_ms),
+        start_timeout: Duration::from_millis(config.llm.request_timeout_ms),
         flush_every: Duration::from_millis(config.llm.flush_ms),
         flush_batch: config.llm.flush_batch,
     }

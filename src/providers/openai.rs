@@ -76,7 +76,10 @@ fn body(request: &ChatRequest, model: &str) -> Value {
     body
 }
 
-/// Our error for one of async-openai's: what it means, and whether a retry may help.
+/// Our error for one of async-openai's. Its client already retried 429s (not
+/// `insufficient_quota`), 5xx answers and failed connections with exponential backoff
+/// honouring `Retry-After`, so those come here final; only a stream that broke or stalled
+/// may be worth another try.
 fn classify(error: OpenAIError) -> ProviderError {
     match error {
         OpenAIError::ApiError(response) => {
@@ -84,23 +87,26 @@ fn classify(error: OpenAIError) -> ProviderError {
             let api = response.api_error;
             let quota =
                 [api.code.as_deref(), api.r#type.as_deref()].contains(&Some("insufficient_quota"));
-            let (code, retryable) = match status {
-                429 if quota => ("insufficient_quota", false),
-                429 => ("rate_limited", true),
-                401 | 403 => ("unauthorized", false),
-                408 => ("timeout", true),
-                s if s >= 500 => ("server_error", true),
-                _ => ("bad_request", false),
+            let code = match status {
+                429 if quota => "insufficient_quota",
+                429 => "rate_limited",
+                401 | 403 => "unauthorized",
+                408 => "timeout",
+                s if s >= 500 => "server_error",
+                _ => "bad_request",
             };
             ProviderError {
                 status: Some(status),
-                ..ProviderError::new(code, api.message, retryable)
+                ..ProviderError::new(code, api.message, false)
             }
         }
         OpenAIError::Reqwest(e) if e.is_timeout() => {
             ProviderError::new("timeout", e.to_string(), true)
         }
-        OpenAIError::Reqwest(e) => ProviderError::new("unreachable", e.to_string(), true),
+        OpenAIError::Reqwest(e) if e.is_body() || e.is_decode() => {
+            ProviderError::new("stream_broken", e.to_string(), true)
+        }
+        OpenAIError::Reqwest(e) => ProviderError::new("unreachable", e.to_string(), false),
         OpenAIError::JSONDeserialize(e, content) => ProviderError::new(
             "malformed_response",
             format!("{e}: {}", content.chars().take(200).collect::<String>()),

@@ -17,13 +17,16 @@ use sqlx::Connection;
 /// under CI, where its absence fails the test).
 macro_rules! backend_tests {
     ($($name:ident),+ $(,)?) => {
+        crate::helpers::backend_tests!(@with crate::helpers::TestApp::plain; $($name),+);
+    };
+    (@with $setup:path; $($name:ident),+ $(,)?) => {
         mod sqlite {
             $(
                 #[actix_web::test]
                 async fn $name() {
-                    let app = crate::helpers::TestApp::spawn(crate::helpers::Backend::Sqlite, |c| c).await.unwrap();
-                    super::$name(&app).await;
-                    app.stop().await;
+                    let ctx = $setup(crate::helpers::Backend::Sqlite).await.unwrap();
+                    super::$name(&ctx).await;
+                    ctx.stop().await;
                 }
             )+
         }
@@ -31,11 +34,11 @@ macro_rules! backend_tests {
             $(
                 #[actix_web::test]
                 async fn $name() {
-                    let Some(app) = crate::helpers::TestApp::spawn(crate::helpers::Backend::Postgres, |c| c).await else {
+                    let Some(ctx) = $setup(crate::helpers::Backend::Postgres).await else {
                         return;
                     };
-                    super::$name(&app).await;
-                    app.stop().await;
+                    super::$name(&ctx).await;
+                    ctx.stop().await;
                 }
             )+
         }
@@ -98,6 +101,11 @@ pub struct TestTenant {
 }
 
 impl TestApp {
+    /// The application with the test defaults.
+    pub async fn plain(backend: Backend) -> Option<Self> {
+        Self::spawn(backend, |c| c).await
+    }
+
     /// Starts the application on `backend` with `configure` applied to the test defaults.
     /// `None` when PostgreSQL is asked for and is not reachable outside CI.
     pub async fn spawn(
@@ -256,6 +264,34 @@ impl TestApp {
             key: res.data()["api_key"]["key"].as_str().unwrap().to_string(),
             key_id: res.data()["api_key"]["id"].as_str().unwrap().to_string(),
         }
+    }
+
+    /// Creates an agent from `body` in the tenant whose key is `key`; returns its id.
+    pub async fn agent(&self, key: &str, body: Value) -> String {
+        let res = self.post("/api/v1/agents", key, body).await;
+        assert_eq!(res.status, 201, "{}", res.body);
+        res.data()["id"].as_str().unwrap().to_string()
+    }
+
+    /// Polls run `run` of `agent` until `done` holds for it (at most ~10 s); returns it.
+    pub async fn run_until(
+        &self,
+        key: &str,
+        agent: &str,
+        run: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        for _ in 0..500 {
+            let res = self
+                .get(&format!("/api/v1/agents/{agent}/runs/{run}"), key)
+                .await;
+            assert_eq!(res.status, 200, "{}", res.body);
+            if done(res.data()) {
+                return res.data().clone();
+            }
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("run {run} did not reach the expected state");
     }
 
     /// Creates a project in the tenant whose key is `key`; returns its id.

@@ -2,6 +2,7 @@
 //! application on port 0 and talk to it over HTTP. Tests listed in `backend_tests!` run on
 //! SQLite and on PostgreSQL.
 
+mod fake_llm;
 mod helpers;
 
 mod auth;
@@ -13,5 +14,6 @@ mod isolation;
 mod keys;
 mod projects;
 mod ratelimit;
+mod runs;
 mod tenants;
 mod users;
