@@ -12,6 +12,7 @@ use actix_web::web::{self, Data};
 use actix_web::{App, HttpServer};
 use anyhow::Context;
 use dgidgi_actors::events::EventHub;
+use dgidgi_actors::provider::ProviderSet;
 use dgidgi_actors::run::{RunDeps, Runs};
 use dgidgi_actors::Tenants;
 use rand::Rng;
@@ -37,6 +38,12 @@ impl Application {
     /// Connects and migrates the database, starts the actor arbiters and binds the listener.
     /// Must run inside an actix system (`#[actix_web::main]` or `#[actix_web::test]`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let providers = Providers::from_config(&config)?;
+        Self::build_with(config, providers).await
+    }
+
+    /// [`build`](Self::build) with the given providers (tests add their own).
+    pub async fn build_with(config: Config, providers: Providers) -> anyhow::Result<Self> {
         let store = Store::connect(&config.database)
             .await
             .with_context(|| "database.url: cannot open the database")?;
@@ -52,7 +59,7 @@ impl Application {
         };
         let jwt = JwtIssuer::new(&config.auth, secret.as_bytes());
 
-        let providers = Arc::new(Providers::from_config(&config)?);
+        let providers: Arc<dyn ProviderSet> = Arc::new(providers);
         let arbiters: Vec<_> = (0..config.actors.arbiters)
             .map(|_| Arbiter::new().handle())
             .collect();

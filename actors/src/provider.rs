@@ -125,4 +125,6 @@ pub trait ProviderSet: Send + Sync + 'static {
     fn get(&self, name: &str) -> Option<Arc<dyn LlmProvider>>;
     /// The provider used when neither the agent nor the tenant names one.
     fn default_name(&self) -> &str;
+    /// Every provider's name, sorted.
+    fn names(&self) -> Vec<String>;
 }

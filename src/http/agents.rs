@@ -1,7 +1,6 @@
 //! Agents: create, list, read, change, delete.
 
 use actix_web::web::{Data, Path};
-use dgidgi_actors::provider::ProviderSet;
 use dgidgi_actors::tools::TOOL_NAMES;
 use serde::Deserialize;
 use serde_json::Value;
@@ -214,8 +213,7 @@ fn provider(state: &AppState, field: &str, name: String) -> Result<String, ApiEr
     if state.providers.get(&name).is_some() {
         Ok(name)
     } else {
-        let mut known: Vec<_> = state.providers.names().collect();
-        known.sort();
+        let known = state.providers.names();
         Err(ApiError::invalid(
             field,
             format!(

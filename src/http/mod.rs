@@ -20,13 +20,13 @@ use std::sync::Arc;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse, Resource};
 use dashmap::DashMap;
+use dgidgi_actors::provider::ProviderSet;
 use dgidgi_actors::run::Runs;
 use dgidgi_actors::Tenants;
 
 use crate::auth::{hash_key, parse_key, JwtIssuer, Principal};
 use crate::config::{Config, PlanLimits, OPERATOR_PLAN};
 use crate::ids::{now_rfc3339, IdKind};
-use crate::providers::Providers;
 use crate::ratelimit::RateLimiter;
 use crate::store::{KeyWithPlan, Store};
 pub use error::ApiError;
@@ -38,7 +38,7 @@ pub struct AppState {
     pub store: Store,
     pub tenants: Tenants,
     pub runs: Runs,
-    pub providers: Arc<Providers>,
+    pub providers: Arc<dyn ProviderSet>,
     pub jwt: JwtIssuer,
     pub limiter: RateLimiter,
     /// When each key's `last_used_at` was last written (Unix seconds), so that it is
@@ -55,7 +55,7 @@ impl AppState {
         store: Store,
         tenants: Tenants,
         runs: Runs,
-        providers: Arc<Providers>,
+        providers: Arc<dyn ProviderSet>,
         jwt: JwtIssuer,
     ) -> Arc<Self> {
         let limiter = RateLimiter::new(config.rate_limit.window_secs);

@@ -7,7 +7,6 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
 use dgidgi_actors::events::EventLog;
-use dgidgi_actors::provider::ProviderSet;
 use dgidgi_actors::run::{Run, RunSpec, RunStatus};
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -89,8 +89,10 @@ impl Providers {
         Ok(Self { by_name, default })
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(String::as_str)
+    /// Adds (or replaces) provider `name`; tests use it to bring their own.
+    pub fn with(mut self, name: &str, provider: Arc<dyn LlmProvider>) -> Self {
+        self.by_name.insert(name.to_string(), provider);
+        self
     }
 }
 
@@ -101,6 +103,12 @@ impl ProviderSet for Providers {
 
     fn default_name(&self) -> &str {
         &self.default
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.by_name.keys().cloned().collect();
+        names.sort();
+        names
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dgidgi");
 
-fn dgidgi(db: &str) -> Command {
+pub fn dgidgi(db: &str) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -112,7 +112,7 @@ fn the_first_serve_on_an_empty_database_prints_an_operator_key_once() {
 
 /// Reads the server's log until it names its port, then keeps draining it in the
 /// background, as a supervisor would.
-fn wait_for_port(mut stderr: BufReader<std::process::ChildStderr>) -> u16 {
+pub fn wait_for_port(mut stderr: BufReader<std::process::ChildStderr>) -> u16 {
     let mut line = String::new();
     loop {
         line.clear();
@@ -131,7 +131,7 @@ fn wait_for_port(mut stderr: BufReader<std::process::ChildStderr>) -> u16 {
     }
 }
 
-fn wait(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+pub fn wait(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + limit;
     while std::time::Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
@@ -145,7 +145,7 @@ fn wait(child: &mut std::process::Child, limit: Duration) -> Option<std::process
 
 extern "C" {
     #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
+    pub fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 /// A blocking GET, for these tests that run without an async runtime of their own.

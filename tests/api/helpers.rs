@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use dgidgi::config::Config;
 use dgidgi::http::AppState;
+use dgidgi::providers::Providers;
 use dgidgi::startup::Application;
 use figment::providers::Serialized;
 use figment::Figment;
@@ -112,6 +113,15 @@ impl TestApp {
         backend: Backend,
         configure: impl FnOnce(Figment) -> Figment,
     ) -> Option<Self> {
+        Self::spawn_with(backend, configure, |p| p).await
+    }
+
+    /// [`spawn`](Self::spawn), with `providers` changing the configured providers.
+    pub async fn spawn_with(
+        backend: Backend,
+        configure: impl FnOnce(Figment) -> Figment,
+        providers: impl FnOnce(Providers) -> Providers,
+    ) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let (url, postgres_db) = match backend {
             Backend::Sqlite => (
@@ -152,7 +162,8 @@ impl TestApp {
             .merge(Serialized::default("database.url", url))
             .merge(Serialized::default("database.max_connections", 4));
         let config = Config::from_figment(configure(figment)).expect("test configuration is valid");
-        let app = Application::build(config)
+        let configured = Providers::from_config(&config).expect("providers build");
+        let app = Application::build_with(config, providers(configured))
             .await
             .expect("application builds");
         let address = format!("http://127.0.0.1:{}", app.port());

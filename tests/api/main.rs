@@ -14,6 +14,7 @@ mod isolation;
 mod keys;
 mod projects;
 mod ratelimit;
+mod restart;
 mod runs;
 mod tenants;
 mod users;

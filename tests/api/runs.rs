@@ -712,3 +712,46 @@ async fn the_offline_provider_answers_without_any_network() {
         .contains("offline provider"));
     app.stop().await;
 }
+
+/// A provider whose code panics, standing for a bug anywhere in a run.
+struct PanickingProvider;
+
+#[async_trait::async_trait]
+impl dgidgi_actors::provider::LlmProvider for PanickingProvider {
+    fn default_model(&self) -> &str {
+        "boom"
+    }
+
+    async fn stream_chat(
+        &self,
+        _: dgidgi_actors::provider::ChatRequest,
+    ) -> Result<dgidgi_actors::provider::ChunkStream, dgidgi_actors::provider::ProviderError> {
+        panic!("a bug in the provider")
+    }
+}
+
+#[actix_web::test]
+async fn a_panic_in_a_run_fails_that_run_and_the_server_keeps_serving() {
+    let workspaces = tempfile::tempdir().unwrap();
+    let root = workspaces.path().display().to_string();
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        |f| f.merge(Serialized::default("runs.workspace_root", root)),
+        |p| p.with("panicky", std::sync::Arc::new(PanickingProvider)),
+    )
+    .await
+    .unwrap();
+    let (tenant, project, broken) = setup(&app, json!({ "provider": "panicky" })).await;
+    let healthy = app.agent(&tenant.key, json!({ "name": "fine" })).await;
+    for _ in 0..3 {
+        let res = execute(&app, &tenant.key, &broken, &project, json!({ "wait": 10 })).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        assert_eq!(res.data()["status"], "failed");
+        assert_eq!(res.data()["error"]["code"], "internal_error");
+        // Everyone else is still served, runs included.
+        let res = execute(&app, &tenant.key, &healthy, &project, json!({ "wait": 10 })).await;
+        assert_eq!(res.data()["status"], "completed", "{}", res.body);
+        assert_eq!(app.get("/api/v1/projects", &tenant.key).await.status, 200);
+    }
+    app.stop().await;
+}

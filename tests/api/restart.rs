@@ -1,0 +1,193 @@
+//! A run survives its server being killed (-9): the next server on the same database
+//! resumes it after its last finished step.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::cli::{dgidgi, libc_kill, wait, wait_for_port};
+use crate::fake_llm::{provider_settings, FakeLlm, Script};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+/// Starts a server; on a fresh database (`first`) also reads the operator key it prints.
+fn start(
+    db: &str,
+    llm: &FakeLlm,
+    workspaces: &std::path::Path,
+    first: bool,
+) -> (Server, Option<String>) {
+    let mut cmd = dgidgi(db);
+    for (key, value) in provider_settings(llm) {
+        cmd.env(
+            format!("DGIDGI__{}", key.replace('.', "__").to_uppercase()),
+            value,
+        );
+    }
+    let mut child = cmd
+        .env("DGIDGI__SERVER__PORT", "0")
+        .env("DGIDGI__LLM__IDLE_TIMEOUT_MS", "60000")
+        .env("DGIDGI__RUNS__WORKSPACE_ROOT", workspaces)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let port = wait_for_port(BufReader::new(child.stderr.take().unwrap()));
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut key = None;
+    while first && key.is_none() {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "no operator key printed"
+        );
+        key = line.starts_with("chy_op_").then(|| line.trim().to_string());
+    }
+    // What it prints later is drained, so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (
+        Server {
+            child,
+            base: format!("http://127.0.0.1:{port}/api/v1"),
+        },
+        key,
+    )
+}
+
+async fn call(method: reqwest::Method, url: String, key: &str, body: Option<Value>) -> Value {
+    let mut req = reqwest::Client::new().request(method, url).bearer_auth(key);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert!(status.is_success(), "{status}: {body}");
+    body["data"].clone()
+}
+
+#[actix_web::test]
+async fn a_run_killed_mid_step_resumes_after_its_last_finished_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/dgidgi.db", dir.path().display());
+    let llm = FakeLlm::start().await;
+    llm.push(Script::Tools(vec![(
+        "write_file",
+        json!({ "path": "notes.md", "content": "step one" }),
+    )]));
+    llm.push(Script::Stall(vec!["half a thought"]));
+
+    let (mut first, operator) = start(&db, &llm, dir.path(), true);
+    let operator = operator.expect("the first start prints the operator key");
+    let post = |url: String, key: String, body: Value| async move {
+        call(reqwest::Method::POST, url, &key, Some(body)).await
+    };
+    let tenant = post(
+        format!("{}/tenants", first.base),
+        operator.clone(),
+        json!({ "name": "Acme" }),
+    )
+    .await;
+    let key = tenant["api_key"]["key"].as_str().unwrap().to_string();
+    let project = post(
+        format!("{}/projects", first.base),
+        key.clone(),
+        json!({ "name": "p" }),
+    )
+    .await;
+    let agent = post(
+        format!("{}/agents", first.base),
+        key.clone(),
+        json!({ "name": "writer", "tools": ["write_file"], "config": { "autonomyLevel": "medium" } }),
+    )
+    .await;
+    let agent = agent["id"].as_str().unwrap().to_string();
+    let run = post(
+        format!("{}/agents/{agent}/execute", first.base),
+        key.clone(),
+        json!({ "goal": "write notes", "projectId": project["id"] }),
+    )
+    .await;
+    let run = run["id"].as_str().unwrap().to_string();
+
+    // Step 0 finishes; step 1 streams a little and stalls. Then the server dies hard.
+    for _ in 0..500 {
+        if llm.requests().len() == 2 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(llm.requests().len(), 2, "the second step started");
+    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    unsafe { libc_kill(first.child.id() as i32, 9) };
+    wait(&mut first.child, Duration::from_secs(10)).expect("killed");
+
+    llm.push(Script::Text(vec!["resumed ", "and done"]));
+    let (mut second, _) = start(&db, &llm, dir.path(), false);
+    let url = format!("{}/agents/{agent}/runs/{run}", second.base);
+    let mut finished = Value::Null;
+    for _ in 0..500 {
+        let now = call(reqwest::Method::GET, url.clone(), &key, None).await;
+        if now["status"] != "running" && now["status"] != "queued" {
+            finished = now;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(finished["status"], "completed", "{finished}");
+    assert_eq!(finished["output"], "resumed and done");
+    let steps = finished["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "step 0 was not run again");
+    assert_eq!(steps[0]["tool_calls"][0]["name"], "write_file");
+    assert_eq!(llm.requests().len(), 3);
+    // The third call carried step 0's tool call and result: the conversation was rebuilt.
+    let roles: Vec<_> = llm.requests()[2]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].clone())
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            json!("system"),
+            json!("user"),
+            json!("assistant"),
+            json!("tool")
+        ]
+    );
+
+    // The event log has no gap: the interrupted step's partial tokens, then the resume.
+    let stream = reqwest::Client::new()
+        .get(format!("{url}/stream"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let text = stream.text().await.unwrap();
+    let ids: Vec<i64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
+    let kinds: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    let resumed = kinds
+        .iter()
+        .position(|k| *k == "run.resumed")
+        .expect("a run.resumed event");
+    assert!(kinds[..resumed].contains(&"token"));
+    assert_eq!(kinds.last(), Some(&"run.completed"));
+
+    unsafe { libc_kill(second.child.id() as i32, 15) };
+    wait(&mut second.child, Duration::from_secs(20)).expect("the second server stops");
+    llm.stop().await;
+}
