@@ -708,6 +708,15 @@ fn provider_failure(provider: &str, error: ProviderError) -> RunError {
     }
 }
 
+/// What waiting on a provider stream gave.
+enum Next {
+    Item(Option<Result<ChatChunk, ProviderError>>),
+    /// Nothing ready at once (tokens are waiting to be written).
+    Pause,
+    /// Nothing for the whole start or idle timeout.
+    Stalled,
+}
+
 /// Reads one streamed answer into `answer`. The error says whether any token went out.
 async fn stream_answer(
     provider: &dyn crate::provider::LlmProvider,
@@ -732,19 +741,24 @@ async fn stream_answer(
     let mut waited = settings.start_timeout;
     let mut idle_until = tokio::time::Instant::now() + waited;
     loop {
-        // Wake for the next chunk, for the stall deadline, or to write tokens that wait.
-        let wake = if log.pending.is_empty() {
-            idle_until
+        // Tokens that wait are written as soon as the provider pauses: a chunk that is
+        // ready now joins the batch; otherwise the batch goes out before we wait. Bursts
+        // are thus batched (up to flush_batch / flush_every) and paced streams are not delayed.
+        let next = if log.pending.is_empty() {
+            match tokio::time::timeout_at(idle_until, stream.next()).await {
+                Ok(item) => Next::Item(item),
+                Err(_) => Next::Stalled,
+            }
         } else {
-            idle_until.min(tokio::time::Instant::now() + settings.flush_every)
+            match stream.next().now_or_never() {
+                Some(item) => Next::Item(item),
+                None => Next::Pause,
+            }
         };
-        let next = tokio::time::timeout_at(wake, stream.next()).await;
         let streamed = !answer.text.is_empty();
         match next {
-            Err(_) if tokio::time::Instant::now() >= idle_until => {
-                return Err((stalled(waited), streamed))
-            }
-            Err(_) => {
+            Next::Stalled => return Err((stalled(waited), streamed)),
+            Next::Pause => {
                 log.flush().await.map_err(|e| {
                     (
                         ProviderError::new("store_failure", e.message, false),
@@ -752,9 +766,9 @@ async fn stream_answer(
                     )
                 })?;
             }
-            Ok(None) => return Ok(()),
-            Ok(Some(Err(e))) => return Err((e, streamed)),
-            Ok(Some(Ok(chunk))) => {
+            Next::Item(None) => return Ok(()),
+            Next::Item(Some(Err(e))) => return Err((e, streamed)),
+            Next::Item(Some(Ok(chunk))) => {
                 waited = settings.idle_timeout;
                 idle_until = tokio::time::Instant::now() + waited;
                 match chunk {
