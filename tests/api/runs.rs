@@ -449,6 +449,13 @@ async fn server_errors_fail_the_run_after_the_retries() {
         4,
         "the first try and the client's 3 retries"
     );
+    let tenant = run["tenant_id"].as_str().unwrap();
+    let events = ctx.state.store.outbox_events(tenant).await.unwrap();
+    let failed = events
+        .iter()
+        .find(|e| e.event_type == "agent.failed")
+        .expect("agent.failed recorded");
+    assert_eq!(failed.payload["error"]["code"], "provider_server_error");
     ctx.stop().await;
 }
 
@@ -754,4 +761,31 @@ async fn a_panic_in_a_run_fails_that_run_and_the_server_keeps_serving() {
         assert_eq!(app.get("/api/v1/projects", &tenant.key).await.status, 200);
     }
     app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_execute_retried_with_its_idempotency_key_starts_one_run() {
+    let ctx = llm_app().await;
+    let (tenant, project, agent) = setup(&ctx, json!({})).await;
+    let send = || async {
+        let res = ctx
+            .client
+            .post(format!("{}/api/v1/agents/{agent}/execute", ctx.address))
+            .bearer_auth(&tenant.key)
+            .header("idempotency-key", "run-once")
+            .json(&json!({ "goal": "once", "projectId": project }))
+            .send()
+            .await
+            .unwrap();
+        TestApp::reply(res).await
+    };
+    let first = send().await;
+    let again = send().await;
+    assert_eq!(first.status, 202);
+    assert_eq!(again.body, first.body);
+    let runs = ctx
+        .get(&format!("/api/v1/agents/{agent}/runs"), &tenant.key)
+        .await;
+    assert_eq!(runs.data().as_array().unwrap().len(), 1);
+    ctx.stop().await;
 }
