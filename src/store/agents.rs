@@ -103,29 +103,19 @@ impl Store {
     }
 
     pub async fn get_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>> {
-        let sql = format!("SELECT {COLUMNS} FROM agents WHERE tenant_id = $1 AND id = $2");
-        sqlx::query(&sql)
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|row| agent_from_row(&row))
-            .transpose()
+        self.tenant_row(
+            &format!("SELECT {COLUMNS} FROM agents"),
+            tenant_id,
+            id,
+            agent_from_row,
+        )
+        .await
     }
 
     pub async fn list_agents(&self, tenant_id: &str, page: &Page) -> Result<Paged<Agent>> {
-        let sql = format!("SELECT {COLUMNS} FROM agents WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
-        let rows = sqlx::query(&sql)
-            .bind(tenant_id)
-            .bind(page.before())
-            .bind(page.fetch())
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows
-            .iter()
-            .map(agent_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(page.paged(items, |a| &a.id))
+        let select = format!("SELECT {COLUMNS} FROM agents");
+        self.tenant_page(&select, tenant_id, page, agent_from_row, |a| &a.id)
+            .await
     }
 
     pub async fn delete_agent(&self, tenant_id: &str, id: &str) -> Result<bool> {

@@ -190,6 +190,45 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Row `id` of tenant `tenant_id` from `select` (`SELECT <columns> FROM <table>`).
+    async fn tenant_row<T>(
+        &self,
+        select: &str,
+        tenant_id: &str,
+        id: &str,
+        from_row: fn(&AnyRow) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let sql = format!("{select} WHERE tenant_id = $1 AND id = $2");
+        let row = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// One page of tenant `tenant_id`'s rows from `select`, newest first.
+    async fn tenant_page<T>(
+        &self,
+        select: &str,
+        tenant_id: &str,
+        page: &Page,
+        from_row: fn(&AnyRow) -> Result<T>,
+        id: fn(&T) -> &str,
+    ) -> Result<Paged<T>> {
+        let sql = format!("{select} WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(page.before())
+            .bind(page.fetch())
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+        Ok(page.paged(items, id))
+    }
+}
+
 /// The SQLite URL with `mode=rwc` (create the file), after creating the file's folder.
 fn sqlite_url(url: &str) -> Result<String> {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");

@@ -87,31 +87,19 @@ impl Store {
     }
 
     pub async fn get_project(&self, tenant_id: &str, id: &str) -> Result<Option<Project>> {
-        let sql = format!("SELECT {COLUMNS} FROM projects WHERE tenant_id = $1 AND id = $2");
-        sqlx::query(&sql)
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|row| project_from_row(&row))
-            .transpose()
+        self.tenant_row(
+            &format!("SELECT {COLUMNS} FROM projects"),
+            tenant_id,
+            id,
+            project_from_row,
+        )
+        .await
     }
 
     pub async fn list_projects(&self, tenant_id: &str, page: &Page) -> Result<Paged<Project>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM projects WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(tenant_id)
-            .bind(page.before())
-            .bind(page.fetch())
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows
-            .iter()
-            .map(project_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(page.paged(items, |p| &p.id))
+        let select = format!("SELECT {COLUMNS} FROM projects");
+        self.tenant_page(&select, tenant_id, page, project_from_row, |p| &p.id)
+            .await
     }
 
     pub async fn update_project(

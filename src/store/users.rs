@@ -74,16 +74,8 @@ impl Store {
     }
 
     pub async fn list_users(&self, tenant_id: &str, page: &Page) -> Result<Paged<User>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(tenant_id)
-            .bind(page.before())
-            .bind(page.fetch())
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
-        Ok(page.paged(items, |u| &u.id))
+        let select = format!("SELECT {COLUMNS} FROM users");
+        self.tenant_page(&select, tenant_id, page, user_from_row, |u| &u.id)
+            .await
     }
 }
