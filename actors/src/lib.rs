@@ -17,6 +17,7 @@
 //! - [`store`]: the persistence traits actors talk through.
 
 pub mod events;
+pub mod llm;
 pub mod provider;
 pub mod registry;
 pub mod run;

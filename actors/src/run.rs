@@ -9,19 +9,18 @@
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use async_trait::async_trait;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventHub, EventLog, StreamEvent};
-use crate::provider::{
-    ChatChunk, ChatMessage, ChatRequest, ProviderError, ProviderSet, ToolCall, Usage,
-};
+use crate::llm::{complete, now, EventWriter};
+use crate::provider::{ChatMessage, ChatRequest, ProviderSet, ToolCall, Usage};
 use crate::registry::{ActorError, Registry};
 use crate::store::StoreFailure;
 use crate::tenant::Tenants;
@@ -315,86 +314,6 @@ impl Runs {
     }
 }
 
-/// Writes a stream's events: assigns seqs, persists, then publishes. Tokens are batched.
-struct EventWriter {
-    stream: String,
-    next_seq: i64,
-    pending: Vec<StreamEvent>,
-    last_flush: Instant,
-    deps: Arc<RunDeps>,
-}
-
-impl EventWriter {
-    fn new(stream: &str, last_seq: i64, deps: Arc<RunDeps>) -> Self {
-        Self {
-            stream: stream.into(),
-            next_seq: last_seq + 1,
-            pending: Vec::new(),
-            last_flush: Instant::now(),
-            deps,
-        }
-    }
-
-    /// The next event, with its seq; the caller persists it.
-    fn event(&mut self, kind: &str, data: Value) -> StreamEvent {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        StreamEvent {
-            seq,
-            kind: kind.into(),
-            data,
-            created_at: now(),
-        }
-    }
-
-    /// Queues a token; writes the batch when it is big or old enough.
-    async fn token(&mut self, data: Value) -> Result<(), RunError> {
-        let event = self.event("token", data);
-        self.pending.push(event);
-        if self.pending.len() >= self.deps.settings.flush_batch
-            || self.last_flush.elapsed() >= self.deps.settings.flush_every
-        {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    /// Persists then publishes what is queued.
-    async fn flush(&mut self) -> Result<(), RunError> {
-        self.last_flush = Instant::now();
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        self.deps
-            .store
-            .append_events(&self.stream, &self.pending)
-            .await?;
-        self.deps.hub.publish(&self.stream, &self.pending);
-        self.pending.clear();
-        Ok(())
-    }
-
-    /// Writes one event at once (after what is queued).
-    async fn emit(&mut self, kind: &str, data: Value) -> Result<(), RunError> {
-        let event = self.event(kind, data);
-        self.pending.push(event);
-        self.flush().await
-    }
-
-    fn publish(&self, event: &StreamEvent) {
-        self.deps
-            .hub
-            .publish(&self.stream, std::slice::from_ref(event));
-    }
-}
-
-/// Now, in the fixed-width form the store keeps (`2026-01-07T18:00:00.000Z`).
-fn now() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
-}
-
 async fn fail_after_panic(deps: Arc<RunDeps>, id: String) {
     let Ok(Some(mut run)) = deps.store.load_run(&id).await else {
         return;
@@ -402,8 +321,15 @@ async fn fail_after_panic(deps: Arc<RunDeps>, id: String) {
     if run.status.is_terminal() {
         return;
     }
-    let mut log = EventWriter::new(&id, run.last_seq, deps.clone());
+    let mut log = EventWriter::new(
+        &id,
+        run.last_seq,
+        deps.store.clone(),
+        deps.hub.clone(),
+        &deps.settings,
+    );
     finish(
+        &*deps.store,
         &mut run,
         &mut log,
         Err(RunError::new(
@@ -425,7 +351,13 @@ async fn drive(deps: Arc<RunDeps>, id: String, cancel: CancellationToken) {
             return;
         }
     };
-    let mut log = EventWriter::new(&id, run.last_seq, deps.clone());
+    let mut log = EventWriter::new(
+        &id,
+        run.last_seq,
+        deps.store.clone(),
+        deps.hub.clone(),
+        &deps.settings,
+    );
     let tenant = run.tenant_id.clone();
 
     // Admission: wait for a slot under the tenant's concurrency limit, unless cancelled.
@@ -433,7 +365,7 @@ async fn drive(deps: Arc<RunDeps>, id: String, cancel: CancellationToken) {
         admitted = deps.tenants.admit(&tenant, &id) => admitted,
         _ = cancel.cancelled() => {
             deps.tenants.release(&tenant, &id).await;
-            finish(&mut run, &mut log, Ok(Ending::Cancelled)).await;
+            finish(&*deps.store, &mut run, &mut log, Ok(Ending::Cancelled)).await;
             return;
         }
     };
@@ -444,7 +376,7 @@ async fn drive(deps: Arc<RunDeps>, id: String, cancel: CancellationToken) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(run.spec.timeout_secs);
     let mut ending = Ok(Ending::Cancelled);
     if !cancel.is_cancelled() {
-        ending = match start(&mut run, &mut log).await {
+        ending = match start(&*deps.store, &mut run, &mut log).await {
             Err(e) => Err(e),
             Ok(()) => tokio::select! {
                 outcome = run_steps(&deps, &mut run, &mut log) => outcome.map(Ending::Completed),
@@ -460,7 +392,7 @@ async fn drive(deps: Arc<RunDeps>, id: String, cancel: CancellationToken) {
     if let Err(e) = log.flush().await {
         tracing::error!(run_id = %id, error = %e.message, "partial tokens not saved");
     }
-    finish(&mut run, &mut log, ending).await;
+    finish(&*deps.store, &mut run, &mut log, ending).await;
     deps.tenants.release(&tenant, &id).await;
 }
 
@@ -469,7 +401,7 @@ enum Ending {
     Cancelled,
 }
 
-async fn start(run: &mut Run, log: &mut EventWriter) -> Result<(), RunError> {
+async fn start(store: &dyn RunStore, run: &mut Run, log: &mut EventWriter) -> Result<(), RunError> {
     if run.status == RunStatus::Running {
         return log
             .emit("run.resumed", json!({ "after_step": run.steps.len() }))
@@ -481,12 +413,17 @@ async fn start(run: &mut Run, log: &mut EventWriter) -> Result<(), RunError> {
         "run.started",
         json!({ "run_id": run.id, "agent_id": run.agent_id }),
     );
-    log.deps.store.start_run(run, &event).await?;
+    store.start_run(run, &event).await?;
     log.publish(&event);
     Ok(())
 }
 
-async fn finish(run: &mut Run, log: &mut EventWriter, ending: Result<Ending, RunError>) {
+async fn finish(
+    store: &dyn RunStore,
+    run: &mut Run,
+    log: &mut EventWriter,
+    ending: Result<Ending, RunError>,
+) {
     let (kind, data) = match ending {
         Ok(Ending::Completed(output)) => {
             run.status = RunStatus::Completed;
@@ -509,13 +446,13 @@ async fn finish(run: &mut Run, log: &mut EventWriter, ending: Result<Ending, Run
     };
     run.finished_at = Some(now());
     let event = log.event(kind, data);
-    match log.deps.store.finish_run(run, &event).await {
+    match store.finish_run(run, &event).await {
         Ok(()) => log.publish(&event),
         Err(e) => {
             tracing::error!(run_id = %run.id, error = %e, "run end not saved; it resumes at the next start")
         }
     }
-    log.deps.hub.end(&run.id);
+    log.end();
 }
 
 /// The step loop: stops when the model answers without tool calls or the budget is spent.
@@ -536,7 +473,15 @@ async fn run_steps(
             tools: tool_specs.clone(),
             temperature: run.spec.temperature,
         };
-        let answer = complete(deps, &run.spec.providers, request, index, log).await?;
+        let answer = complete(
+            &*deps.providers,
+            &deps.settings,
+            &run.spec.providers,
+            request,
+            &json!({ "step": index }),
+            log,
+        )
+        .await?;
         let mut step = Step {
             index,
             provider: answer.provider,
@@ -620,171 +565,4 @@ fn conversation(run: &Run) -> Vec<ChatMessage> {
         }
     }
     messages
-}
-
-struct Answer {
-    provider: String,
-    model: String,
-    text: String,
-    tool_calls: Vec<ToolCall>,
-    usage: Usage,
-}
-
-/// One completion, streamed as `token` events: each provider in order, each retried with
-/// backoff while its errors are retryable and nothing has been streamed yet.
-async fn complete(
-    deps: &Arc<RunDeps>,
-    providers: &[String],
-    request: ChatRequest,
-    step: u32,
-    log: &mut EventWriter,
-) -> Result<Answer, RunError> {
-    let settings = &deps.settings;
-    let mut failures = Vec::new();
-    for name in providers {
-        let Some(provider) = deps.providers.get(name) else {
-            failures.push(ProviderError::new(
-                "unknown_provider",
-                format!("no provider named '{name}' is configured"),
-                false,
-            ));
-            continue;
-        };
-        let model = request
-            .model
-            .clone()
-            .unwrap_or_else(|| provider.default_model().to_string());
-        let mut attempt = 0;
-        loop {
-            let mut answer = Answer {
-                provider: name.clone(),
-                model: model.clone(),
-                text: String::new(),
-                tool_calls: Vec::new(),
-                usage: Usage::default(),
-            };
-            let failure = match stream_answer(
-                &*provider,
-                request.clone(),
-                &mut answer,
-                step,
-                log,
-                settings,
-            )
-            .await
-            {
-                Ok(()) => return Ok(answer),
-                Err((error, streamed)) if streamed => {
-                    // Tokens of this answer are already out: a retry would repeat them.
-                    return Err(provider_failure(name, error));
-                }
-                Err((error, _)) => error,
-            };
-            tracing::warn!(provider = %name, attempt, error = %failure, "provider call failed");
-            if failure.retryable && attempt < settings.max_retries {
-                tokio::time::sleep(settings.retry_base * 2u32.pow(attempt)).await;
-                attempt += 1;
-                continue;
-            }
-            failures.push(failure);
-            break;
-        }
-    }
-    let last = failures
-        .pop()
-        .unwrap_or_else(|| ProviderError::new("no_provider", "the agent names no provider", false));
-    let mut error = provider_failure(providers.last().map_or("", String::as_str), last);
-    if !failures.is_empty() {
-        error.details = Some(json!({ "earlier_failures": failures }));
-    }
-    Err(error)
-}
-
-fn provider_failure(provider: &str, error: ProviderError) -> RunError {
-    RunError {
-        code: format!("provider_{}", error.code),
-        message: error.message.clone(),
-        details: Some(json!({ "provider": provider, "status": error.status })),
-    }
-}
-
-/// What waiting on a provider stream gave.
-enum Next {
-    Item(Option<Result<ChatChunk, ProviderError>>),
-    /// Nothing ready at once (tokens are waiting to be written).
-    Pause,
-    /// Nothing for the whole start or idle timeout.
-    Stalled,
-}
-
-/// Reads one streamed answer into `answer`. The error says whether any token went out.
-async fn stream_answer(
-    provider: &dyn crate::provider::LlmProvider,
-    request: ChatRequest,
-    answer: &mut Answer,
-    step: u32,
-    log: &mut EventWriter,
-    settings: &RunSettings,
-) -> Result<(), (ProviderError, bool)> {
-    let stalled = |waited: Duration| {
-        let message = format!("no data from the provider for {} ms", waited.as_millis());
-        ProviderError::new("timeout", message, true)
-    };
-    let mut stream =
-        match tokio::time::timeout(settings.start_timeout, provider.stream_chat(request)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err((e, false)),
-            Err(_) => return Err((stalled(settings.start_timeout), false)),
-        };
-    // Until the first chunk the provider may still be connecting (and its client retrying):
-    // the start timeout applies; between chunks, the idle one.
-    let mut waited = settings.start_timeout;
-    let mut idle_until = tokio::time::Instant::now() + waited;
-    loop {
-        // Tokens that wait are written as soon as the provider pauses: a chunk that is
-        // ready now joins the batch; otherwise the batch goes out before we wait. Bursts
-        // are thus batched (up to flush_batch / flush_every) and paced streams are not delayed.
-        let next = if log.pending.is_empty() {
-            match tokio::time::timeout_at(idle_until, stream.next()).await {
-                Ok(item) => Next::Item(item),
-                Err(_) => Next::Stalled,
-            }
-        } else {
-            match stream.next().now_or_never() {
-                Some(item) => Next::Item(item),
-                None => Next::Pause,
-            }
-        };
-        let streamed = !answer.text.is_empty();
-        match next {
-            Next::Stalled => return Err((stalled(waited), streamed)),
-            Next::Pause => {
-                log.flush().await.map_err(|e| {
-                    (
-                        ProviderError::new("store_failure", e.message, false),
-                        streamed,
-                    )
-                })?;
-            }
-            Next::Item(None) => return Ok(()),
-            Next::Item(Some(Err(e))) => return Err((e, streamed)),
-            Next::Item(Some(Ok(chunk))) => {
-                waited = settings.idle_timeout;
-                idle_until = tokio::time::Instant::now() + waited;
-                match chunk {
-                    ChatChunk::Delta(delta) if delta.is_empty() => {}
-                    ChatChunk::Delta(delta) => {
-                        answer.text.push_str(&delta);
-                        log.token(json!({ "step": step, "delta": delta }))
-                            .await
-                            .map_err(|e| {
-                                (ProviderError::new("store_failure", e.message, false), true)
-                            })?;
-                    }
-                    ChatChunk::ToolCall(call) => answer.tool_calls.push(call),
-                    ChatChunk::Usage(usage) => answer.usage = usage,
-                }
-            }
-        }
-    }
 }

@@ -1,0 +1,279 @@
+//! What agent runs and chat replies share: writing a stream's events (persist, then
+//! publish; tokens batched) and one streamed completion across providers, with retries of
+//! stalled streams and fallbacks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{FutureExt, StreamExt};
+use serde_json::{json, Value};
+
+use crate::events::{EventHub, EventLog, StreamEvent};
+use crate::provider::{
+    ChatChunk, ChatRequest, LlmProvider, ProviderError, ProviderSet, ToolCall, Usage,
+};
+use crate::run::{RunError, RunSettings};
+
+/// Now, in the fixed-width form the store keeps (`2026-01-07T18:00:00.000Z`).
+pub fn now() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// Writes a stream's events: assigns seqs, persists, then publishes. Tokens are batched.
+pub struct EventWriter {
+    stream: String,
+    next_seq: i64,
+    pending: Vec<StreamEvent>,
+    last_flush: Instant,
+    log: Arc<dyn EventLog>,
+    hub: EventHub,
+    flush_every: Duration,
+    flush_batch: usize,
+}
+
+impl EventWriter {
+    /// A writer for `stream`, whose last stored event is `last_seq`.
+    pub fn new(
+        stream: &str,
+        last_seq: i64,
+        log: Arc<dyn EventLog>,
+        hub: EventHub,
+        settings: &RunSettings,
+    ) -> Self {
+        Self {
+            stream: stream.into(),
+            next_seq: last_seq + 1,
+            pending: Vec::new(),
+            last_flush: Instant::now(),
+            log,
+            hub,
+            flush_every: settings.flush_every,
+            flush_batch: settings.flush_batch,
+        }
+    }
+
+    /// The next event, with its seq; the caller persists it.
+    pub fn event(&mut self, kind: &str, data: Value) -> StreamEvent {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        StreamEvent {
+            seq,
+            kind: kind.into(),
+            data,
+            created_at: now(),
+        }
+    }
+
+    /// Queues a token; writes the batch when it is big or old enough.
+    pub async fn token(&mut self, data: Value) -> Result<(), RunError> {
+        let event = self.event("token", data);
+        self.pending.push(event);
+        if self.pending.len() >= self.flush_batch || self.last_flush.elapsed() >= self.flush_every {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Persists then publishes what is queued.
+    pub async fn flush(&mut self) -> Result<(), RunError> {
+        self.last_flush = Instant::now();
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.log.append_events(&self.stream, &self.pending).await?;
+        self.hub.publish(&self.stream, &self.pending);
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes one event at once (after what is queued).
+    pub async fn emit(&mut self, kind: &str, data: Value) -> Result<(), RunError> {
+        let event = self.event(kind, data);
+        self.pending.push(event);
+        self.flush().await
+    }
+
+    pub fn publish(&self, event: &StreamEvent) {
+        self.hub.publish(&self.stream, std::slice::from_ref(event));
+    }
+
+    /// Ends the live channel of the stream (after its terminal event).
+    pub fn end(&self) {
+        self.hub.end(&self.stream);
+    }
+
+    /// Whether tokens wait to be written.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+pub struct Answer {
+    pub provider: String,
+    pub model: String,
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub usage: Usage,
+}
+
+/// One completion, streamed as `token` events: each provider in order, each retried with
+/// backoff while its errors are retryable and nothing has been streamed yet.
+pub async fn complete(
+    set: &dyn ProviderSet,
+    settings: &RunSettings,
+    providers: &[String],
+    request: ChatRequest,
+    tag: &Value,
+    log: &mut EventWriter,
+) -> Result<Answer, RunError> {
+    let mut failures = Vec::new();
+    for name in providers {
+        let Some(provider) = set.get(name) else {
+            failures.push(ProviderError::new(
+                "unknown_provider",
+                format!("no provider named '{name}' is configured"),
+                false,
+            ));
+            continue;
+        };
+        let model = request
+            .model
+            .clone()
+            .unwrap_or_else(|| provider.default_model().to_string());
+        let mut attempt = 0;
+        loop {
+            let mut answer = Answer {
+                provider: name.clone(),
+                model: model.clone(),
+                text: String::new(),
+                tool_calls: Vec::new(),
+                usage: Usage::default(),
+            };
+            let failure =
+                match stream_answer(&*provider, request.clone(), &mut answer, tag, log, settings)
+                    .await
+                {
+                    Ok(()) => return Ok(answer),
+                    Err((error, streamed)) if streamed => {
+                        // Tokens of this answer are already out: a retry would repeat them.
+                        return Err(provider_failure(name, error));
+                    }
+                    Err((error, _)) => error,
+                };
+            tracing::warn!(provider = %name, attempt, error = %failure, "provider call failed");
+            if failure.retryable && attempt < settings.max_retries {
+                tokio::time::sleep(settings.retry_base * 2u32.pow(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            failures.push(failure);
+            break;
+        }
+    }
+    let last = failures
+        .pop()
+        .unwrap_or_else(|| ProviderError::new("no_provider", "the agent names no provider", false));
+    let mut error = provider_failure(providers.last().map_or("", String::as_str), last);
+    if !failures.is_empty() {
+        error.details = Some(json!({ "earlier_failures": failures }));
+    }
+    Err(error)
+}
+
+fn provider_failure(provider: &str, error: ProviderError) -> RunError {
+    RunError {
+        code: format!("provider_{}", error.code),
+        message: error.message.clone(),
+        details: Some(json!({ "provider": provider, "status": error.status })),
+    }
+}
+
+/// What waiting on a provider stream gave.
+enum Next {
+    Item(Option<Result<ChatChunk, ProviderError>>),
+    /// Nothing ready at once (tokens are waiting to be written).
+    Pause,
+    /// Nothing for the whole start or idle timeout.
+    Stalled,
+}
+
+/// Reads one streamed answer into `answer`. The error says whether any token went out.
+async fn stream_answer(
+    provider: &dyn LlmProvider,
+    request: ChatRequest,
+    answer: &mut Answer,
+    tag: &Value,
+    log: &mut EventWriter,
+    settings: &RunSettings,
+) -> Result<(), (ProviderError, bool)> {
+    let stalled = |waited: Duration| {
+        let message = format!("no data from the provider for {} ms", waited.as_millis());
+        ProviderError::new("timeout", message, true)
+    };
+    let mut stream =
+        match tokio::time::timeout(settings.start_timeout, provider.stream_chat(request)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err((e, false)),
+            Err(_) => return Err((stalled(settings.start_timeout), false)),
+        };
+    // Until the first chunk the provider may still be connecting (and its client retrying):
+    // the start timeout applies; between chunks, the idle one.
+    let mut waited = settings.start_timeout;
+    let mut idle_until = tokio::time::Instant::now() + waited;
+    loop {
+        // Tokens that wait are written as soon as the provider pauses: a chunk that is
+        // ready now joins the batch; otherwise the batch goes out before we wait. Bursts
+        // are thus batched (up to flush_batch / flush_every) and paced streams are not delayed.
+        let next = if !log.has_pending() {
+            match tokio::time::timeout_at(idle_until, stream.next()).await {
+                Ok(item) => Next::Item(item),
+                Err(_) => Next::Stalled,
+            }
+        } else {
+            match stream.next().now_or_never() {
+                Some(item) => Next::Item(item),
+                None => Next::Pause,
+            }
+        };
+        let streamed = !answer.text.is_empty();
+        match next {
+            Next::Stalled => return Err((stalled(waited), streamed)),
+            Next::Pause => {
+                log.flush().await.map_err(|e| {
+                    (
+                        ProviderError::new("store_failure", e.message, false),
+                        streamed,
+                    )
+                })?;
+            }
+            Next::Item(None) => return Ok(()),
+            Next::Item(Some(Err(e))) => return Err((e, streamed)),
+            Next::Item(Some(Ok(chunk))) => {
+                waited = settings.idle_timeout;
+                idle_until = tokio::time::Instant::now() + waited;
+                match chunk {
+                    ChatChunk::Delta(delta) if delta.is_empty() => {}
+                    ChatChunk::Delta(delta) => {
+                        answer.text.push_str(&delta);
+                        log.token(tagged(tag, &delta)).await.map_err(|e| {
+                            (ProviderError::new("store_failure", e.message, false), true)
+                        })?;
+                    }
+                    ChatChunk::ToolCall(call) => answer.tool_calls.push(call),
+                    ChatChunk::Usage(usage) => answer.usage = usage,
+                }
+            }
+        }
+    }
+}
+
+/// `tag` (an object such as `{"step": 0}`) with `delta` added.
+fn tagged(tag: &Value, delta: &str) -> Value {
+    let mut data = tag.clone();
+    if let Some(object) = data.as_object_mut() {
+        object.insert("delta".into(), json!(delta));
+    }
+    data
+}
