@@ -26,6 +26,14 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub runs: RunsConfig,
     pub streams: StreamsConfig,
+    pub chat: ChatConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    pub max_queue: usize,
+    pub idle_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,6 +181,9 @@ impl Config {
         }
         if self.llm.idle_timeout_ms == 0 || self.llm.flush_batch == 0 {
             return bad("llm", "idle_timeout_ms and flush_batch must be at least 1");
+        }
+        if self.chat.max_queue == 0 {
+            return bad("chat.max_queue", "must be at least 1");
         }
         if self.streams.heartbeat_secs == 0 {
             return bad("streams.heartbeat_secs", "must be at least 1");

@@ -11,6 +11,8 @@ pub enum IdKind {
     Project,
     Agent,
     Run,
+    Session,
+    Message,
     Event,
     Request,
 }
@@ -24,6 +26,8 @@ impl IdKind {
             IdKind::Project => "proj_",
             IdKind::Agent => "agt_",
             IdKind::Run => "run_",
+            IdKind::Session => "ses_",
+            IdKind::Message => "msg_",
             IdKind::Event => "evt_",
             IdKind::Request => "req_",
         }

@@ -11,6 +11,7 @@ use actix_web::middleware::from_fn;
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpServer};
 use anyhow::Context;
+use dgidgi_actors::chat::{ChatDeps, Sessions};
 use dgidgi_actors::events::EventHub;
 use dgidgi_actors::provider::ProviderSet;
 use dgidgi_actors::run::{RunDeps, Runs};
@@ -73,6 +74,17 @@ impl Application {
                 tenants: tenants.clone(),
                 settings: run_settings(&config),
             },
+            arbiters.clone(),
+        );
+        let sessions = Sessions::new(
+            ChatDeps {
+                store: Arc::new(store.clone()),
+                hub: runs.hub().clone(),
+                providers: providers.clone(),
+                settings: run_settings(&config),
+                max_queue: config.chat.max_queue,
+                idle_after: Duration::from_secs(config.chat.idle_secs),
+            },
             arbiters,
         );
         let recovered = runs.recover().await.context("finding unfinished runs")?;
@@ -102,7 +114,7 @@ impl Application {
             n => n,
         };
         let shutdown_timeout = config.server.shutdown_timeout_secs;
-        let state = AppState::new(config, store, tenants, runs, providers, jwt);
+        let state = AppState::new(config, store, tenants, runs, sessions, providers, jwt);
         let shared = state.clone();
         let server = HttpServer::new(move || {
             App::new()

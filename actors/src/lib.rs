@@ -10,12 +10,14 @@
 //!
 //! - [`tenant`]: the tenant domain (plan, settings) and the `TenantActor`.
 //! - [`registry`]: activation, passivation and addressing of keyed actors.
+//! - [`chat`]: chat sessions and the `SessionActor` that streams replies.
 //! - [`run`]: agent runs and the `RunActor` that steps through a goal.
 //! - [`events`]: ordered event logs and their live fan-out (runs, chat sessions).
 //! - [`provider`]: the streaming LLM provider interface.
 //! - [`tools`]: the built-in workspace tools.
 //! - [`store`]: the persistence traits actors talk through.
 
+pub mod chat;
 pub mod events;
 pub mod llm;
 pub mod provider;

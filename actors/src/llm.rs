@@ -31,6 +31,8 @@ pub struct EventWriter {
     hub: EventHub,
     flush_every: Duration,
     flush_batch: usize,
+    /// The text of the token events written since the last `take_streamed`.
+    streamed: String,
 }
 
 impl EventWriter {
@@ -51,6 +53,7 @@ impl EventWriter {
             hub,
             flush_every: settings.flush_every,
             flush_batch: settings.flush_batch,
+            streamed: String::new(),
         }
     }
 
@@ -68,6 +71,9 @@ impl EventWriter {
 
     /// Queues a token; writes the batch when it is big or old enough.
     pub async fn token(&mut self, data: Value) -> Result<(), RunError> {
+        if let Some(delta) = data.get("delta").and_then(Value::as_str) {
+            self.streamed.push_str(delta);
+        }
         let event = self.event("token", data);
         self.pending.push(event);
         if self.pending.len() >= self.flush_batch || self.last_flush.elapsed() >= self.flush_every {
@@ -102,6 +108,11 @@ impl EventWriter {
     /// Ends the live channel of the stream (after its terminal event).
     pub fn end(&self) {
         self.hub.end(&self.stream);
+    }
+
+    /// The text of the tokens written since the last call (a reply's partial answer).
+    pub fn take_streamed(&mut self) -> String {
+        std::mem::take(&mut self.streamed)
     }
 
     /// Whether tokens wait to be written.

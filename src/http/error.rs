@@ -27,6 +27,9 @@ pub enum ApiError {
     IdempotencyKeyReused(String),
     #[error("Too many requests")]
     RateLimited,
+    /// Too much at once of something other than requests (a chat session's queue).
+    #[error("{0}")]
+    TooMany(String),
     #[error("Method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -70,7 +73,7 @@ impl ApiError {
             ApiError::Validation { .. } => "VALIDATION_ERROR",
             ApiError::Conflict { .. } => "CONFLICT",
             ApiError::IdempotencyKeyReused(_) => "IDEMPOTENCY_KEY_REUSED",
-            ApiError::RateLimited => "RATE_LIMIT_EXCEEDED",
+            ApiError::RateLimited | ApiError::TooMany(_) => "RATE_LIMIT_EXCEEDED",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiError::Unavailable(_) => "SERVICE_UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_ERROR",
@@ -110,7 +113,7 @@ impl ResponseError for ApiError {
             ApiError::Validation { .. } => StatusCode::BAD_REQUEST,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited | ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -84,7 +84,8 @@ pub async fn authenticate(
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .map(str::to_string)
+        .or_else(|| query_token(&req));
     let principal = match state.authenticate(header.as_deref()).await {
         Ok(p) => p,
         Err(e) => return Ok(req.error_response(e)),
@@ -107,6 +108,20 @@ pub async fn authenticate(
     let mut res = next.call(req).await?.map_into_boxed_body();
     rate_limit_headers(res.headers_mut(), &decision);
     Ok(res)
+}
+
+/// A browser's `EventSource` cannot send headers: on GET, a JWT (never an API key, which
+/// would then sit in logs and histories) may come as `?access_token=`.
+fn query_token(req: &ServiceRequest) -> Option<String> {
+    if req.method() != Method::GET {
+        return None;
+    }
+    serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
+        .ok()?
+        .into_iter()
+        .find_map(|(k, v)| {
+            (k == "access_token" && !v.starts_with("chy_")).then(|| format!("Bearer {v}"))
+        })
 }
 
 fn rate_limit_headers(headers: &mut actix_web::http::header::HeaderMap, d: &Decision) {

@@ -4,6 +4,7 @@
 mod agents;
 mod api_keys;
 mod auth;
+mod chat;
 pub mod envelope;
 pub mod error;
 mod extract;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse, Resource};
 use dashmap::DashMap;
+use dgidgi_actors::chat::Sessions;
 use dgidgi_actors::provider::ProviderSet;
 use dgidgi_actors::run::Runs;
 use dgidgi_actors::Tenants;
@@ -38,6 +40,7 @@ pub struct AppState {
     pub store: Store,
     pub tenants: Tenants,
     pub runs: Runs,
+    pub sessions: Sessions,
     pub providers: Arc<dyn ProviderSet>,
     pub jwt: JwtIssuer,
     pub limiter: RateLimiter,
@@ -55,6 +58,7 @@ impl AppState {
         store: Store,
         tenants: Tenants,
         runs: Runs,
+        sessions: Sessions,
         providers: Arc<dyn ProviderSet>,
         jwt: JwtIssuer,
     ) -> Arc<Self> {
@@ -64,6 +68,7 @@ impl AppState {
             store,
             tenants,
             runs,
+            sessions,
             providers,
             jwt,
             limiter,
@@ -245,6 +250,29 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/agents/{id}/runs/{run_id}/stream")
                         .route(web::get().to(runs::stream_run)),
+                )
+                .service(
+                    resource("/chat/sessions")
+                        .route(web::get().to(chat::list_sessions))
+                        .route(web::post().to(chat::create_session)),
+                )
+                .service(
+                    resource("/chat/sessions/{id}")
+                        .route(web::get().to(chat::get_session))
+                        .route(web::delete().to(chat::delete_session)),
+                )
+                .service(
+                    resource("/chat/sessions/{id}/messages")
+                        .route(web::get().to(chat::list_messages))
+                        .route(web::post().to(chat::post_message)),
+                )
+                .service(
+                    resource("/chat/sessions/{id}/cancel")
+                        .route(web::post().to(chat::cancel_reply)),
+                )
+                .service(
+                    resource("/chat/sessions/{id}/stream")
+                        .route(web::get().to(chat::stream_session)),
                 )
                 .default_service(web::to(not_found)),
         );

@@ -5,6 +5,7 @@
 //! `outbox` table in the same transaction as the change itself.
 
 mod agents;
+mod chat;
 mod idempotency;
 mod keys;
 mod outbox;

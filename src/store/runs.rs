@@ -152,7 +152,7 @@ impl Store {
     }
 
     /// Appends events in one statement (a batch of tokens is one write).
-    async fn append(
+    pub(super) async fn append(
         &self,
         tx: &mut Transaction<'_, Any>,
         stream: &str,

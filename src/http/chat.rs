@@ -1,0 +1,242 @@
+//! Chat sessions: create, list, read, delete; post messages (each answered in order by the
+//! session's actor); the message history; cancel the reply in flight; the SSE stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web::{Data, Path};
+use actix_web::{HttpRequest, HttpResponse};
+use dgidgi_actors::chat::{ChatError, Message, PostMessage, Session};
+use dgidgi_actors::events::EventLog;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::agents::{find_agent, project};
+use super::envelope::Reply;
+use super::extract::{Json, ListQuery};
+use super::{acting_tenant, optional_text, require, sse, text, ApiError, AppState};
+use crate::auth::Principal;
+use crate::ids::{now_rfc3339, IdKind};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    #[serde(alias = "projectId")]
+    project_id: String,
+    #[serde(alias = "agentId")]
+    agent_id: Option<String>,
+    title: Option<String>,
+    #[serde(alias = "systemPrompt")]
+    system_prompt: Option<String>,
+    model: Option<String>,
+}
+
+pub async fn create_session(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    body: Json<CreateSession>,
+) -> Result<Reply<Session>, ApiError> {
+    require(&principal, "chat:write")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let body = body.0;
+    let project_id = project(&state, &tenant_id, Some(body.project_id))
+        .await?
+        .unwrap_or_default();
+    let agent = match body.agent_id {
+        Some(id) => Some(find_agent(&state, &tenant_id, &id).await?),
+        None => None,
+    };
+    let tenant = state.tenants.get(&tenant_id).await?;
+    let mut providers = vec![agent
+        .as_ref()
+        .and_then(|a| a.provider.clone())
+        .or(tenant.settings.default_provider.clone())
+        .unwrap_or_else(|| state.providers.default_name().to_string())];
+    if let Some(agent) = &agent {
+        providers.extend(
+            agent
+                .fallbacks
+                .iter()
+                .filter(|f| !providers.contains(f))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+    }
+    let now = now_rfc3339();
+    let session = Session {
+        id: IdKind::Session.new_id(),
+        tenant_id,
+        project_id,
+        agent_id: agent.as_ref().map(|a| a.id.clone()),
+        title: optional_text("title", body.title.as_deref(), 200)?,
+        system_prompt: optional_text("system_prompt", body.system_prompt.as_deref(), 32_000)?
+            .or(agent.as_ref().and_then(|a| a.system_prompt.clone())),
+        model: optional_text("model", body.model.as_deref(), 200)?
+            .or(agent.as_ref().and_then(|a| a.model.clone()))
+            .or(tenant.settings.default_model.clone()),
+        providers,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    state.store.create_session(&session).await?;
+    Ok(Reply::created(session))
+}
+
+pub async fn list_sessions(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+) -> Result<Reply<Vec<Session>>, ApiError> {
+    require(&principal, "chat:read")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let page = state
+        .store
+        .list_sessions(&tenant_id, &query.page()?)
+        .await?;
+    Ok(Reply::page(page.items, page.next_cursor))
+}
+
+pub async fn get_session(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    id: Path<String>,
+) -> Result<Reply<Session>, ApiError> {
+    require(&principal, "chat:read")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    Ok(Reply::ok(find_session(&state, &tenant_id, &id).await?))
+}
+
+pub async fn delete_session(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    id: Path<String>,
+) -> Result<Reply<Value>, ApiError> {
+    require(&principal, "chat:write")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    find_session(&state, &tenant_id, &id).await?;
+    state.sessions.cancel(&id).await.map_err(chat_error)?;
+    if !state.store.delete_session(&tenant_id, &id).await? {
+        return Err(ApiError::not_found("session", &id));
+    }
+    Ok(Reply::ok(json!({ "id": id.as_str(), "deleted": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostBody {
+    content: String,
+}
+
+#[derive(Serialize)]
+pub struct Posted {
+    message: Message,
+    /// The id of the assistant message that will stream in reply.
+    reply_id: String,
+}
+
+pub async fn post_message(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    id: Path<String>,
+    body: Json<PostBody>,
+) -> Result<Reply<Posted>, ApiError> {
+    require(&principal, "chat:write")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    find_session(&state, &tenant_id, &id).await?;
+    let content = text("content", &body.0.content, 1, 32_000)?;
+    let (message_id, reply_id) = (IdKind::Message.new_id(), IdKind::Message.new_id());
+    let message = state
+        .sessions
+        .post(
+            &id,
+            PostMessage {
+                message_id,
+                reply_id: reply_id.clone(),
+                content,
+            },
+        )
+        .await
+        .map_err(chat_error)?;
+    Ok(Reply::with_status(
+        actix_web::http::StatusCode::ACCEPTED,
+        Posted { message, reply_id },
+    ))
+}
+
+pub async fn list_messages(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    id: Path<String>,
+) -> Result<Reply<Vec<Message>>, ApiError> {
+    require(&principal, "chat:read")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    find_session(&state, &tenant_id, &id).await?;
+    let page = state
+        .store
+        .list_messages(&tenant_id, &id, &query.page()?)
+        .await?;
+    Ok(Reply::page(page.items, page.next_cursor))
+}
+
+pub async fn cancel_reply(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    id: Path<String>,
+) -> Result<Reply<Value>, ApiError> {
+    require(&principal, "chat:write")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    find_session(&state, &tenant_id, &id).await?;
+    let cancelled = state.sessions.cancel(&id).await.map_err(chat_error)?;
+    Ok(Reply::ok(
+        json!({ "cancelled": cancelled.is_some(), "reply_id": cancelled }),
+    ))
+}
+
+pub async fn stream_session(
+    req: HttpRequest,
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    id: Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require(&principal, "chat:read")?;
+    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let session = find_session(&state, &tenant_id, &id).await?;
+    let after = sse::last_event_id(&req)?;
+    // A subscription brings a passivated session back (it answers what is left unanswered).
+    state.sessions.wake(&session.id);
+    let log: Arc<dyn EventLog> = Arc::new(state.store.clone());
+    let heartbeat = Duration::from_secs(state.config.streams.heartbeat_secs);
+    Ok(sse::respond(
+        state.sessions.hub().clone(),
+        log,
+        session.id,
+        after,
+        heartbeat,
+    ))
+}
+
+async fn find_session(state: &AppState, tenant_id: &str, id: &str) -> Result<Session, ApiError> {
+    state
+        .store
+        .get_session(tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("session", id))
+}
+
+fn chat_error(e: ChatError) -> ApiError {
+    match e {
+        ChatError::NotFound => ApiError::not_found("session", ""),
+        ChatError::QueueFull(max) => ApiError::TooMany(format!(
+            "{max} messages are already waiting for a reply in this session"
+        )),
+        ChatError::Store(cause) => ApiError::Internal(cause),
+        ChatError::Unavailable(cause) => ApiError::Unavailable(cause),
+    }
+}

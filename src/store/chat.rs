@@ -1,0 +1,233 @@
+//! Chat sessions and messages; a session's events are in `stream_events` under its id.
+
+use async_trait::async_trait;
+use dgidgi_actors::chat::{ChatStore, Message, Session};
+use dgidgi_actors::events::StreamEvent;
+use dgidgi_actors::StoreFailure;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{json_column, to_json, Error, Page, Paged, Result, Store};
+
+const SESSION_COLUMNS: &str =
+    "id, tenant_id, project_id, agent_id, title, system_prompt, model, providers, created_at, updated_at";
+const MESSAGE_COLUMNS: &str =
+    "id, session_id, role, content, status, reply_id, in_reply_to, usage, error, created_at, updated_at";
+
+fn session_from_row(row: &AnyRow) -> Result<Session> {
+    Ok(Session {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        project_id: row.try_get("project_id")?,
+        agent_id: row.try_get("agent_id")?,
+        title: row.try_get("title")?,
+        system_prompt: row.try_get("system_prompt")?,
+        model: row.try_get("model")?,
+        providers: json_column(row, "providers")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn optional_json<T: serde::de::DeserializeOwned>(row: &AnyRow, column: &str) -> Result<Option<T>> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| serde_json::from_str(&t).map_err(|e| Error::Corrupt(format!("{column}: {e}"))))
+        .transpose()
+}
+
+fn message_from_row(row: &AnyRow) -> Result<Message> {
+    Ok(Message {
+        id: row.try_get("id")?,
+        session_id: row.try_get("session_id")?,
+        role: row.try_get("role")?,
+        content: row.try_get("content")?,
+        status: row.try_get("status")?,
+        reply_id: row.try_get("reply_id")?,
+        in_reply_to: row.try_get("in_reply_to")?,
+        usage: optional_json(row, "usage")?,
+        error: optional_json(row, "error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn failure(e: Error) -> StoreFailure {
+    tracing::error!(error = %e, "chat store failure");
+    StoreFailure(e.to_string())
+}
+
+impl Store {
+    pub async fn create_session(&self, session: &Session) -> Result<()> {
+        let sql = format!("INSERT INTO chat_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+        sqlx::query(&sql)
+            .bind(&session.id)
+            .bind(&session.tenant_id)
+            .bind(&session.project_id)
+            .bind(&session.agent_id)
+            .bind(&session.title)
+            .bind(&session.system_prompt)
+            .bind(&session.model)
+            .bind(to_json(&session.providers))
+            .bind(&session.created_at)
+            .bind(&session.updated_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_session(&self, tenant_id: &str, id: &str) -> Result<Option<Session>> {
+        self.tenant_row(
+            &format!("SELECT {SESSION_COLUMNS} FROM chat_sessions"),
+            tenant_id,
+            id,
+            session_from_row,
+        )
+        .await
+    }
+
+    pub async fn list_sessions(&self, tenant_id: &str, page: &Page) -> Result<Paged<Session>> {
+        let select = format!("SELECT {SESSION_COLUMNS} FROM chat_sessions");
+        self.tenant_page(&select, tenant_id, page, session_from_row, |s| &s.id)
+            .await
+    }
+
+    /// Deletes a session with its messages and events.
+    pub async fn delete_session(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query("DELETE FROM chat_sessions WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if gone == 1 {
+            sqlx::query("DELETE FROM chat_messages WHERE session_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM stream_events WHERE stream_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(gone == 1)
+    }
+
+    /// A session's messages, newest first.
+    pub async fn list_messages(
+        &self,
+        tenant_id: &str,
+        session_id: &str,
+        page: &Page,
+    ) -> Result<Paged<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE tenant_id = $1 AND session_id = $2 AND id < $3 \
+             ORDER BY id DESC LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(session_id)
+            .bind(page.before())
+            .bind(page.fetch())
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page.paged(items, |m| &m.id))
+    }
+
+    async fn upsert_message(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tenant_id: &str,
+        m: &Message,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO chat_messages (id, session_id, tenant_id, role, content, status, reply_id, in_reply_to, \
+             usage, error, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (id) DO UPDATE SET content = excluded.content, status = excluded.status, \
+             usage = excluded.usage, error = excluded.error, updated_at = excluded.updated_at",
+        )
+        .bind(&m.id)
+        .bind(&m.session_id)
+        .bind(tenant_id)
+        .bind(&m.role)
+        .bind(&m.content)
+        .bind(&m.status)
+        .bind(&m.reply_id)
+        .bind(&m.in_reply_to)
+        .bind(m.usage.as_ref().map(to_json))
+        .bind(m.error.as_ref().map(to_json))
+        .bind(&m.created_at)
+        .bind(&m.updated_at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ChatStore for Store {
+    async fn load_session(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Session, Vec<Message>, i64)>, StoreFailure> {
+        let load = async {
+            let sql = format!("SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE id = $1");
+            let Some(row) = sqlx::query(&sql)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let session = session_from_row(&row)?;
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE session_id = $1 ORDER BY id"
+            );
+            let rows = sqlx::query(&sql).bind(id).fetch_all(&self.pool).await?;
+            let messages = rows
+                .iter()
+                .map(message_from_row)
+                .collect::<Result<Vec<_>>>()?;
+            let last = sqlx::query(
+                "SELECT COALESCE(MAX(seq), 0) AS last FROM stream_events WHERE stream_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(Some((session, messages, last.try_get("last")?)))
+        };
+        load.await.map_err(failure)
+    }
+
+    async fn add_message(&self, tenant_id: &str, message: &Message) -> Result<(), StoreFailure> {
+        let write = async {
+            let mut tx = self.pool.begin().await?;
+            self.upsert_message(&mut tx, tenant_id, message).await?;
+            tx.commit().await?;
+            Ok(())
+        };
+        write.await.map_err(failure)
+    }
+
+    async fn save_message(
+        &self,
+        tenant_id: &str,
+        message: &Message,
+        event: &StreamEvent,
+    ) -> Result<(), StoreFailure> {
+        let write = async {
+            let mut tx = self.pool.begin().await?;
+            self.upsert_message(&mut tx, tenant_id, message).await?;
+            self.append(&mut tx, &message.session_id, std::slice::from_ref(event))
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        };
+        write.await.map_err(failure)
+    }
+}
