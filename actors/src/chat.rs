@@ -189,7 +189,7 @@ impl Actor for SessionActor {
                 }
             };
             let (queue, incoming) = mpsc::channel(act.deps.max_queue.max(1));
-            act.state = Loaded::Ready { session: session.clone(), queue };
+            act.state = Loaded::Ready { session: Box::new(session.clone()), queue };
             let replies = reply_loop(act.deps.clone(), session, history, last_seq, incoming, act.current.clone());
             let id = act.id.clone();
             ctx.spawn(AssertUnwindSafe(replies).catch_unwind().into_actor(act).map(move |outcome, act, ctx| {
@@ -220,7 +220,7 @@ impl Handler<PostMessage> for SessionActor {
     fn handle(&mut self, msg: PostMessage, _: &mut Context<Self>) -> Self::Result {
         self.last_active = Instant::now();
         let (session, queue) = match &self.state {
-            Loaded::Ready { session, queue } => (session.clone(), queue.clone()),
+            Loaded::Ready { session, queue } => (session.as_ref().clone(), queue.clone()),
             _ => return AtomicResponse::new(Box::pin(fut::ready(Err(ChatError::NotFound)))),
         };
         // Reserve the place first: a full queue refuses the message before it is stored.
