@@ -134,7 +134,7 @@ enum Loaded {
     Loading,
     Missing,
     Ready {
-        session: Session,
+        session: Box<Session>,
         queue: mpsc::Sender<Message>,
     },
 }
