@@ -6,6 +6,7 @@ mod fake_llm;
 mod helpers;
 
 mod auth;
+mod browser;
 mod chat;
 mod cli;
 mod errors;
