@@ -9,45 +9,12 @@
 //!
 //! `cargo bench --bench runs` (env: RUNS_SECS, RUNS_CONCURRENCY, TOKENS, TOKEN_GAP_MS, FLUSH_MS)
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::web::{Bytes, Data};
-use actix_web::{web, App, HttpResponse, HttpServer};
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 mod support;
-use support::{env_or, percentile, post_json, start_server};
-
-/// When the fake provider sent each token, by index.
-type Sent = Arc<Mutex<Vec<Option<Instant>>>>;
-
-async fn completions(sent: Data<Sent>, tokens: Data<(usize, u64)>) -> HttpResponse {
-    let (count, gap) = **tokens;
-    let sent = sent.get_ref().clone();
-    sent.lock().unwrap().clear();
-    sent.lock().unwrap().resize(count, None);
-    let frames = futures_util::stream::iter(0..=count).then(move |i| {
-        let sent = sent.clone();
-        async move {
-            actix_web::rt::time::sleep(Duration::from_millis(gap)).await;
-            let body = if i < count {
-                sent.lock().unwrap()[i] = Some(Instant::now());
-                json!({ "id": "b", "object": "chat.completion.chunk", "created": 1, "model": "bench",
-                        "choices": [{ "index": 0, "delta": { "content": format!("t{i} ") }, "finish_reason": null }] })
-            } else {
-                json!({ "id": "b", "object": "chat.completion.chunk", "created": 1, "model": "bench",
-                        "choices": [{ "index": 0, "delta": {}, "finish_reason": "stop" }] })
-            };
-            let done = if i == count { "data: [DONE]\n\n" } else { "" };
-            Ok::<_, actix_web::Error>(Bytes::from(format!("data: {body}\n\n{done}")))
-        }
-    });
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .streaming(frames)
-}
+use support::{env_or, paced_provider, percentile, post_json, read_sse, start_server, token_index};
 
 fn main() {
     let secs: u64 = env_or("RUNS_SECS", 10);
@@ -56,19 +23,7 @@ fn main() {
     let gap: u64 = env_or("TOKEN_GAP_MS", 5);
     let flush: String = env_or("FLUSH_MS", "20".to_string());
     actix_web::rt::System::new().block_on(async move {
-        let sent: Sent = Arc::new(Mutex::new(Vec::new()));
-        let (shared, settings) = (sent.clone(), (tokens, gap));
-        let llm = HttpServer::new(move || {
-            App::new()
-                .app_data(Data::new(shared.clone()))
-                .app_data(Data::new(settings))
-                .route("/v1/chat/completions", web::post().to(completions))
-        })
-        .workers(1)
-        .bind(("127.0.0.1", 0))
-        .unwrap();
-        let llm_url = format!("http://{}/v1", llm.addrs()[0]);
-        actix_web::rt::spawn(llm.run());
+        let (llm_url, sent) = paced_provider(tokens, gap);
 
         let server = start_server(
             1,
@@ -147,22 +102,13 @@ fn main() {
             let run_id = run["data"]["id"].as_str().unwrap();
             let mut res = client.get(format!("{base}/agents/{paced}/runs/{run_id}/stream")).bearer_auth(&key).send().await.unwrap();
             let mut received: Vec<Option<Instant>> = vec![None; tokens];
-            let mut buffer = String::new();
-            while let Some(chunk) = res.chunk().await.unwrap() {
-                let now = Instant::now();
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let frame = buffer[..end].to_string();
-                    buffer.drain(..end + 2);
-                    if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
-                        if let Some(i) = serde_json::from_str::<Value>(data).ok().and_then(|d| {
-                            d["delta"].as_str().and_then(|t| t.trim().trim_start_matches('t').parse::<usize>().ok())
-                        }) {
-                            received[i].get_or_insert(now);
-                        }
-                    }
+            read_sse(&mut res, |now, _, data| {
+                if let Some(i) = token_index(data) {
+                    received[i].get_or_insert(now);
                 }
-            }
+                false
+            })
+            .await;
             let sent = sent.lock().unwrap().clone();
             for (s, r) in sent.iter().zip(&received) {
                 if let (Some(s), Some(r)) = (s, r) {

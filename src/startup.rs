@@ -123,6 +123,13 @@ impl Application {
                 .configure(http::routes)
                 .default_service(web::to(http::not_found))
         })
+        // Streams are many small writes (tokens): send each at once rather than wait for
+        // the previous one's acknowledgement (Nagle's algorithm).
+        .on_connect(|conn, _| {
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
         .listen(listener)?
         .workers(workers)
         .shutdown_timeout(shutdown_timeout)

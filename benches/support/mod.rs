@@ -1,10 +1,18 @@
 //! What the load drivers share: starting the release `dgidgi` binary on a fresh database,
 //! JSON calls, percentiles.
 
+// Each bench uses a part of this module.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use actix_web::web::{Bytes, Data};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
 
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -14,7 +22,7 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 pub struct Server {
-    child: Child,
+    pub child: Child,
     pub port: u16,
     pub operator_key: String,
     _dir: tempfile::TempDir,
@@ -96,4 +104,104 @@ pub async fn post_json(client: &reqwest::Client, url: &str, key: &str, body: Val
 pub fn percentile(sorted: &[u32], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     f64::from(sorted[i]) / 1000.0
+}
+
+/// When the fake provider sent each token, by index.
+pub type Sent = Arc<Mutex<Vec<Option<Instant>>>>;
+
+async fn completions(sent: Data<Sent>, tokens: Data<(usize, u64)>) -> HttpResponse {
+    let (count, gap) = **tokens;
+    let sent = sent.get_ref().clone();
+    sent.lock().unwrap().clear();
+    sent.lock().unwrap().resize(count, None);
+    let frames = futures_util::stream::iter(0..=count).then(move |i| {
+        let sent = sent.clone();
+        async move {
+            actix_web::rt::time::sleep(Duration::from_millis(gap)).await;
+            let body = if i < count {
+                sent.lock().unwrap()[i] = Some(Instant::now());
+                json!({ "id": "b", "object": "chat.completion.chunk", "created": 1, "model": "bench",
+                        "choices": [{ "index": 0, "delta": { "content": format!("t{i} ") }, "finish_reason": null }] })
+            } else {
+                json!({ "id": "b", "object": "chat.completion.chunk", "created": 1, "model": "bench",
+                        "choices": [{ "index": 0, "delta": {}, "finish_reason": "stop" }] })
+            };
+            let done = if i == count { "data: [DONE]\n\n" } else { "" };
+            Ok::<_, actix_web::Error>(Bytes::from(format!("data: {body}\n\n{done}")))
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .streaming(frames)
+}
+
+/// Starts (on the current actix system) an OpenAI-compatible server that streams `tokens`
+/// tokens (`t0 `, `t1 `...) one every `gap_ms`; returns its base URL and the send times.
+pub fn paced_provider(tokens: usize, gap_ms: u64) -> (String, Sent) {
+    let sent: Sent = Arc::new(Mutex::new(Vec::new()));
+    let (shared, settings) = (sent.clone(), (tokens, gap_ms));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(Data::new(shared.clone()))
+            .app_data(Data::new(settings))
+            .route("/v1/chat/completions", web::post().to(completions))
+    })
+    .on_connect(|conn, _| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let url = format!("http://{}/v1", server.addrs()[0]);
+    actix_web::rt::spawn(server.run());
+    (url, sent)
+}
+
+/// Reads SSE frames from `res`, calling `each(now, event, data)`, until it returns true.
+pub async fn read_sse(
+    res: &mut reqwest::Response,
+    mut each: impl FnMut(Instant, &str, &Value) -> bool,
+) {
+    let mut buffer = String::new();
+    while let Some(chunk) = res.chunk().await.unwrap() {
+        let now = Instant::now();
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let kind = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or("");
+            let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue;
+            };
+            let data: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+            if each(now, kind, &data) {
+                return;
+            }
+        }
+    }
+}
+
+/// The token index in a `t<i> ` delta.
+pub fn token_index(data: &Value) -> Option<usize> {
+    data["delta"]
+        .as_str()?
+        .trim()
+        .strip_prefix('t')?
+        .parse()
+        .ok()
+}
+
+/// The resident memory of process `pid`, in MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
 }
