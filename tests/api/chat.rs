@@ -127,34 +127,46 @@ async fn two_subscribers_see_the_same_reply_and_the_history_keeps_it(ctx: &LlmAp
     let (tenant, session) = session(ctx, json!({})).await;
     let mut first = subscribe(ctx, &tenant.key, &session, None).await;
     let mut second = subscribe(ctx, &tenant.key, &session, None).await;
-    ctx.llm.push(Script::Slow(
-        vec!["Hello", ", ", "how ", "can ", "I ", "help?"],
-        Duration::from_millis(10),
-    ));
+    let mut leaving = subscribe(ctx, &tenant.key, &session, None).await;
+    let pieces = vec!["Hello", ", ", "how ", "can ", "I ", "help?"];
+    ctx.llm
+        .push(Script::Slow(pieces, Duration::from_millis(40)));
     let posted = post(ctx, &tenant.key, &session, "Hi!").await;
     assert_eq!(posted.status, 202, "{}", posted.body);
     let reply_id = posted.data()["reply_id"].as_str().unwrap().to_string();
     assert_eq!(posted.data()["message"]["content"], "Hi!");
 
+    // One subscriber drops after 4 events, mid-reply, and comes straight back.
+    let before = read_until(&mut leaving, |e| e.len() >= 4).await;
+    drop(leaving);
+    let last_seen = before.last().unwrap().0;
+    let mut back = subscribe(ctx, &tenant.key, &session, Some(last_seen)).await;
     let a = read_until(&mut first, ended(1)).await;
     let b = read_until(&mut second, ended(1)).await;
     assert_eq!(
         a, b,
         "every subscriber sees the same events in the same order"
     );
+    let after = read_until(&mut back, ended(1)).await;
+    assert_eq!(
+        after.first().map(|e| e.0),
+        Some(5),
+        "it came back mid-reply"
+    );
+    assert_eq!(
+        [before, after].concat(),
+        a,
+        "nothing missed, nothing repeated"
+    );
     let kinds: Vec<&str> = a.iter().map(|e| e.1.as_str()).collect();
     assert_eq!(kinds.first(), Some(&"message.created"));
     assert_eq!(kinds[1], "reply.started");
     assert_eq!(kinds.last(), Some(&"reply.completed"));
-    assert_eq!(
-        a.iter().map(|e| e.0).collect::<Vec<_>>(),
-        (1..=a.len() as i64).collect::<Vec<_>>()
-    );
+    let ids: Vec<i64> = a.iter().map(|e| e.0).collect();
+    assert_eq!(ids, (1..=a.len() as i64).collect::<Vec<_>>());
     assert_eq!(reply_text(&a), "Hello, how can I help?");
-    assert!(a
-        .iter()
-        .filter(|e| e.1 == "token")
-        .all(|e| e.2["reply_id"] == reply_id.as_str()));
+    let tokens = a.iter().filter(|e| e.1 == "token");
+    assert!(tokens.clone().all(|e| e.2["reply_id"] == reply_id.as_str()));
     let completed = &a.last().unwrap().2;
     assert_eq!(completed["message"]["content"], "Hello, how can I help?");
     assert_eq!(completed["usage"]["total_tokens"], 18);
@@ -174,7 +186,7 @@ async fn two_subscribers_see_the_same_reply_and_the_history_keeps_it(ctx: &LlmAp
     assert_eq!(messages[0]["id"], reply_id.as_str());
     assert_eq!(messages[1]["content"], "Hi!");
 
-    // A subscriber that left after event 4 comes back and gets exactly the rest.
+    // After the reply, a reconnect from event 4 replays exactly the rest.
     let mut again = subscribe(ctx, &tenant.key, &session, Some(4)).await;
     let rest = read_until(&mut again, ended(1)).await;
     assert_eq!(rest, a[4..].to_vec());
