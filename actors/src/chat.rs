@@ -191,14 +191,16 @@ impl Actor for SessionActor {
             let (queue, incoming) = mpsc::channel(act.deps.max_queue.max(1));
             act.state = Loaded::Ready { session: Box::new(session.clone()), queue };
             let replies = reply_loop(act.deps.clone(), session, history, last_seq, incoming, act.current.clone());
-            let id = act.id.clone();
-            ctx.spawn(AssertUnwindSafe(replies).catch_unwind().into_actor(act).map(move |outcome, act, ctx| {
-                if outcome.is_err() {
+            // The reply task runs beside the actor, not inside its context: the context
+            // pauses its own futures while an atomic message is handled, and a paused
+            // reply holding the store's writer would block that very message.
+            let (id, actor) = (act.id.clone(), ctx.address());
+            actix::spawn(async move {
+                if AssertUnwindSafe(replies).catch_unwind().await.is_err() {
                     tracing::error!(session_id = %id, "session reply task panicked; the actor restarts");
+                    actor.do_send(ReplyTaskEnded);
                 }
-                act.registry.forget(&act.id, &ctx.address());
-                ctx.stop();
-            }));
+            });
         }));
         let check =
             (self.deps.idle_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
@@ -255,6 +257,20 @@ impl Handler<PostMessage> for SessionActor {
             Ok(message)
         };
         AtomicResponse::new(Box::pin(stored.into_actor(self)))
+    }
+}
+
+/// The reply task ended (it panicked): the actor stops, and its supervisor restarts it
+/// from the store.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct ReplyTaskEnded;
+
+impl Handler<ReplyTaskEnded> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReplyTaskEnded, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 

@@ -64,7 +64,7 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent> {
 impl Store {
     pub async fn create_agent(&self, agent: &Agent) -> Result<()> {
         let sql = format!("INSERT INTO agents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)");
-        self.bind_agent(&sql, agent).execute(&self.pool).await?;
+        self.bind_agent(&sql, agent).execute(&self.writer).await?;
         Ok(())
     }
 
@@ -75,7 +75,7 @@ impl Store {
                    updated_at = $13 WHERE id = $1 AND tenant_id = $2";
         Ok(self
             .bind_agent(sql, agent)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected()
             == 1)
@@ -122,7 +122,7 @@ impl Store {
         let done = sqlx::query("DELETE FROM agents WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() == 1)
     }

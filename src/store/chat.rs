@@ -70,7 +70,7 @@ impl Store {
             .bind(to_json(&session.providers))
             .bind(&session.created_at)
             .bind(&session.updated_at)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -93,7 +93,7 @@ impl Store {
 
     /// Deletes a session with its messages and events.
     pub async fn delete_session(&self, tenant_id: &str, id: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let gone = sqlx::query("DELETE FROM chat_sessions WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
@@ -206,7 +206,7 @@ impl ChatStore for Store {
 
     async fn add_message(&self, tenant_id: &str, message: &Message) -> Result<(), StoreFailure> {
         let write = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             self.upsert_message(&mut tx, tenant_id, message).await?;
             tx.commit().await?;
             Ok(())
@@ -221,7 +221,7 @@ impl ChatStore for Store {
         event: &StreamEvent,
     ) -> Result<(), StoreFailure> {
         let write = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             self.upsert_message(&mut tx, tenant_id, message).await?;
             self.append(&mut tx, &message.session_id, std::slice::from_ref(event))
                 .await?;

@@ -41,7 +41,7 @@ impl Store {
         .bind(key)
         .bind(fingerprint)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         if inserted == 1 {
@@ -87,7 +87,7 @@ impl Store {
             .bind(key)
             .bind(i64::from(status))
             .bind(body)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -97,7 +97,7 @@ impl Store {
         sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
             .bind(scope)
             .bind(key)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

@@ -97,7 +97,7 @@ pub(super) async fn insert_key(
 
 impl Store {
     pub async fn create_key(&self, key: &NewApiKey) -> Result<ApiKeyRecord> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let record = insert_key(&mut tx, key).await?;
         tx.commit().await?;
         Ok(record)
@@ -167,7 +167,7 @@ impl Store {
             .bind(id)
             .bind(tenant_id.unwrap_or(""))
             .bind(now)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await?
             .map(|row| key_from_row(&row))
             .transpose()
@@ -177,7 +177,7 @@ impl Store {
         sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
             .bind(id)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

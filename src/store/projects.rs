@@ -66,7 +66,7 @@ impl Store {
             created_at: now.clone(),
             updated_at: now,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO projects (id, tenant_id, name, description, language, metadata, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -115,7 +115,7 @@ impl Store {
              metadata = COALESCE($8, metadata), updated_at = $9 \
              WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let row = sqlx::query(&sql)
             .bind(tenant_id)
             .bind(id)
@@ -138,7 +138,7 @@ impl Store {
     pub async fn delete_project(&self, tenant_id: &str, id: &str) -> Result<Option<Project>> {
         let sql =
             format!("DELETE FROM projects WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}");
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let row = sqlx::query(&sql)
             .bind(tenant_id)
             .bind(id)

@@ -68,7 +68,7 @@ impl Store {
             .bind(&run.started_at)
             .bind(&run.finished_at)
             .bind(&run.updated_at)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -229,7 +229,7 @@ impl EventLog for Store {
         stream: &str,
         events: &[StreamEvent],
     ) -> Result<(), StoreFailure> {
-        let mut tx = self.pool.begin().await.map_err(|e| failure(e.into()))?;
+        let mut tx = self.writer.begin().await.map_err(|e| failure(e.into()))?;
         self.append(&mut tx, stream, events)
             .await
             .map_err(failure)?;
@@ -271,7 +271,7 @@ impl RunStore for Store {
 
     async fn start_run(&self, run: &Run, event: &StreamEvent) -> Result<(), StoreFailure> {
         let write = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             self.update_progress(&mut tx, run).await?;
             self.append(&mut tx, &run.id, std::slice::from_ref(event))
                 .await?;
@@ -295,7 +295,7 @@ impl RunStore for Store {
         event: &StreamEvent,
     ) -> Result<(), StoreFailure> {
         let write = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             sqlx::query(
                 "INSERT INTO run_steps (run_id, idx, step) VALUES ($1, $2, $3) \
                  ON CONFLICT (run_id, idx) DO UPDATE SET step = excluded.step",
@@ -316,7 +316,7 @@ impl RunStore for Store {
 
     async fn finish_run(&self, run: &Run, event: &StreamEvent) -> Result<(), StoreFailure> {
         let write = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             self.update_progress(&mut tx, run).await?;
             self.append(&mut tx, &run.id, std::slice::from_ref(event))
                 .await?;

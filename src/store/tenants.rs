@@ -30,7 +30,7 @@ impl Store {
         tenant: &Tenant,
         first_key: &NewApiKey,
     ) -> Result<ApiKeyRecord> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO tenants (id, name, plan, settings, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -93,7 +93,7 @@ impl Store {
             .bind(plan)
             .bind(to_json(settings))
             .bind(now_rfc3339())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await?
             .map(|row| tenant_from_row(&row))
             .transpose()

@@ -53,7 +53,7 @@ impl Store {
             created_at: now.clone(),
             updated_at: now,
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO users (id, tenant_id, email, name, role, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",

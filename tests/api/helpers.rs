@@ -122,6 +122,11 @@ impl TestApp {
         configure: impl FnOnce(Figment) -> Figment,
         providers: impl FnOnce(Providers) -> Providers,
     ) -> Option<Self> {
+        // RUST_LOG=error cargo test shows the server's logs of failing tests.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().expect("temp dir");
         let (url, postgres_db) = match backend {
             Backend::Sqlite => (
