@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::envelope::Reply;
 use super::extract::{nullable, Json, ListQuery};
-use super::{acting_tenant, optional_text, require, text, ApiError, AppState};
+use super::{in_tenant, optional_text, text, ApiError, AppState};
 use crate::auth::Principal;
 use crate::ids::{now_rfc3339, IdKind};
 use crate::store::{Agent, AgentConfig};
@@ -69,8 +69,7 @@ pub async fn create_agent(
     query: ListQuery,
     body: Json<CreateAgent>,
 ) -> Result<Reply<Agent>, ApiError> {
-    require(&principal, "agents:write")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "agents:write").await?;
     let body = body.0;
     let now = now_rfc3339();
     let base = AgentConfig {
@@ -110,8 +109,7 @@ pub async fn list_agents(
     state: Data<AppState>,
     query: ListQuery,
 ) -> Result<Reply<Vec<Agent>>, ApiError> {
-    require(&principal, "agents:read")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "agents:read").await?;
     let page = state.store.list_agents(&tenant_id, &query.page()?).await?;
     Ok(Reply::page(page.items, page.next_cursor))
 }
@@ -122,8 +120,7 @@ pub async fn get_agent(
     query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Agent>, ApiError> {
-    require(&principal, "agents:read")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "agents:read").await?;
     Ok(Reply::ok(find_agent(&state, &tenant_id, &id).await?))
 }
 
@@ -134,8 +131,7 @@ pub async fn update_agent(
     id: Path<String>,
     body: Json<UpdateAgent>,
 ) -> Result<Reply<Agent>, ApiError> {
-    require(&principal, "agents:write")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "agents:write").await?;
     let mut agent = find_agent(&state, &tenant_id, &id).await?;
     let body = body.0;
     if let Some(name) = body.name {
@@ -176,8 +172,7 @@ pub async fn delete_agent(
     query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Value>, ApiError> {
-    require(&principal, "agents:write")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "agents:write").await?;
     if !state.store.delete_agent(&tenant_id, &id).await? {
         return Err(ApiError::not_found("agent", &id));
     }

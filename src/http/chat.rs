@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::agents::{find_agent, project};
 use super::envelope::Reply;
 use super::extract::{Json, ListQuery};
-use super::{acting_tenant, optional_text, require, sse, text, ApiError, AppState};
+use super::{in_tenant, optional_text, sse, text, ApiError, AppState};
 use crate::auth::Principal;
 use crate::ids::{now_rfc3339, IdKind};
 
@@ -37,8 +37,7 @@ pub async fn create_session(
     query: ListQuery,
     body: Json<CreateSession>,
 ) -> Result<Reply<Session>, ApiError> {
-    require(&principal, "chat:write")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "chat:write").await?;
     let body = body.0;
     let project_id = project(&state, &tenant_id, Some(body.project_id))
         .await?
@@ -88,8 +87,7 @@ pub async fn list_sessions(
     state: Data<AppState>,
     query: ListQuery,
 ) -> Result<Reply<Vec<Session>>, ApiError> {
-    require(&principal, "chat:read")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "chat:read").await?;
     let page = state
         .store
         .list_sessions(&tenant_id, &query.page()?)
@@ -103,8 +101,7 @@ pub async fn get_session(
     query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Session>, ApiError> {
-    require(&principal, "chat:read")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "chat:read").await?;
     Ok(Reply::ok(find_session(&state, &tenant_id, &id).await?))
 }
 
@@ -114,8 +111,7 @@ pub async fn delete_session(
     query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Value>, ApiError> {
-    require(&principal, "chat:write")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "chat:write").await?;
     find_session(&state, &tenant_id, &id).await?;
     state.sessions.cancel(&id).await.map_err(chat_error)?;
     if !state.store.delete_session(&tenant_id, &id).await? {
@@ -144,8 +140,7 @@ pub async fn post_message(
     id: Path<String>,
     body: Json<PostBody>,
 ) -> Result<Reply<Posted>, ApiError> {
-    require(&principal, "chat:write")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "chat:write").await?;
     find_session(&state, &tenant_id, &id).await?;
     let content = text("content", &body.0.content, 1, 32_000)?;
     let (message_id, reply_id) = (IdKind::Message.new_id(), IdKind::Message.new_id());
@@ -173,8 +168,7 @@ pub async fn list_messages(
     query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Vec<Message>>, ApiError> {
-    require(&principal, "chat:read")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "chat:read").await?;
     find_session(&state, &tenant_id, &id).await?;
     let page = state
         .store
@@ -189,8 +183,7 @@ pub async fn cancel_reply(
     query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Value>, ApiError> {
-    require(&principal, "chat:write")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "chat:write").await?;
     find_session(&state, &tenant_id, &id).await?;
     let cancelled = state.sessions.cancel(&id).await.map_err(chat_error)?;
     Ok(Reply::ok(
@@ -205,8 +198,7 @@ pub async fn stream_session(
     query: ListQuery,
     id: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    require(&principal, "chat:read")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "chat:read").await?;
     let session = find_session(&state, &tenant_id, &id).await?;
     let after = sse::last_event_id(&req)?;
     // A subscription brings a passivated session back (it answers what is left unanswered).

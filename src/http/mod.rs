@@ -317,6 +317,17 @@ async fn acting_tenant(
     }
 }
 
+/// The tenant of a tenant-scoped request whose caller must hold `scope`.
+async fn in_tenant(
+    state: &AppState,
+    principal: &Principal,
+    query: &extract::ListQuery,
+    scope: &str,
+) -> Result<String, ApiError> {
+    require(principal, scope)?;
+    acting_tenant(state, principal, query.tenant_id.as_deref()).await
+}
+
 /// Checks a required text field: trimmed, between `min` and `max` characters.
 fn text(field: &str, value: &str, min: usize, max: usize) -> Result<String, ApiError> {
     let value = value.trim();

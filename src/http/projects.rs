@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::envelope::Reply;
 use super::extract::{nullable, Json, ListQuery};
-use super::{acting_tenant, optional_text, require, text, ApiError, AppState};
+use super::{in_tenant, optional_text, text, ApiError, AppState};
 use crate::auth::Principal;
 use crate::store::{NewProject, Project, ProjectPatch};
 
@@ -39,8 +39,7 @@ pub async fn create_project(
     query: ListQuery,
     body: Json<CreateProject>,
 ) -> Result<Reply<Project>, ApiError> {
-    require(&principal, "projects:write")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "projects:write").await?;
     let body = body.0;
     let new = NewProject {
         name: text("name", &body.name, 1, 200)?,
@@ -58,8 +57,7 @@ pub async fn list_projects(
     state: Data<AppState>,
     query: ListQuery,
 ) -> Result<Reply<Vec<Project>>, ApiError> {
-    require(&principal, "projects:read")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "projects:read").await?;
     let page = state
         .store
         .list_projects(&tenant_id, &query.page()?)
@@ -73,8 +71,7 @@ pub async fn get_project(
     query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Project>, ApiError> {
-    require(&principal, "projects:read")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "projects:read").await?;
     let project = state.store.get_project(&tenant_id, &id).await?;
     Ok(Reply::ok(
         project.ok_or_else(|| ApiError::not_found("project", &id))?,
@@ -88,8 +85,7 @@ pub async fn update_project(
     id: Path<String>,
     body: Json<UpdateProject>,
 ) -> Result<Reply<Project>, ApiError> {
-    require(&principal, "projects:write")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "projects:write").await?;
     let body = body.0;
     let patch = ProjectPatch {
         name: body.name.map(|n| text("name", &n, 1, 200)).transpose()?,
@@ -115,8 +111,7 @@ pub async fn delete_project(
     query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Value>, ApiError> {
-    require(&principal, "projects:write")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "projects:write").await?;
     let project = state.store.delete_project(&tenant_id, &id).await?;
     let project = project.ok_or_else(|| ApiError::not_found("project", &id))?;
     Ok(Reply::ok(

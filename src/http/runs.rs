@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use super::agents::{find_agent, project};
 use super::envelope::Reply;
 use super::extract::{Json, ListQuery};
-use super::{acting_tenant, require, sse, text, ApiError, AppState};
+use super::{in_tenant, sse, text, ApiError, AppState};
 use crate::auth::Principal;
 use crate::ids::{now_rfc3339, IdKind};
 
@@ -53,8 +53,7 @@ pub async fn execute_agent(
     id: Path<String>,
     body: Json<Execute>,
 ) -> Result<Reply<Run>, ApiError> {
-    require(&principal, "agents:execute")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "agents:execute").await?;
     let agent = find_agent(&state, &tenant_id, &id).await?;
     let body = body.0;
     let goal = text("goal", &body.goal, 1, 20_000)?;
@@ -152,8 +151,7 @@ pub async fn get_run(
     query: ListQuery,
     ids: Path<(String, String)>,
 ) -> Result<Reply<Run>, ApiError> {
-    require(&principal, "agents:read")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "agents:read").await?;
     Ok(Reply::ok(reload(&state, &tenant_id, &ids.0, &ids.1).await?))
 }
 
@@ -163,8 +161,7 @@ pub async fn list_runs(
     query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Vec<Run>>, ApiError> {
-    require(&principal, "agents:read")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "agents:read").await?;
     find_agent(&state, &tenant_id, &id).await?;
     let page = state
         .store
@@ -179,8 +176,7 @@ pub async fn cancel_run(
     query: ListQuery,
     ids: Path<(String, String)>,
 ) -> Result<Reply<Run>, ApiError> {
-    require(&principal, "agents:execute")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "agents:execute").await?;
     let run = reload(&state, &tenant_id, &ids.0, &ids.1).await?;
     if run.status.is_terminal() {
         return Err(ApiError::Conflict {
@@ -205,8 +201,7 @@ pub async fn stream_run(
     query: ListQuery,
     ids: Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    require(&principal, "agents:read")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "agents:read").await?;
     let run = reload(&state, &tenant_id, &ids.0, &ids.1).await?;
     let after = sse::last_event_id(&req)?;
     let log: Arc<dyn EventLog> = Arc::new(state.store.clone());

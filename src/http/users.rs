@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::envelope::Reply;
 use super::extract::{Json, ListQuery};
-use super::{acting_tenant, require, text, ApiError, AppState};
+use super::{acting_tenant, in_tenant, require, text, ApiError, AppState};
 use crate::auth::Principal;
 use crate::store::{NewUser, User};
 
@@ -50,8 +50,7 @@ pub async fn list_users(
     state: Data<AppState>,
     query: ListQuery,
 ) -> Result<Reply<Vec<User>>, ApiError> {
-    require(&principal, "users:read")?;
-    let tenant_id = acting_tenant(&state, &principal, query.tenant_id.as_deref()).await?;
+    let tenant_id = in_tenant(&state, &principal, &query, "users:read").await?;
     let page = state.store.list_users(&tenant_id, &query.page()?).await?;
     Ok(Reply::page(page.items, page.next_cursor))
 }
