@@ -159,6 +159,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let store = self.state.store.clone();
         let handle = self.server.handle();
+        let shutdown = self.state.shutdown.clone();
         // Registered before the port is announced, so no early signal finds them missing.
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
@@ -168,6 +169,7 @@ impl Application {
                 _ = terminate.recv() => {}
             }
             tracing::info!("stop signal received; finishing in-flight requests");
+            shutdown.cancel();
             handle.stop(true).await;
         });
         tracing::info!(port = self.port, "dgidgi serving");

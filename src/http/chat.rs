@@ -1,13 +1,9 @@
 //! Chat sessions: create, list, read, delete; post messages (each answered in order by the
 //! session's actor); the message history; cancel the reply in flight; the SSE stream.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
 use dgidgi_actors::chat::{ChatError, Message, PostMessage, Session};
-use dgidgi_actors::events::EventLog;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -203,14 +199,11 @@ pub async fn stream_session(
     let after = sse::last_event_id(&req)?;
     // A subscription brings a passivated session back (it answers what is left unanswered).
     state.sessions.wake(&session.id);
-    let log: Arc<dyn EventLog> = Arc::new(state.store.clone());
-    let heartbeat = Duration::from_secs(state.config.streams.heartbeat_secs);
     Ok(sse::respond(
+        &state,
         state.sessions.hub().clone(),
-        log,
         session.id,
         after,
-        heartbeat,
     ))
 }
 

@@ -44,6 +44,9 @@ pub struct AppState {
     pub providers: Arc<dyn ProviderSet>,
     pub jwt: JwtIssuer,
     pub limiter: RateLimiter,
+    /// Cancelled when the server begins to stop: open event streams end, so that the
+    /// graceful stop does not wait on connections that never finish by themselves.
+    pub shutdown: tokio_util::sync::CancellationToken,
     /// When each key's `last_used_at` was last written (Unix seconds), so that it is
     /// written at most once a minute per key rather than on every request.
     key_touched: DashMap<String, u64>,
@@ -72,6 +75,7 @@ impl AppState {
             providers,
             jwt,
             limiter,
+            shutdown: tokio_util::sync::CancellationToken::new(),
             key_touched: DashMap::new(),
         })
     }

@@ -6,7 +6,6 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
-use dgidgi_actors::events::EventLog;
 use dgidgi_actors::run::{Run, RunSpec, RunStatus};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -204,14 +203,11 @@ pub async fn stream_run(
     let tenant_id = in_tenant(&state, &principal, &query, "agents:read").await?;
     let run = reload(&state, &tenant_id, &ids.0, &ids.1).await?;
     let after = sse::last_event_id(&req)?;
-    let log: Arc<dyn EventLog> = Arc::new(state.store.clone());
-    let heartbeat = Duration::from_secs(state.config.streams.heartbeat_secs);
     Ok(sse::respond(
+        &state,
         state.runs.hub().clone(),
-        log,
         run.id,
         after,
-        heartbeat,
     ))
 }
 

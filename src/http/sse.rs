@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use super::ApiError;
+use super::{ApiError, AppState};
 
 /// The id after which the client wants events: `Last-Event-ID`, or `?last_event_id=`.
 pub fn last_event_id(req: &HttpRequest) -> Result<i64, ApiError> {
@@ -44,19 +44,23 @@ fn frame(event: &StreamEvent) -> Bytes {
     ))
 }
 
-/// The SSE response for `stream`, starting after event `after`.
-pub fn respond(
-    hub: EventHub,
-    log: Arc<dyn EventLog>,
-    stream: String,
-    after: i64,
-    heartbeat: Duration,
-) -> HttpResponse {
+/// The SSE response for `stream` (whose live events come from `hub`), starting after
+/// event `after`. It ends after the stream's terminal event, when the client goes away, or
+/// when the server shuts down (clients reconnect with `Last-Event-ID`).
+pub fn respond(state: &AppState, hub: EventHub, stream: String, after: i64) -> HttpResponse {
+    let log: Arc<dyn EventLog> = Arc::new(state.store.clone());
+    let heartbeat = Duration::from_secs(state.config.streams.heartbeat_secs);
+    let shutdown = state.shutdown.clone();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     actix_web::rt::spawn(async move {
         let mut live = hub.subscribe(&stream);
-        if let Err(e) = follow(&mut live, &*log, &stream, after, heartbeat, &tx).await {
-            tracing::warn!(%stream, error = %e, "event stream ended early");
+        tokio::select! {
+            followed = follow(&mut live, &*log, &stream, after, heartbeat, &tx) => {
+                if let Err(e) = followed {
+                    tracing::warn!(%stream, error = %e, "event stream ended early");
+                }
+            }
+            _ = shutdown.cancelled() => {}
         }
         drop(live);
         hub.release(&stream);

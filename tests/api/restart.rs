@@ -191,3 +191,132 @@ async fn a_run_killed_mid_step_resumes_after_its_last_finished_step() {
     wait(&mut second.child, Duration::from_secs(20)).expect("the second server stops");
     llm.stop().await;
 }
+
+#[actix_web::test]
+async fn a_chat_session_killed_mid_reply_fails_that_reply_and_answers_what_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/dgidgi.db", dir.path().display());
+    let llm = FakeLlm::start().await;
+    llm.push(Script::Stall(vec!["half an ans"]));
+
+    let (mut first, operator) = start(&db, &llm, dir.path(), true);
+    let operator = operator.unwrap();
+    let post = |url: String, key: String, body: Value| async move {
+        call(reqwest::Method::POST, url, &key, Some(body)).await
+    };
+    let tenant = post(
+        format!("{}/tenants", first.base),
+        operator,
+        json!({ "name": "Acme" }),
+    )
+    .await;
+    let key = tenant["api_key"]["key"].as_str().unwrap().to_string();
+    let project = post(
+        format!("{}/projects", first.base),
+        key.clone(),
+        json!({ "name": "p" }),
+    )
+    .await;
+    let session = post(
+        format!("{}/chat/sessions", first.base),
+        key.clone(),
+        json!({ "projectId": project["id"] }),
+    )
+    .await;
+    let session = session["id"].as_str().unwrap().to_string();
+    let messages = format!("{}/chat/sessions/{session}/messages", first.base);
+    post(messages.clone(), key.clone(), json!({ "content": "first" })).await;
+    let waiting = post(
+        messages.clone(),
+        key.clone(),
+        json!({ "content": "second" }),
+    )
+    .await;
+    let second_reply = waiting["reply_id"].as_str().unwrap().to_string();
+    for _ in 0..500 {
+        if !llm.requests().is_empty() {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    unsafe { libc_kill(first.child.id() as i32, 9) };
+    wait(&mut first.child, Duration::from_secs(10)).expect("killed");
+
+    llm.push(Script::Text(vec!["second ", "answer"]));
+    let (mut second, _) = start(&db, &llm, dir.path(), false);
+    // A subscription brings the session back; it settles what the crash left.
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/chat/sessions/{session}/stream", second.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let read = async {
+        while !text.contains("event: reply.completed") {
+            let Some(chunk) = stream.chunk().await.unwrap() else {
+                break;
+            };
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the waiting message is answered");
+    let kinds: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    let failed = kinds
+        .iter()
+        .position(|k| *k == "reply.failed")
+        .expect("the cut reply failed");
+    let completed = kinds.iter().position(|k| *k == "reply.completed").unwrap();
+    assert!(failed < completed, "{kinds:?}");
+    assert!(text.contains("\"interrupted\""), "{text}");
+    let ids: Vec<i64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "one log, no gap"
+    );
+
+    let history = call(
+        reqwest::Method::GET,
+        format!("{}/chat/sessions/{session}/messages", second.base),
+        &key,
+        None,
+    )
+    .await;
+    let answer = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == second_reply.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (answer["status"].as_str(), answer["content"].as_str()),
+        (Some("complete"), Some("second answer"))
+    );
+    let asked = &llm.requests()[1]["messages"];
+    let contents: Vec<&str> = asked
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        ["You are a helpful assistant.", "first", "second"]
+    );
+
+    unsafe { libc_kill(second.child.id() as i32, 15) };
+    wait(&mut second.child, Duration::from_secs(20)).expect("the second server stops");
+    llm.stop().await;
+}
