@@ -72,6 +72,31 @@ pub struct TestApp {
     postgres_db: Option<String>,
 }
 
+async fn drop_database(name: String) {
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{}/test", postgres_base())).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+    }
+}
+
+/// A test that panics never reaches `stop`: its PostgreSQL database is dropped here.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(name) = self.postgres_db.take() {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(drop_database(name));
+                }
+            })
+            .join();
+        }
+    }
+}
+
 /// A response: status, headers and the JSON body (`Null` when there is none).
 pub struct Reply {
     pub status: u16,
@@ -191,17 +216,11 @@ impl TestApp {
     }
 
     /// Stops the server and drops the test's PostgreSQL database.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.handle.stop(false).await;
         self.state.store.close().await;
-        if let Some(name) = &self.postgres_db {
-            if let Ok(mut admin) =
-                sqlx::PgConnection::connect(&format!("{}/test", postgres_base())).await
-            {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await;
-            }
+        if let Some(name) = self.postgres_db.take() {
+            drop_database(name).await;
         }
     }
 
