@@ -27,6 +27,31 @@ pub struct Config {
     pub runs: RunsConfig,
     pub streams: StreamsConfig,
     pub chat: ChatConfig,
+    pub webhooks: WebhooksConfig,
+    pub outbound: OutboundConfig,
+    pub secrets: SecretsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub retry_schedule_secs: Vec<u64>,
+    pub disable_after_failures: u32,
+    pub timeout_secs: u64,
+    pub poll_ms: u64,
+    pub rotation_window_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    pub allow_private_targets: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -181,6 +206,9 @@ impl Config {
         }
         if self.llm.idle_timeout_ms == 0 || self.llm.flush_batch == 0 {
             return bad("llm", "idle_timeout_ms and flush_batch must be at least 1");
+        }
+        if self.webhooks.timeout_secs == 0 || self.webhooks.poll_ms == 0 || self.webhooks.disable_after_failures == 0 {
+            return bad("webhooks", "timeout_secs, poll_ms and disable_after_failures must be at least 1");
         }
         if self.chat.max_queue == 0 {
             return bad("chat.max_queue", "must be at least 1");

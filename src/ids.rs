@@ -13,6 +13,8 @@ pub enum IdKind {
     Run,
     Session,
     Message,
+    Webhook,
+    Attempt,
     Event,
     Request,
 }
@@ -28,6 +30,8 @@ impl IdKind {
             IdKind::Run => "run_",
             IdKind::Session => "ses_",
             IdKind::Message => "msg_",
+            IdKind::Webhook => "whk_",
+            IdKind::Attempt => "att_",
             IdKind::Event => "evt_",
             IdKind::Request => "req_",
         }

@@ -6,6 +6,7 @@
 //! - [`auth`]: API keys, JWTs and the principal a request acts as.
 //! - [`providers`]: LLM providers (async-openai, offline); the only module importing async-openai.
 //! - [`ratelimit`]: per-key and per-tenant request budgets.
+//! - [`webhooks`]: outbound-address guard, signatures, sealed secrets, the HTTP sender.
 //! - The actors live in the `dgidgi-actors` crate (`actors/`).
 
 pub mod auth;
@@ -17,3 +18,4 @@ pub mod providers;
 pub mod ratelimit;
 pub mod startup;
 pub mod store;
+pub mod webhooks;

@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Arbiter;
+use actix::{Arbiter, Supervisor};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::web::{self, Data};
@@ -13,6 +13,7 @@ use actix_web::{App, HttpServer};
 use anyhow::Context;
 use dgidgi_actors::chat::{ChatDeps, Sessions};
 use dgidgi_actors::events::EventHub;
+use dgidgi_actors::webhook::{WebhookActor, WebhookSender, WebhookSettings, WebhookStore};
 use dgidgi_actors::provider::ProviderSet;
 use dgidgi_actors::run::{RunDeps, Runs};
 use dgidgi_actors::Tenants;
@@ -24,6 +25,8 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::ids::{now_rfc3339, IdKind};
 use crate::providers::{run_settings, Providers};
+use crate::webhooks::sealing::Sealer;
+use crate::webhooks::HttpSender;
 use crate::store::{NewApiKey, Store};
 
 /// A built, bound, not yet running server.
@@ -61,6 +64,7 @@ impl Application {
         let jwt = JwtIssuer::new(&config.auth, secret.as_bytes());
 
         let providers: Arc<dyn ProviderSet> = Arc::new(providers);
+        let webhook_arbiter = Arbiter::new().handle();
         let arbiters: Vec<_> = (0..config.actors.arbiters)
             .map(|_| Arbiter::new().handle())
             .collect();
@@ -87,6 +91,28 @@ impl Application {
             },
             arbiters,
         );
+        let sealer = Sealer::from_base64(&if config.secrets.key.is_empty() {
+            store.setting_or_init("secrets_key", Sealer::generate_key).await?
+        } else {
+            config.secrets.key.clone()
+        })
+        .map_err(|e| anyhow::anyhow!("secrets.key: {e}"))?;
+        let sender = HttpSender::new(
+            sealer.clone(),
+            Duration::from_secs(config.webhooks.timeout_secs),
+            config.outbound.allow_private_targets,
+        );
+        let settings = WebhookSettings {
+            retry_schedule: config.webhooks.retry_schedule_secs.iter().map(|s| Duration::from_secs(*s)).collect(),
+            disable_after: config.webhooks.disable_after_failures,
+            poll_every: Duration::from_millis(config.webhooks.poll_ms),
+            batch: 64,
+        };
+        let (webhook_store, webhook_sender): (Arc<dyn WebhookStore>, Arc<dyn WebhookSender>) =
+            (Arc::new(store.clone()), Arc::new(sender));
+        Supervisor::start_in_arbiter(&webhook_arbiter, move |_| {
+            WebhookActor::new(webhook_store.clone(), webhook_sender.clone(), settings.clone())
+        });
         let recovered = runs.recover().await.context("finding unfinished runs")?;
         if recovered > 0 {
             tracing::info!(
@@ -114,7 +140,7 @@ impl Application {
             n => n,
         };
         let shutdown_timeout = config.server.shutdown_timeout_secs;
-        let state = AppState::new(config, store, tenants, runs, sessions, providers, jwt);
+        let state = AppState::new(config, store, tenants, runs, sessions, providers, jwt, sealer);
         let shared = state.clone();
         let server = HttpServer::new(move || {
             App::new()

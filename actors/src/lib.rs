@@ -14,6 +14,7 @@
 //! - [`run`]: agent runs and the `RunActor` that steps through a goal.
 //! - [`events`]: ordered event logs and their live fan-out (runs, chat sessions).
 //! - [`provider`]: the streaming LLM provider interface.
+//! - [`webhook`]: the `WebhookActor` that fans the outbox out and delivers, with retries.
 //! - [`tools`]: the built-in workspace tools.
 //! - [`store`]: the persistence traits actors talk through.
 
@@ -26,6 +27,7 @@ pub mod run;
 pub mod store;
 pub mod tenant;
 pub mod tools;
+pub mod webhook;
 
 pub use registry::{ActorError, Registry};
 pub use store::{StoreFailure, TenantStore};

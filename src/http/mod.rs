@@ -15,6 +15,7 @@ mod runs;
 mod sse;
 mod tenants;
 mod users;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -43,6 +44,8 @@ pub struct AppState {
     pub sessions: Sessions,
     pub providers: Arc<dyn ProviderSet>,
     pub jwt: JwtIssuer,
+    /// Seals and opens stored secrets (webhook secrets).
+    pub sealer: crate::webhooks::sealing::Sealer,
     pub limiter: RateLimiter,
     /// Cancelled when the server begins to stop: open event streams end, so that the
     /// graceful stop does not wait on connections that never finish by themselves.
@@ -64,6 +67,7 @@ impl AppState {
         sessions: Sessions,
         providers: Arc<dyn ProviderSet>,
         jwt: JwtIssuer,
+        sealer: crate::webhooks::sealing::Sealer,
     ) -> Arc<Self> {
         let limiter = RateLimiter::new(config.rate_limit.window_secs);
         Arc::new(Self {
@@ -74,6 +78,7 @@ impl AppState {
             sessions,
             providers,
             jwt,
+            sealer,
             limiter,
             shutdown: tokio_util::sync::CancellationToken::new(),
             key_touched: DashMap::new(),
@@ -278,6 +283,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     resource("/chat/sessions/{id}/stream")
                         .route(web::get().to(chat::stream_session)),
                 )
+                .service(
+                    resource("/webhooks")
+                        .route(web::get().to(webhooks::list_endpoints))
+                        .route(web::post().to(webhooks::create_endpoint)),
+                )
+                .service(
+                    resource("/webhooks/{id}")
+                        .route(web::get().to(webhooks::get_endpoint))
+                        .route(web::patch().to(webhooks::update_endpoint))
+                        .route(web::delete().to(webhooks::delete_endpoint)),
+                )
+                .service(resource("/webhooks/{id}/deliveries").route(web::get().to(webhooks::list_deliveries)))
+                .service(
+                    resource("/webhooks/{id}/deliveries/{delivery_id}/redeliver")
+                        .route(web::post().to(webhooks::redeliver)),
+                )
+                .service(resource("/webhooks/{id}/test").route(web::post().to(webhooks::test_endpoint)))
+                .service(resource("/webhooks/{id}/rotate-secret").route(web::post().to(webhooks::rotate_secret)))
                 .default_service(web::to(not_found)),
         );
 }

@@ -13,6 +13,7 @@ mod projects;
 mod runs;
 mod tenants;
 mod users;
+mod webhooks;
 
 pub use agents::{Agent, AgentConfig};
 pub use idempotency::{IdempotencyRecord, Reservation};
@@ -20,6 +21,7 @@ pub use keys::{ApiKeyRecord, KeyWithPlan, NewApiKey};
 pub use outbox::OutboxEvent;
 pub use projects::{NewProject, Project, ProjectPatch};
 pub use users::{NewUser, User};
+pub use webhooks::{Delivery, Endpoint, NewEndpoint};
 
 use std::path::Path;
 use std::time::Duration;

@@ -4,7 +4,6 @@ use async_trait::async_trait;
 use dgidgi_actors::events::{EventLog, StreamEvent};
 use dgidgi_actors::run::{Run, RunStatus, RunStore, Step};
 use dgidgi_actors::StoreFailure;
-use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -215,11 +214,9 @@ fn failure(e: Error) -> StoreFailure {
     StoreFailure(e.to_string())
 }
 
+/// The run as the API returns it, for the `agent.*` domain events.
 fn domain_payload(run: &Run) -> serde_json::Value {
-    json!({
-        "run_id": run.id, "agent_id": run.agent_id, "project_id": run.project_id, "status": run.status,
-        "goal": run.goal, "output": run.output, "error": run.error, "usage": run.usage,
-    })
+    serde_json::to_value(run).expect("a run serializes")
 }
 
 #[async_trait]

@@ -1,0 +1,166 @@
+//! The `WebhookActor`: turns the durable outbox into deliveries (one per event and
+//! subscribed endpoint, with a stable id) and delivers those that are due, retrying on a
+//! schedule. At least once: deliveries live in the store, so a restart resumes them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use async_trait::async_trait;
+
+use crate::store::StoreFailure;
+
+/// A delivery whose time has come, with what sending it needs.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    /// Also the `webhook-id` header: the same on every attempt.
+    pub id: String,
+    pub endpoint_id: String,
+    pub url: String,
+    pub body: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    /// The endpoint's secret, sealed; and the previous one while it still signs.
+    pub secret: String,
+    pub previous_secret: Option<String>,
+}
+
+/// How one attempt went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A 2xx answer.
+    Delivered { status: u16, latency_ms: u64 },
+    /// 410 Gone: the receiver asks us to stop; the endpoint is disabled.
+    Gone { latency_ms: u64 },
+    /// Any other answer, or no answer.
+    Failed { status: Option<u16>, latency_ms: u64, error: String },
+}
+
+/// What the webhook actor needs from the store.
+#[async_trait]
+pub trait WebhookStore: Send + Sync + 'static {
+    /// Creates the deliveries of outbox events not yet fanned out; returns how many events.
+    async fn fan_out(&self, limit: usize) -> Result<usize, StoreFailure>;
+    /// Pending deliveries due now, of enabled endpoints.
+    async fn due_deliveries(&self, limit: usize) -> Result<Vec<DueDelivery>, StoreFailure>;
+    /// Records an attempt: its outcome, the next retry (`None`: no more), and the
+    /// endpoint's health (`disable_after` consecutive failures disable it).
+    async fn record_attempt(
+        &self,
+        delivery: &DueDelivery,
+        outcome: &Outcome,
+        next_retry_in: Option<Duration>,
+        disable_after: u32,
+    ) -> Result<(), StoreFailure>;
+}
+
+/// Sends one signed delivery.
+#[async_trait]
+pub trait WebhookSender: Send + Sync + 'static {
+    async fn send(&self, delivery: &DueDelivery) -> Outcome;
+}
+
+/// How deliveries are retried.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// The wait before attempt n+2 after attempt n+1 failed; after the last, give up.
+    pub retry_schedule: Vec<Duration>,
+    pub disable_after: u32,
+    pub poll_every: Duration,
+    /// Deliveries sent at once in one round.
+    pub batch: usize,
+}
+
+/// Wait before the next attempt after `attempts` failed ones, with ±10% jitter; `None`
+/// when the schedule is spent.
+pub fn next_retry(schedule: &[Duration], attempts: u32, jitter: f64) -> Option<Duration> {
+    let base = schedule.get(attempts.checked_sub(1)? as usize)?;
+    Some(base.mul_f64(1.0 + (jitter.clamp(0.0, 1.0) - 0.5) * 0.2))
+}
+
+pub struct WebhookActor {
+    store: Arc<dyn WebhookStore>,
+    sender: Arc<dyn WebhookSender>,
+    settings: WebhookSettings,
+    /// A round is running; ticks skip until it is done, so no delivery is sent twice at once.
+    busy: bool,
+}
+
+impl WebhookActor {
+    pub fn new(store: Arc<dyn WebhookStore>, sender: Arc<dyn WebhookSender>, settings: WebhookSettings) -> Self {
+        Self { store, sender, settings, busy: false }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        self.busy = true;
+        let (store, sender, settings) = (self.store.clone(), self.sender.clone(), self.settings.clone());
+        ctx.spawn(round(store, sender, settings).into_actor(self).map(|_, act, _| act.busy = false));
+    }
+}
+
+async fn round(store: Arc<dyn WebhookStore>, sender: Arc<dyn WebhookSender>, settings: WebhookSettings) {
+    if let Err(e) = store.fan_out(500).await {
+        tracing::error!(error = %e, "webhook fan-out failed");
+    }
+    let due = match store.due_deliveries(settings.batch).await {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::error!(error = %e, "due webhook deliveries not read");
+            return;
+        }
+    };
+    let attempts = due.into_iter().map(|delivery| {
+        let (store, sender, settings) = (store.clone(), sender.clone(), settings.clone());
+        async move {
+            let outcome = sender.send(&delivery).await;
+            let next = match &outcome {
+                Outcome::Failed { .. } => next_retry(&settings.retry_schedule, delivery.attempts + 1, rand_unit()),
+                _ => None,
+            };
+            if let Err(e) = store.record_attempt(&delivery, &outcome, next, settings.disable_after).await {
+                tracing::error!(delivery = %delivery.id, error = %e, "webhook attempt not recorded");
+            }
+        }
+    });
+    futures_util::future::join_all(attempts).await;
+}
+
+/// A number in [0, 1) for jitter, from the clock's nanoseconds (no cryptographic need).
+fn rand_unit() -> f64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1_000_000) / 1_000_000.0
+}
+
+impl Actor for WebhookActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.tick(ctx);
+        ctx.run_interval(self.settings.poll_every, Self::tick);
+    }
+}
+
+impl Supervised for WebhookActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!("webhook actor restarting");
+        self.busy = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_schedule_is_followed_with_jitter_then_ends() {
+        let schedule = [Duration::from_secs(5), Duration::from_secs(300)];
+        assert_eq!(next_retry(&schedule, 0, 0.5), None);
+        assert_eq!(next_retry(&schedule, 1, 0.5), Some(Duration::from_secs(5)));
+        let jittered = next_retry(&schedule, 2, 0.0).unwrap();
+        assert!(jittered >= Duration::from_secs(270) && jittered <= Duration::from_secs(330));
+        assert_eq!(next_retry(&schedule, 3, 0.5), None);
+    }
+}

@@ -1,0 +1,218 @@
+//! Webhook endpoints: register (the secret shown once), list, read, change, delete; their
+//! deliveries with every attempt; redeliver; a test ping; secret rotation.
+
+use actix_web::http::StatusCode;
+use actix_web::web::{Data, Path};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::envelope::Reply;
+use super::extract::{nullable, Json, ListQuery};
+use super::{acting_tenant, optional_text, require, ApiError, AppState};
+use crate::auth::Principal;
+use crate::store::{Delivery, Endpoint, NewEndpoint};
+use crate::webhooks::{guard, signing, EVENTS};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpoint {
+    url: String,
+    events: Vec<String>,
+    secret: Option<String>,
+    description: Option<String>,
+    #[serde(alias = "tenantId")]
+    tenant_id: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct WithSecret {
+    #[serde(flatten)]
+    endpoint: Endpoint,
+    /// Shown here only.
+    secret: String,
+}
+
+/// Whose endpoints a request deals with: a tenant's, or (operator without `tenant_id`) the
+/// platform-wide ones.
+async fn owner(state: &AppState, principal: &Principal, named: Option<&str>) -> Result<Option<String>, ApiError> {
+    match (principal.is_operator(), named) {
+        (true, None) => Ok(None),
+        _ => Ok(Some(acting_tenant(state, principal, named).await?)),
+    }
+}
+
+pub async fn create_endpoint(
+    principal: Principal,
+    state: Data<AppState>,
+    body: Json<CreateEndpoint>,
+) -> Result<Reply<WithSecret>, ApiError> {
+    require(&principal, "webhooks:write")?;
+    let body = body.0;
+    let tenant_id = owner(&state, &principal, body.tenant_id.as_deref()).await?;
+    let url = url(&state, &body.url)?;
+    let events = events(body.events)?;
+    let secret = secret(body.secret)?;
+    let endpoint = state
+        .store
+        .create_endpoint(NewEndpoint {
+            tenant_id,
+            url,
+            events,
+            description: optional_text("description", body.description.as_deref(), 500)?,
+            sealed_secret: state.sealer.seal(&secret),
+            secret_hint: signing::hint(&secret),
+        })
+        .await?;
+    Ok(Reply::created(WithSecret { endpoint, secret }))
+}
+
+pub async fn list_endpoints(principal: Principal, state: Data<AppState>, query: ListQuery) -> Result<Reply<Vec<Endpoint>>, ApiError> {
+    require(&principal, "webhooks:read")?;
+    let tenant_id = owner(&state, &principal, query.tenant_id.as_deref()).await?;
+    let page = state.store.list_endpoints(tenant_id.as_deref(), &query.page()?).await?;
+    Ok(Reply::page(page.items, page.next_cursor))
+}
+
+pub async fn get_endpoint(principal: Principal, state: Data<AppState>, id: Path<String>) -> Result<Reply<Endpoint>, ApiError> {
+    require(&principal, "webhooks:read")?;
+    Ok(Reply::ok(find(&state, &principal, &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEndpoint {
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    enabled: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
+}
+
+pub async fn update_endpoint(
+    principal: Principal,
+    state: Data<AppState>,
+    id: Path<String>,
+    body: Json<UpdateEndpoint>,
+) -> Result<Reply<Endpoint>, ApiError> {
+    require(&principal, "webhooks:write")?;
+    let mut endpoint = find(&state, &principal, &id).await?;
+    let body = body.0;
+    if let Some(u) = body.url {
+        endpoint.url = url(&state, &u)?;
+    }
+    if let Some(e) = body.events {
+        endpoint.events = events(e)?;
+    }
+    if let Some(d) = body.description {
+        endpoint.description = optional_text("description", d.as_deref(), 500)?;
+    }
+    if let Some(enabled) = body.enabled {
+        endpoint.enabled = enabled;
+    }
+    state.store.save_endpoint(&endpoint).await?;
+    Ok(Reply::ok(find(&state, &principal, &id).await?))
+}
+
+pub async fn delete_endpoint(principal: Principal, state: Data<AppState>, id: Path<String>) -> Result<Reply<Value>, ApiError> {
+    require(&principal, "webhooks:write")?;
+    find(&state, &principal, &id).await?;
+    state.store.delete_endpoint(&id).await?;
+    Ok(Reply::ok(json!({ "id": id.as_str(), "deleted": true })))
+}
+
+pub async fn list_deliveries(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+    id: Path<String>,
+) -> Result<Reply<Vec<Delivery>>, ApiError> {
+    require(&principal, "webhooks:read")?;
+    find(&state, &principal, &id).await?;
+    let page = state.store.list_deliveries(&id, &query.page()?).await?;
+    Ok(Reply::page(page.items, page.next_cursor))
+}
+
+pub async fn redeliver(principal: Principal, state: Data<AppState>, ids: Path<(String, String)>) -> Result<Reply<Value>, ApiError> {
+    require(&principal, "webhooks:write")?;
+    find(&state, &principal, &ids.0).await?;
+    if !state.store.redeliver(&ids.0, &ids.1).await? {
+        return Err(ApiError::not_found("delivery", &ids.1));
+    }
+    Ok(Reply::with_status(StatusCode::ACCEPTED, json!({ "delivery_id": ids.1, "status": "pending" })))
+}
+
+pub async fn test_endpoint(principal: Principal, state: Data<AppState>, id: Path<String>) -> Result<Reply<Value>, ApiError> {
+    require(&principal, "webhooks:write")?;
+    let endpoint = find(&state, &principal, &id).await?;
+    let delivery = state.store.queue_test_delivery(&endpoint).await?;
+    Ok(Reply::with_status(StatusCode::ACCEPTED, json!({ "delivery_id": delivery, "event_type": "webhook.test" })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotate {
+    secret: Option<String>,
+}
+
+pub async fn rotate_secret(
+    principal: Principal,
+    state: Data<AppState>,
+    id: Path<String>,
+    body: Option<Json<Rotate>>,
+) -> Result<Reply<WithSecret>, ApiError> {
+    require(&principal, "webhooks:write")?;
+    find(&state, &principal, &id).await?;
+    let secret = secret(body.and_then(|b| b.0.secret))?;
+    let window = std::time::Duration::from_secs(state.config.webhooks.rotation_window_secs);
+    let until = (chrono::Utc::now() + chrono::Duration::from_std(window).unwrap_or_default())
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    state.store.rotate_secret(&id, &state.sealer.seal(&secret), &signing::hint(&secret), &until).await?;
+    Ok(Reply::ok(WithSecret { endpoint: find(&state, &principal, &id).await?, secret }))
+}
+
+/// Endpoint `id` if the caller may see it: its tenant's, or any for an operator.
+async fn find(state: &AppState, principal: &Principal, id: &str) -> Result<Endpoint, ApiError> {
+    state
+        .store
+        .get_endpoint(id, principal.tenant_id.as_deref())
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook", id))
+}
+
+fn url(state: &AppState, raw: &str) -> Result<String, ApiError> {
+    if raw.len() > 2048 {
+        return Err(ApiError::invalid("url", "must be at most 2048 characters"));
+    }
+    guard::check_url(raw.trim(), state.config.outbound.allow_private_targets)
+        .map(|u| u.to_string())
+        .map_err(|why| ApiError::invalid("url", why))
+}
+
+fn events(names: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if names.is_empty() {
+        return Err(ApiError::invalid("events", "name at least one event"));
+    }
+    let mut out = Vec::new();
+    for name in names {
+        if !EVENTS.contains(&name.as_str()) {
+            return Err(ApiError::invalid("events", format!("unknown event '{name}'; known: {}", EVENTS.join(", "))));
+        }
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+/// The given secret, checked, or a new `whsec_` one.
+fn secret(given: Option<String>) -> Result<String, ApiError> {
+    match given {
+        None => Ok(signing::generate_secret()),
+        Some(s) if s.is_empty() || s.len() > 256 => Err(ApiError::invalid("secret", "must be 1 to 256 characters")),
+        Some(s) => {
+            signing::secret_bytes(&s).map_err(|why| ApiError::invalid("secret", why))?;
+            Ok(s)
+        }
+    }
+}
