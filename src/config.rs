@@ -207,8 +207,14 @@ impl Config {
         if self.llm.idle_timeout_ms == 0 || self.llm.flush_batch == 0 {
             return bad("llm", "idle_timeout_ms and flush_batch must be at least 1");
         }
-        if self.webhooks.timeout_secs == 0 || self.webhooks.poll_ms == 0 || self.webhooks.disable_after_failures == 0 {
-            return bad("webhooks", "timeout_secs, poll_ms and disable_after_failures must be at least 1");
+        if self.webhooks.timeout_secs == 0
+            || self.webhooks.poll_ms == 0
+            || self.webhooks.disable_after_failures == 0
+        {
+            return bad(
+                "webhooks",
+                "timeout_secs, poll_ms and disable_after_failures must be at least 1",
+            );
         }
         if self.chat.max_queue == 0 {
             return bad("chat.max_queue", "must be at least 1");

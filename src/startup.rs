@@ -13,21 +13,21 @@ use actix_web::{App, HttpServer};
 use anyhow::Context;
 use dgidgi_actors::chat::{ChatDeps, Sessions};
 use dgidgi_actors::events::EventHub;
-use dgidgi_actors::webhook::{WebhookActor, WebhookSender, WebhookSettings, WebhookStore};
 use dgidgi_actors::provider::ProviderSet;
 use dgidgi_actors::run::{RunDeps, Runs};
+use dgidgi_actors::webhook::{WebhookActor, WebhookSender, WebhookSettings, WebhookStore};
 use dgidgi_actors::Tenants;
 use rand::Rng;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::auth::{generate_key, JwtIssuer, KeyType};
 use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Services};
 use crate::ids::{now_rfc3339, IdKind};
 use crate::providers::{run_settings, Providers};
+use crate::store::{NewApiKey, Store};
 use crate::webhooks::sealing::Sealer;
 use crate::webhooks::HttpSender;
-use crate::store::{NewApiKey, Store};
 
 /// A built, bound, not yet running server.
 pub struct Application {
@@ -92,7 +92,9 @@ impl Application {
             arbiters,
         );
         let sealer = Sealer::from_base64(&if config.secrets.key.is_empty() {
-            store.setting_or_init("secrets_key", Sealer::generate_key).await?
+            store
+                .setting_or_init("secrets_key", Sealer::generate_key)
+                .await?
         } else {
             config.secrets.key.clone()
         })
@@ -103,7 +105,12 @@ impl Application {
             config.outbound.allow_private_targets,
         );
         let settings = WebhookSettings {
-            retry_schedule: config.webhooks.retry_schedule_secs.iter().map(|s| Duration::from_secs(*s)).collect(),
+            retry_schedule: config
+                .webhooks
+                .retry_schedule_secs
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
             disable_after: config.webhooks.disable_after_failures,
             poll_every: Duration::from_millis(config.webhooks.poll_ms),
             batch: 64,
@@ -111,7 +118,11 @@ impl Application {
         let (webhook_store, webhook_sender): (Arc<dyn WebhookStore>, Arc<dyn WebhookSender>) =
             (Arc::new(store.clone()), Arc::new(sender));
         Supervisor::start_in_arbiter(&webhook_arbiter, move |_| {
-            WebhookActor::new(webhook_store.clone(), webhook_sender.clone(), settings.clone())
+            WebhookActor::new(
+                webhook_store.clone(),
+                webhook_sender.clone(),
+                settings.clone(),
+            )
         });
         let recovered = runs.recover().await.context("finding unfinished runs")?;
         if recovered > 0 {
@@ -140,7 +151,16 @@ impl Application {
             n => n,
         };
         let shutdown_timeout = config.server.shutdown_timeout_secs;
-        let state = AppState::new(config, store, tenants, runs, sessions, providers, jwt, sealer);
+        let state = AppState::new(Services {
+            config,
+            store,
+            tenants,
+            runs,
+            sessions,
+            providers,
+            jwt,
+            sealer,
+        });
         let shared = state.clone();
         let server = HttpServer::new(move || {
             App::new()

@@ -33,7 +33,11 @@ pub enum Outcome {
     /// 410 Gone: the receiver asks us to stop; the endpoint is disabled.
     Gone { latency_ms: u64 },
     /// Any other answer, or no answer.
-    Failed { status: Option<u16>, latency_ms: u64, error: String },
+    Failed {
+        status: Option<u16>,
+        latency_ms: u64,
+        error: String,
+    },
 }
 
 /// What the webhook actor needs from the store.
@@ -87,8 +91,17 @@ pub struct WebhookActor {
 }
 
 impl WebhookActor {
-    pub fn new(store: Arc<dyn WebhookStore>, sender: Arc<dyn WebhookSender>, settings: WebhookSettings) -> Self {
-        Self { store, sender, settings, busy: false }
+    pub fn new(
+        store: Arc<dyn WebhookStore>,
+        sender: Arc<dyn WebhookSender>,
+        settings: WebhookSettings,
+    ) -> Self {
+        Self {
+            store,
+            sender,
+            settings,
+            busy: false,
+        }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -96,12 +109,24 @@ impl WebhookActor {
             return;
         }
         self.busy = true;
-        let (store, sender, settings) = (self.store.clone(), self.sender.clone(), self.settings.clone());
-        ctx.spawn(round(store, sender, settings).into_actor(self).map(|_, act, _| act.busy = false));
+        let (store, sender, settings) = (
+            self.store.clone(),
+            self.sender.clone(),
+            self.settings.clone(),
+        );
+        ctx.spawn(
+            round(store, sender, settings)
+                .into_actor(self)
+                .map(|_, act, _| act.busy = false),
+        );
     }
 }
 
-async fn round(store: Arc<dyn WebhookStore>, sender: Arc<dyn WebhookSender>, settings: WebhookSettings) {
+async fn round(
+    store: Arc<dyn WebhookStore>,
+    sender: Arc<dyn WebhookSender>,
+    settings: WebhookSettings,
+) {
     if let Err(e) = store.fan_out(500).await {
         tracing::error!(error = %e, "webhook fan-out failed");
     }
@@ -130,7 +155,9 @@ async fn round(store: Arc<dyn WebhookStore>, sender: Arc<dyn WebhookSender>, set
 
 /// A number in [0, 1) for jitter, from the clock's nanoseconds (no cryptographic need).
 fn rand_unit() -> f64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     f64::from(nanos % 1_000_000) / 1_000_000.0
 }
 

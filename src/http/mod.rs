@@ -58,17 +58,30 @@ pub struct AppState {
 /// How often `last_used_at` is written for one key.
 const TOUCH_EVERY_SECS: u64 = 60;
 
+/// What the application is built from; [`AppState::new`] adds the per-process parts.
+pub struct Services {
+    pub config: Config,
+    pub store: Store,
+    pub tenants: Tenants,
+    pub runs: Runs,
+    pub sessions: Sessions,
+    pub providers: Arc<dyn ProviderSet>,
+    pub jwt: JwtIssuer,
+    pub sealer: crate::webhooks::sealing::Sealer,
+}
+
 impl AppState {
-    pub fn new(
-        config: Config,
-        store: Store,
-        tenants: Tenants,
-        runs: Runs,
-        sessions: Sessions,
-        providers: Arc<dyn ProviderSet>,
-        jwt: JwtIssuer,
-        sealer: crate::webhooks::sealing::Sealer,
-    ) -> Arc<Self> {
+    pub fn new(services: Services) -> Arc<Self> {
+        let Services {
+            config,
+            store,
+            tenants,
+            runs,
+            sessions,
+            providers,
+            jwt,
+            sealer,
+        } = services;
         let limiter = RateLimiter::new(config.rate_limit.window_secs);
         Arc::new(Self {
             config,
@@ -294,13 +307,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::patch().to(webhooks::update_endpoint))
                         .route(web::delete().to(webhooks::delete_endpoint)),
                 )
-                .service(resource("/webhooks/{id}/deliveries").route(web::get().to(webhooks::list_deliveries)))
+                .service(
+                    resource("/webhooks/{id}/deliveries")
+                        .route(web::get().to(webhooks::list_deliveries)),
+                )
                 .service(
                     resource("/webhooks/{id}/deliveries/{delivery_id}/redeliver")
                         .route(web::post().to(webhooks::redeliver)),
                 )
-                .service(resource("/webhooks/{id}/test").route(web::post().to(webhooks::test_endpoint)))
-                .service(resource("/webhooks/{id}/rotate-secret").route(web::post().to(webhooks::rotate_secret)))
+                .service(
+                    resource("/webhooks/{id}/test").route(web::post().to(webhooks::test_endpoint)),
+                )
+                .service(
+                    resource("/webhooks/{id}/rotate-secret")
+                        .route(web::post().to(webhooks::rotate_secret)),
+                )
                 .default_service(web::to(not_found)),
         );
 }

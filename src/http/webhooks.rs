@@ -34,7 +34,11 @@ pub struct WithSecret {
 
 /// Whose endpoints a request deals with: a tenant's, or (operator without `tenant_id`) the
 /// platform-wide ones.
-async fn owner(state: &AppState, principal: &Principal, named: Option<&str>) -> Result<Option<String>, ApiError> {
+async fn owner(
+    state: &AppState,
+    principal: &Principal,
+    named: Option<&str>,
+) -> Result<Option<String>, ApiError> {
     match (principal.is_operator(), named) {
         (true, None) => Ok(None),
         _ => Ok(Some(acting_tenant(state, principal, named).await?)),
@@ -66,14 +70,25 @@ pub async fn create_endpoint(
     Ok(Reply::created(WithSecret { endpoint, secret }))
 }
 
-pub async fn list_endpoints(principal: Principal, state: Data<AppState>, query: ListQuery) -> Result<Reply<Vec<Endpoint>>, ApiError> {
+pub async fn list_endpoints(
+    principal: Principal,
+    state: Data<AppState>,
+    query: ListQuery,
+) -> Result<Reply<Vec<Endpoint>>, ApiError> {
     require(&principal, "webhooks:read")?;
     let tenant_id = owner(&state, &principal, query.tenant_id.as_deref()).await?;
-    let page = state.store.list_endpoints(tenant_id.as_deref(), &query.page()?).await?;
+    let page = state
+        .store
+        .list_endpoints(tenant_id.as_deref(), &query.page()?)
+        .await?;
     Ok(Reply::page(page.items, page.next_cursor))
 }
 
-pub async fn get_endpoint(principal: Principal, state: Data<AppState>, id: Path<String>) -> Result<Reply<Endpoint>, ApiError> {
+pub async fn get_endpoint(
+    principal: Principal,
+    state: Data<AppState>,
+    id: Path<String>,
+) -> Result<Reply<Endpoint>, ApiError> {
     require(&principal, "webhooks:read")?;
     Ok(Reply::ok(find(&state, &principal, &id).await?))
 }
@@ -113,7 +128,11 @@ pub async fn update_endpoint(
     Ok(Reply::ok(find(&state, &principal, &id).await?))
 }
 
-pub async fn delete_endpoint(principal: Principal, state: Data<AppState>, id: Path<String>) -> Result<Reply<Value>, ApiError> {
+pub async fn delete_endpoint(
+    principal: Principal,
+    state: Data<AppState>,
+    id: Path<String>,
+) -> Result<Reply<Value>, ApiError> {
     require(&principal, "webhooks:write")?;
     find(&state, &principal, &id).await?;
     state.store.delete_endpoint(&id).await?;
@@ -132,20 +151,34 @@ pub async fn list_deliveries(
     Ok(Reply::page(page.items, page.next_cursor))
 }
 
-pub async fn redeliver(principal: Principal, state: Data<AppState>, ids: Path<(String, String)>) -> Result<Reply<Value>, ApiError> {
+pub async fn redeliver(
+    principal: Principal,
+    state: Data<AppState>,
+    ids: Path<(String, String)>,
+) -> Result<Reply<Value>, ApiError> {
     require(&principal, "webhooks:write")?;
     find(&state, &principal, &ids.0).await?;
     if !state.store.redeliver(&ids.0, &ids.1).await? {
         return Err(ApiError::not_found("delivery", &ids.1));
     }
-    Ok(Reply::with_status(StatusCode::ACCEPTED, json!({ "delivery_id": ids.1, "status": "pending" })))
+    Ok(Reply::with_status(
+        StatusCode::ACCEPTED,
+        json!({ "delivery_id": ids.1, "status": "pending" }),
+    ))
 }
 
-pub async fn test_endpoint(principal: Principal, state: Data<AppState>, id: Path<String>) -> Result<Reply<Value>, ApiError> {
+pub async fn test_endpoint(
+    principal: Principal,
+    state: Data<AppState>,
+    id: Path<String>,
+) -> Result<Reply<Value>, ApiError> {
     require(&principal, "webhooks:write")?;
     let endpoint = find(&state, &principal, &id).await?;
     let delivery = state.store.queue_test_delivery(&endpoint).await?;
-    Ok(Reply::with_status(StatusCode::ACCEPTED, json!({ "delivery_id": delivery, "event_type": "webhook.test" })))
+    Ok(Reply::with_status(
+        StatusCode::ACCEPTED,
+        json!({ "delivery_id": delivery, "event_type": "webhook.test" }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -167,8 +200,19 @@ pub async fn rotate_secret(
     let until = (chrono::Utc::now() + chrono::Duration::from_std(window).unwrap_or_default())
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string();
-    state.store.rotate_secret(&id, &state.sealer.seal(&secret), &signing::hint(&secret), &until).await?;
-    Ok(Reply::ok(WithSecret { endpoint: find(&state, &principal, &id).await?, secret }))
+    state
+        .store
+        .rotate_secret(
+            &id,
+            &state.sealer.seal(&secret),
+            &signing::hint(&secret),
+            &until,
+        )
+        .await?;
+    Ok(Reply::ok(WithSecret {
+        endpoint: find(&state, &principal, &id).await?,
+        secret,
+    }))
 }
 
 /// Endpoint `id` if the caller may see it: its tenant's, or any for an operator.
@@ -196,7 +240,10 @@ fn events(names: Vec<String>) -> Result<Vec<String>, ApiError> {
     let mut out = Vec::new();
     for name in names {
         if !EVENTS.contains(&name.as_str()) {
-            return Err(ApiError::invalid("events", format!("unknown event '{name}'; known: {}", EVENTS.join(", "))));
+            return Err(ApiError::invalid(
+                "events",
+                format!("unknown event '{name}'; known: {}", EVENTS.join(", ")),
+            ));
         }
         if !out.contains(&name) {
             out.push(name);
@@ -209,7 +256,9 @@ fn events(names: Vec<String>) -> Result<Vec<String>, ApiError> {
 fn secret(given: Option<String>) -> Result<String, ApiError> {
     match given {
         None => Ok(signing::generate_secret()),
-        Some(s) if s.is_empty() || s.len() > 256 => Err(ApiError::invalid("secret", "must be 1 to 256 characters")),
+        Some(s) if s.is_empty() || s.len() > 256 => {
+            Err(ApiError::invalid("secret", "must be 1 to 256 characters"))
+        }
         Some(s) => {
             signing::secret_bytes(&s).map_err(|why| ApiError::invalid("secret", why))?;
             Ok(s)

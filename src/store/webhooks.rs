@@ -30,6 +30,14 @@ pub struct Endpoint {
     pub updated_at: String,
 }
 
+/// A delivery to queue (due now).
+struct NewDelivery<'a> {
+    endpoint_id: &'a str,
+    event_id: &'a str,
+    event_type: &'a str,
+    body: &'a str,
+}
+
 /// An endpoint to store, its secret already sealed.
 pub struct NewEndpoint {
     pub tenant_id: Option<String>,
@@ -64,7 +72,8 @@ pub struct Delivery {
     pub created_at: String,
 }
 
-const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, events, description, secret_hint, enabled, disabled_reason, \
+const ENDPOINT_COLUMNS: &str =
+    "id, tenant_id, url, events, description, secret_hint, enabled, disabled_reason, \
                                 consecutive_failures, created_at, updated_at";
 
 fn endpoint_from_row(row: &AnyRow) -> Result<Endpoint> {
@@ -131,12 +140,20 @@ impl Store {
     /// Endpoint `id`, if `owner` may see it (`None`: an operator, who sees all).
     pub async fn get_endpoint(&self, id: &str, owner: Option<&str>) -> Result<Option<Endpoint>> {
         let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1 AND ($2 = '' OR tenant_id = $2)");
-        let row = sqlx::query(&sql).bind(id).bind(owner.unwrap_or("")).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(owner.unwrap_or(""))
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(endpoint_from_row).transpose()
     }
 
     /// A tenant's endpoints, or the platform-wide ones (`tenant_id` `None`).
-    pub async fn list_endpoints(&self, tenant_id: Option<&str>, page: &Page) -> Result<Paged<Endpoint>> {
+    pub async fn list_endpoints(
+        &self,
+        tenant_id: Option<&str>,
+        page: &Page,
+    ) -> Result<Paged<Endpoint>> {
         let sql = format!(
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE (tenant_id = $1 OR ($1 = '' AND tenant_id IS NULL)) \
              AND id < $2 ORDER BY id DESC LIMIT $3"
@@ -147,7 +164,10 @@ impl Store {
             .bind(page.fetch())
             .fetch_all(&self.pool)
             .await?;
-        let items = rows.iter().map(endpoint_from_row).collect::<Result<Vec<_>>>()?;
+        let items = rows
+            .iter()
+            .map(endpoint_from_row)
+            .collect::<Result<Vec<_>>>()?;
         Ok(page.paged(items, |e| &e.id))
     }
 
@@ -173,7 +193,10 @@ impl Store {
 
     pub async fn delete_endpoint(&self, id: &str) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL WHERE endpoint_id = $1 AND status = 'pending'")
             .bind(id)
             .execute(&mut *tx)
@@ -183,7 +206,13 @@ impl Store {
     }
 
     /// A new secret; the previous one keeps signing until `previous_until`.
-    pub async fn rotate_secret(&self, id: &str, sealed: &str, hint: &str, previous_until: &str) -> Result<()> {
+    pub async fn rotate_secret(
+        &self,
+        id: &str,
+        sealed: &str,
+        hint: &str,
+        previous_until: &str,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = $4, secret = $2, \
              secret_hint = $3, updated_at = $5 WHERE id = $1",
@@ -200,35 +229,38 @@ impl Store {
 
     /// Queues a `webhook.test` event for the endpoint; returns the delivery id.
     pub async fn queue_test_delivery(&self, endpoint: &Endpoint) -> Result<String> {
-        let id = IdKind::Message.new_id();
-        let now = now_rfc3339();
-        let body = json!({ "type": "webhook.test", "timestamp": now, "data": { "endpoint_id": endpoint.id } });
-        self.insert_delivery(&self.writer, &id, &endpoint.id, &format!("test_{id}"), "webhook.test", &body.to_string(), &now)
+        let event_id = format!("test_{}", IdKind::Event.new_id());
+        let body = json!({ "type": "webhook.test", "timestamp": now_rfc3339(), "data": { "endpoint_id": endpoint.id } });
+        let delivery = NewDelivery {
+            endpoint_id: &endpoint.id,
+            event_id: &event_id,
+            event_type: "webhook.test",
+            body: &body.to_string(),
+        };
+        self.insert_delivery(&self.writer, &delivery).await?;
+        let row = sqlx::query("SELECT id FROM webhook_deliveries WHERE event_id = $1")
+            .bind(&event_id)
+            .fetch_one(&self.writer)
             .await?;
-        Ok(id)
+        Ok(row.try_get("id")?)
     }
 
     async fn insert_delivery<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
         &self,
         executor: E,
-        id: &str,
-        endpoint_id: &str,
-        event_id: &str,
-        event_type: &str,
-        body: &str,
-        now: &str,
+        d: &NewDelivery<'_>,
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, body, status, attempts, \
              next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6) \
              ON CONFLICT (event_id, endpoint_id) DO NOTHING",
         )
-        .bind(id)
-        .bind(endpoint_id)
-        .bind(event_id)
-        .bind(event_type)
-        .bind(body)
-        .bind(now)
+        .bind(IdKind::Message.new_id())
+        .bind(d.endpoint_id)
+        .bind(d.event_id)
+        .bind(d.event_type)
+        .bind(d.body)
+        .bind(now_rfc3339())
         .execute(executor)
         .await?;
         Ok(())
@@ -304,7 +336,9 @@ impl Store {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        let Some(last) = events.last() else { return Ok(0) };
+        let Some(last) = events.last() else {
+            return Ok(0);
+        };
         let last: String = last.try_get("id")?;
         let mut tx = self.writer.begin().await?;
         for event in &events {
@@ -329,10 +363,19 @@ impl Store {
                     continue;
                 }
                 let payload: Value = json_column(event, "payload")?;
-                let body = json!({ "type": kind, "timestamp": created, "data": payload }).to_string();
+                let body =
+                    json!({ "type": kind, "timestamp": created, "data": payload }).to_string();
                 let endpoint_id: String = endpoint.try_get("id")?;
-                self.insert_delivery(&mut *tx, &IdKind::Message.new_id(), &endpoint_id, &id, &kind, &body, &now_rfc3339())
-                    .await?;
+                self.insert_delivery(
+                    &mut *tx,
+                    &NewDelivery {
+                        endpoint_id: &endpoint_id,
+                        event_id: &id,
+                        event_type: &kind,
+                        body: &body,
+                    },
+                )
+                .await?;
             }
         }
         sqlx::query("UPDATE runtime_settings SET value = $2 WHERE name = $1")
@@ -374,7 +417,8 @@ impl WebhookStore for Store {
                     body: row.try_get("body")?,
                     attempts: row.try_get::<i64, _>("attempts")? as u32,
                     secret: row.try_get("secret")?,
-                    previous_secret: previous.filter(|_| until.as_deref().is_some_and(|u| u > now.as_str())),
+                    previous_secret: previous
+                        .filter(|_| until.as_deref().is_some_and(|u| u > now.as_str())),
                 })
             })
             .collect::<Result<Vec<_>>>()
@@ -392,9 +436,20 @@ impl WebhookStore for Store {
             let now = now_rfc3339();
             let next = next_retry_in.map(later);
             let (status_code, latency, error, state) = match outcome {
-                Outcome::Delivered { status, latency_ms } => (Some(i64::from(*status)), *latency_ms, None, "delivered"),
-                Outcome::Gone { latency_ms } => (Some(410), *latency_ms, Some("receiver answered 410 Gone".to_string()), "failed"),
-                Outcome::Failed { status, latency_ms, error } => (
+                Outcome::Delivered { status, latency_ms } => {
+                    (Some(i64::from(*status)), *latency_ms, None, "delivered")
+                }
+                Outcome::Gone { latency_ms } => (
+                    Some(410),
+                    *latency_ms,
+                    Some("receiver answered 410 Gone".to_string()),
+                    "failed",
+                ),
+                Outcome::Failed {
+                    status,
+                    latency_ms,
+                    error,
+                } => (
                     status.map(i64::from),
                     *latency_ms,
                     Some(error.clone()),
@@ -429,10 +484,12 @@ impl WebhookStore for Store {
             .await?;
             match outcome {
                 Outcome::Delivered { .. } => {
-                    sqlx::query("UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = $1")
-                        .bind(&delivery.endpoint_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = $1",
+                    )
+                    .bind(&delivery.endpoint_id)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 Outcome::Gone { .. } => {
                     sqlx::query(

@@ -18,10 +18,20 @@ pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
             }
             let s = v6.segments();
             if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-                return forbidden_v4(Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8));
+                return forbidden_v4(Ipv4Addr::new(
+                    (s[6] >> 8) as u8,
+                    s[6] as u8,
+                    (s[7] >> 8) as u8,
+                    s[7] as u8,
+                ));
             }
             if s[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
-                return forbidden_v4(Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8));
+                return forbidden_v4(Ipv4Addr::new(
+                    (s[6] >> 8) as u8,
+                    s[6] as u8,
+                    (s[7] >> 8) as u8,
+                    s[7] as u8,
+                ));
             }
             forbidden_v6(v6)
         }
@@ -79,7 +89,9 @@ pub fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, String>
     }
     if let Some(ip) = literal_ip(&url) {
         if let Some(class) = forbidden(ip).filter(|_| !allow_private) {
-            return Err(format!("points to a {class} address, which outbound calls refuse"));
+            return Err(format!(
+                "points to a {class} address, which outbound calls refuse"
+            ));
         }
     }
     Ok(url)
@@ -96,11 +108,21 @@ impl Resolve for GuardedResolver {
         Box::pin(async move {
             let host = format!("{}:0", name.as_str());
             let found: Vec<SocketAddr> = tokio::net::lookup_host(host).await?.collect();
-            let allowed: Vec<SocketAddr> = found.iter().copied().filter(|a| allow || forbidden(a.ip()).is_none()).collect();
+            let allowed: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|a| allow || forbidden(a.ip()).is_none())
+                .collect();
             if allowed.is_empty() {
-                let class = found.first().and_then(|a| forbidden(a.ip())).unwrap_or("unresolvable");
-                let refused: Box<dyn std::error::Error + Send + Sync> =
-                    format!("forbidden address: {} resolves to a {class} address", name.as_str()).into();
+                let class = found
+                    .first()
+                    .and_then(|a| forbidden(a.ip()))
+                    .unwrap_or("unresolvable");
+                let refused: Box<dyn std::error::Error + Send + Sync> = format!(
+                    "forbidden address: {} resolves to a {class} address",
+                    name.as_str()
+                )
+                .into();
                 return Err(refused);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
@@ -147,7 +169,14 @@ mod tests {
 
     #[test]
     fn public_addresses_pass() {
-        for ip in ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             assert_eq!(forbidden(ip.parse().unwrap()), None, "{ip}");
         }
     }
@@ -168,6 +197,9 @@ mod tests {
             assert!(check_url(url, false).is_err(), "{url}");
         }
         assert!(check_url("https://example.com/hooks", false).is_ok());
-        assert!(check_url("http://127.0.0.1:9000/hook", true).is_ok(), "an operator may allow private targets");
+        assert!(
+            check_url("http://127.0.0.1:9000/hook", true).is_ok(),
+            "an operator may allow private targets"
+        );
     }
 }

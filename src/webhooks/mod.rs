@@ -42,7 +42,11 @@ impl HttpSender {
             .user_agent(concat!("dgidgi-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the webhook client builds");
-        Self { client, sealer, allow_private }
+        Self {
+            client,
+            sealer,
+            allow_private,
+        }
     }
 
     /// Every signature the delivery carries: the current secret's and, during a rotation,
@@ -71,8 +75,14 @@ impl WebhookSender for HttpSender {
             Ok(url) => url,
             Err(e) => return failed(None, format!("bad url: {e}")),
         };
-        if let Some(class) = guard::literal_ip(&url).and_then(guard::forbidden).filter(|_| !self.allow_private) {
-            return failed(None, format!("forbidden address: the URL points to a {class} address"));
+        if let Some(class) = guard::literal_ip(&url)
+            .and_then(guard::forbidden)
+            .filter(|_| !self.allow_private)
+        {
+            return failed(
+                None,
+                format!("forbidden address: the URL points to a {class} address"),
+            );
         }
         let timestamp = crate::http::unix_now();
         let signature = match self.signatures(delivery, timestamp) {
@@ -91,12 +101,18 @@ impl WebhookSender for HttpSender {
             .await;
         let latency_ms = started.elapsed().as_millis() as u64;
         match sent {
-            Ok(res) if res.status().is_success() => Outcome::Delivered { status: res.status().as_u16(), latency_ms },
+            Ok(res) if res.status().is_success() => Outcome::Delivered {
+                status: res.status().as_u16(),
+                latency_ms,
+            },
             Ok(res) if res.status().as_u16() == 410 => Outcome::Gone { latency_ms },
             Ok(res) if res.status().is_redirection() => {
                 failed(Some(res.status().as_u16()), "redirect not followed".into())
             }
-            Ok(res) => failed(Some(res.status().as_u16()), format!("receiver answered {}", res.status())),
+            Ok(res) => failed(
+                Some(res.status().as_u16()),
+                format!("receiver answered {}", res.status()),
+            ),
             Err(e) if e.is_timeout() => failed(None, "timeout".into()),
             Err(e) => {
                 // The guard's refusal travels as the error's source.

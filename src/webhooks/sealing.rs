@@ -15,8 +15,11 @@ pub struct Sealer {
 impl Sealer {
     /// A sealer with a 32-byte key, given as base64.
     pub fn from_base64(key: &str) -> Result<Self, String> {
-        let bytes = STANDARD.decode(key.trim()).map_err(|e| format!("secrets.key is not base64: {e}"))?;
-        let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| "secrets.key must be 32 bytes".to_string())?;
+        let bytes = STANDARD
+            .decode(key.trim())
+            .map_err(|e| format!("secrets.key is not base64: {e}"))?;
+        let cipher = Aes256Gcm::new_from_slice(&bytes)
+            .map_err(|_| "secrets.key must be 32 bytes".to_string())?;
         Ok(Self { cipher })
     }
 
@@ -28,7 +31,10 @@ impl Sealer {
 
     pub fn seal(&self, plain: &str) -> String {
         let nonce: [u8; 12] = rand::rng().random();
-        let sealed = self.cipher.encrypt(&Nonce::from(nonce), plain.as_bytes()).expect("AES-GCM sealing cannot fail");
+        let sealed = self
+            .cipher
+            .encrypt(&Nonce::from(nonce), plain.as_bytes())
+            .expect("AES-GCM sealing cannot fail");
         STANDARD.encode([nonce.as_slice(), &sealed].concat())
     }
 
@@ -39,7 +45,10 @@ impl Sealer {
         }
         let (nonce, data) = bytes.split_at(12);
         let nonce: [u8; 12] = nonce.try_into().expect("12 bytes");
-        let plain = self.cipher.decrypt(&Nonce::from(nonce), data).map_err(|_| "secret does not unseal with this key".to_string())?;
+        let plain = self
+            .cipher
+            .decrypt(&Nonce::from(nonce), data)
+            .map_err(|_| "secret does not unseal with this key".to_string())?;
         String::from_utf8(plain).map_err(|e| e.to_string())
     }
 }

@@ -20,3 +20,4 @@ mod restart;
 mod runs;
 mod tenants;
 mod users;
+mod webhooks;
