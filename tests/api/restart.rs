@@ -21,6 +21,7 @@ fn start(
     llm: &FakeLlm,
     workspaces: &std::path::Path,
     first: bool,
+    extra: &[(&str, &str)],
 ) -> (Server, Option<String>) {
     let mut cmd = dgidgi(db);
     for (key, value) in provider_settings(llm) {
@@ -33,6 +34,7 @@ fn start(
         .env("DGIDGI__SERVER__PORT", "0")
         .env("DGIDGI__LLM__IDLE_TIMEOUT_MS", "60000")
         .env("DGIDGI__RUNS__WORKSPACE_ROOT", workspaces)
+        .envs(extra.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -82,7 +84,7 @@ async fn a_run_killed_mid_step_resumes_after_its_last_finished_step() {
     )]));
     llm.push(Script::Stall(vec!["half a thought"]));
 
-    let (mut first, operator) = start(&db, &llm, dir.path(), true);
+    let (mut first, operator) = start(&db, &llm, dir.path(), true, &[]);
     let operator = operator.expect("the first start prints the operator key");
     let post = |url: String, key: String, body: Value| async move {
         call(reqwest::Method::POST, url, &key, Some(body)).await
@@ -128,7 +130,7 @@ async fn a_run_killed_mid_step_resumes_after_its_last_finished_step() {
     wait(&mut first.child, Duration::from_secs(10)).expect("killed");
 
     llm.push(Script::Text(vec!["resumed ", "and done"]));
-    let (mut second, _) = start(&db, &llm, dir.path(), false);
+    let (mut second, _) = start(&db, &llm, dir.path(), false, &[]);
     let url = format!("{}/agents/{agent}/runs/{run}", second.base);
     let mut finished = Value::Null;
     for _ in 0..500 {
@@ -199,7 +201,7 @@ async fn a_chat_session_killed_mid_reply_fails_that_reply_and_answers_what_waits
     let llm = FakeLlm::start().await;
     llm.push(Script::Stall(vec!["half an ans"]));
 
-    let (mut first, operator) = start(&db, &llm, dir.path(), true);
+    let (mut first, operator) = start(&db, &llm, dir.path(), true, &[]);
     let operator = operator.unwrap();
     let post = |url: String, key: String, body: Value| async move {
         call(reqwest::Method::POST, url, &key, Some(body)).await
@@ -244,7 +246,7 @@ async fn a_chat_session_killed_mid_reply_fails_that_reply_and_answers_what_waits
     wait(&mut first.child, Duration::from_secs(10)).expect("killed");
 
     llm.push(Script::Text(vec!["second ", "answer"]));
-    let (mut second, _) = start(&db, &llm, dir.path(), false);
+    let (mut second, _) = start(&db, &llm, dir.path(), false, &[]);
     // A subscription brings the session back; it settles what the crash left.
     let mut stream = reqwest::Client::new()
         .get(format!("{}/chat/sessions/{session}/stream", second.base))
@@ -318,5 +320,86 @@ async fn a_chat_session_killed_mid_reply_fails_that_reply_and_answers_what_waits
 
     unsafe { libc_kill(second.child.id() as i32, 15) };
     wait(&mut second.child, Duration::from_secs(20)).expect("the second server stops");
+    llm.stop().await;
+}
+
+#[actix_web::test]
+async fn webhook_deliveries_pending_when_the_server_is_killed_are_delivered_after_it_restarts() {
+    use crate::webhooks::{verify, Receiver};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/dgidgi.db", dir.path().display());
+    let llm = FakeLlm::start().await;
+    let receiver = Receiver::start().await;
+    for _ in 0..1000 {
+        receiver.answer(503, 0);
+    }
+    let env = [
+        ("DGIDGI__OUTBOUND__ALLOW_PRIVATE_TARGETS", "true"),
+        ("DGIDGI__WEBHOOKS__POLL_MS", "50"),
+        (
+            "DGIDGI__WEBHOOKS__RETRY_SCHEDULE_SECS",
+            "[1, 1, 1, 1, 1, 1, 1, 1, 1, 1]",
+        ),
+    ];
+    let start_with_env = |first: bool| start(&db, &llm, dir.path(), first, &env);
+    let (mut first, operator) = start_with_env(true);
+    let operator = operator.unwrap();
+    let post = |url: String, key: String, body: Value| async move {
+        call(reqwest::Method::POST, url, &key, Some(body)).await
+    };
+    let tenant = post(
+        format!("{}/tenants", first.base),
+        operator,
+        json!({ "name": "Acme" }),
+    )
+    .await;
+    let key = tenant["api_key"]["key"].as_str().unwrap().to_string();
+    let hook = post(
+        format!("{}/webhooks", first.base),
+        key.clone(),
+        json!({ "url": receiver.url, "events": ["project.created"] }),
+    )
+    .await;
+    let secret = hook["secret"].as_str().unwrap().to_string();
+    for name in ["one", "two", "three"] {
+        post(
+            format!("{}/projects", first.base),
+            key.clone(),
+            json!({ "name": name }),
+        )
+        .await;
+    }
+    receiver.wait_for(|g| g.len() >= 3).await;
+    unsafe { libc_kill(first.child.id() as i32, 9) };
+    wait(&mut first.child, Duration::from_secs(10)).expect("killed");
+    let failed_before = receiver.got().len();
+    receiver.heal();
+
+    let (mut second, _) = start_with_env(false);
+    let got = receiver
+        .wait_for(|g| {
+            let ok: std::collections::HashSet<&str> =
+                g[failed_before..].iter().map(|r| r.body.as_str()).collect();
+            ["\"one\"", "\"two\"", "\"three\""]
+                .iter()
+                .all(|n| ok.iter().any(|b| b.contains(n)))
+        })
+        .await;
+    let after: Vec<_> = got[failed_before..].to_vec();
+    assert!(after.iter().all(|r| verify(&secret, r)));
+    let ids: std::collections::HashSet<String> = got
+        .iter()
+        .map(|r| r.headers["webhook-id"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        3,
+        "three deliveries, each keeping its id across the restart"
+    );
+
+    unsafe { libc_kill(second.child.id() as i32, 15) };
+    wait(&mut second.child, Duration::from_secs(20)).expect("the second server stops");
+    receiver.stop().await;
     llm.stop().await;
 }

@@ -79,6 +79,11 @@ impl Receiver {
         Self { url, state, handle }
     }
 
+    /// Forgets the scripted answers: from now on every request gets 200.
+    pub fn heal(&self) {
+        self.state.script.lock().unwrap().clear();
+    }
+
     pub fn answer(&self, status: u16, delay_ms: u64) {
         self.state
             .script
