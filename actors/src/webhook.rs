@@ -117,26 +117,39 @@ impl WebhookActor {
         ctx.spawn(
             round(store, sender, settings)
                 .into_actor(self)
-                .map(|_, act, _| act.busy = false),
+                .map(|more, act, ctx| {
+                    act.busy = false;
+                    // A full round means more may be waiting: go on at once, not at the next tick.
+                    if more {
+                        act.tick(ctx);
+                    }
+                }),
         );
     }
 }
 
+/// One round: fan out, then send what is due. True when either filled its batch.
 async fn round(
     store: Arc<dyn WebhookStore>,
     sender: Arc<dyn WebhookSender>,
     settings: WebhookSettings,
-) {
-    if let Err(e) = store.fan_out(500).await {
-        tracing::error!(error = %e, "webhook fan-out failed");
-    }
+) -> bool {
+    const FAN_OUT: usize = 500;
+    let fanned = match store.fan_out(FAN_OUT).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook fan-out failed");
+            0
+        }
+    };
     let due = match store.due_deliveries(settings.batch).await {
         Ok(due) => due,
         Err(e) => {
             tracing::error!(error = %e, "due webhook deliveries not read");
-            return;
+            return false;
         }
     };
+    let full = fanned == FAN_OUT || due.len() == settings.batch;
     let attempts = due.into_iter().map(|delivery| {
         let (store, sender, settings) = (store.clone(), sender.clone(), settings.clone());
         async move {
@@ -151,6 +164,7 @@ async fn round(
         }
     });
     futures_util::future::join_all(attempts).await;
+    full
 }
 
 /// A number in [0, 1) for jitter, from the clock's nanoseconds (no cryptographic need).
