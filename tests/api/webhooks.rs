@@ -631,3 +631,48 @@ async fn test_pings_redelivery_and_secret_rotation() {
     receiver.stop().await;
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn consecutive_failures_disable_the_endpoint() {
+    let app = sqlite(|f| f.merge(Serialized::default("webhooks.disable_after_failures", 2))).await;
+    let receiver = Receiver::start().await;
+    for _ in 0..10 {
+        receiver.answer(500, 0);
+    }
+    let tenant = app.tenant("Acme", "free").await;
+    let (id, _) = endpoint(
+        &app,
+        &tenant.key,
+        &receiver.url,
+        json!(["project.created"]),
+        None,
+    )
+    .await;
+    app.project(&tenant.key, "p").await;
+    let mut shown = Value::Null;
+    for _ in 0..200 {
+        shown = app
+            .get(&format!("/api/v1/webhooks/{id}"), &tenant.key)
+            .await
+            .data()
+            .clone();
+        if shown["enabled"] == false {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(shown["enabled"], false, "{shown}");
+    assert_eq!(shown["consecutive_failures"], 2);
+    assert!(shown["disabled_reason"]
+        .as_str()
+        .unwrap()
+        .contains("consecutive"));
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.got().len(),
+        2,
+        "no attempt after the endpoint was disabled"
+    );
+    receiver.stop().await;
+    app.stop().await;
+}
