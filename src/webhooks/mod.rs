@@ -38,6 +38,8 @@ impl HttpSender {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would resolve names itself, past the guard.
+            .no_proxy()
             .dns_resolver(Arc::new(guard::GuardedResolver { allow_private }))
             .user_agent(concat!("dgidgi-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
