@@ -347,7 +347,18 @@ async fn reply_loop(
         if !history.iter().any(|m| m.id == message.id) {
             history.push(message.clone());
         }
-        if let Err(e) = reply(&deps, &session, &mut history, &message, &mut log, &current).await {
+        // Marked in flight at once, with no wait in between, so the actor never sees the
+        // session idle (and passivates) while a message is being answered.
+        let cancel = CancellationToken::new();
+        let reply_id = message.reply_id.clone().unwrap_or_default();
+        if let Ok(mut slot) = current.lock() {
+            *slot = Some((reply_id, cancel.clone()));
+        }
+        let replied = reply(&deps, &session, &mut history, &message, &mut log, &cancel).await;
+        if let Ok(mut slot) = current.lock() {
+            *slot = None;
+        }
+        if let Err(e) = replied {
             tracing::error!(session_id = %session.id, error = %e.message, "reply not recorded");
         }
     }
@@ -360,7 +371,7 @@ async fn reply(
     history: &mut Vec<Message>,
     message: &Message,
     log: &mut EventWriter,
-    current: &Current,
+    cancel: &CancellationToken,
 ) -> Result<(), RunError> {
     let reply_id = message.reply_id.clone().unwrap_or_default();
     log.emit("message.created", json!({ "message": message }))
@@ -388,10 +399,6 @@ async fn reply(
         .await?;
     log.publish(&started);
 
-    let cancel = CancellationToken::new();
-    if let Ok(mut slot) = current.lock() {
-        *slot = Some((reply_id.clone(), cancel.clone()));
-    }
     let request = ChatRequest {
         model: session.model.clone(),
         messages: conversation(session, history),
@@ -403,9 +410,6 @@ async fn reply(
         done = complete(&*deps.providers, &deps.settings, &session.providers, request, &tag, log) => Some(done),
         _ = cancel.cancelled() => None,
     };
-    if let Ok(mut slot) = current.lock() {
-        *slot = None;
-    }
     log.flush().await?;
     let streamed = log.take_streamed();
     let kind = match outcome {
