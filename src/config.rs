@@ -20,6 +20,13 @@ pub struct Config {
     pub auth: AuthConfig,
     pub actors: ActorsConfig,
     pub rate_limit: RateLimitConfig,
+    /// What each plan allows (`[plans.<name>]`); `platform` is the operator's.
+    pub plans: BTreeMap<String, PlanConfig>,
+    pub compliance: ComplianceConfig,
+    pub node: NodeConfig,
+    /// The regions of the deployment by id (`[regions.<id>]`).
+    pub regions: BTreeMap<String, RegionConfig>,
+    pub storage: StorageConfig,
     pub llm: LlmConfig,
     /// OpenAI-compatible endpoints by name (`[providers.<name>]`); `offline` is built in.
     #[serde(default)]
@@ -87,7 +94,6 @@ pub struct ProviderConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunsConfig {
-    pub workspace_root: String,
     pub default_timeout_secs: u64,
     pub max_wait_secs: u64,
 }
@@ -135,7 +141,51 @@ pub struct ActorsConfig {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub window_secs: u64,
-    pub plans: BTreeMap<String, PlanLimits>,
+}
+
+/// One plan: its place among the others, its limits and the features it includes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    pub tier: u32,
+    pub max_concurrent_runs: u32,
+    pub secondary_region: bool,
+    pub byos: bool,
+    pub data_residency: bool,
+    pub compliance_levels: Vec<String>,
+    pub rate_limit: PlanLimits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComplianceConfig {
+    pub levels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: String,
+    pub region: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    pub name: String,
+    pub location: String,
+    pub available: bool,
+    /// Jurisdictions whose data may live here (`eu`, `us`).
+    pub residency: Vec<String>,
+    /// Compliance levels the region is certified for.
+    pub compliance: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub platform_root: String,
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -222,27 +272,76 @@ impl Config {
         if self.streams.heartbeat_secs == 0 {
             return bad("streams.heartbeat_secs", "must be at least 1");
         }
-        if !self.rate_limit.plans.contains_key(OPERATOR_PLAN) {
-            return bad(
-                "rate_limit.plans.platform",
-                "is required (operator keys use it)",
-            );
+        if !self.plans.contains_key(OPERATOR_PLAN) {
+            return bad("plans.platform", "is required (operator keys use it)");
         }
-        for (name, limits) in &self.rate_limit.plans {
-            if limits.per_key == 0 || limits.per_tenant == 0 {
+        let levels = &self.compliance.levels;
+        for (name, plan) in &self.plans {
+            let key = format!("plans.{name}");
+            if plan.rate_limit.per_key == 0 || plan.rate_limit.per_tenant == 0 {
+                return bad(&format!("{key}.rate_limit"), "limits must be at least 1");
+            }
+            if plan.max_concurrent_runs == 0 {
+                return bad(&format!("{key}.max_concurrent_runs"), "must be at least 1");
+            }
+            if let Some(level) = plan.compliance_levels.iter().find(|l| !levels.contains(l)) {
                 return bad(
-                    &format!("rate_limit.plans.{name}"),
-                    "limits must be at least 1",
+                    &format!("{key}.compliance_levels"),
+                    &format!("'{level}' is not in compliance.levels"),
                 );
             }
+        }
+        for (id, region) in &self.regions {
+            if let Some(level) = region.compliance.iter().find(|l| !levels.contains(l)) {
+                return bad(
+                    &format!("regions.{id}.compliance"),
+                    &format!("'{level}' is not in compliance.levels"),
+                );
+            }
+        }
+        if !self.regions.contains_key(&self.node.region) {
+            return bad("node.region", "must be one of the configured [regions.*]");
+        }
+        if self.storage.timeout_secs == 0 {
+            return bad("storage.timeout_secs", "must be at least 1");
         }
         Ok(())
     }
 
+    /// The plan called `name`; the operator's for an unknown name (which validation of
+    /// tenant updates prevents).
+    pub fn plan(&self, name: &str) -> &PlanConfig {
+        self.plans
+            .get(name)
+            .or_else(|| self.plans.get(OPERATOR_PLAN))
+            .expect("config validated")
+    }
+
+    /// The lowest-tier tenant plan for which `allows` holds.
+    pub fn lowest_plan(&self, allows: impl Fn(&PlanConfig) -> bool) -> Option<&str> {
+        self.plans
+            .iter()
+            .filter(|(name, plan)| name.as_str() != OPERATOR_PLAN && allows(plan))
+            .min_by_key(|(_, plan)| plan.tier)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// This node's id: `node.id`, else the host name.
+    pub fn node_id(&self) -> String {
+        if !self.node.id.is_empty() {
+            return self.node.id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "node".to_string())
+    }
+
     /// The plans a tenant may be given.
     pub fn tenant_plans(&self) -> impl Iterator<Item = &str> {
-        self.rate_limit
-            .plans
+        self.plans
             .keys()
             .map(String::as_str)
             .filter(|p| *p != OPERATOR_PLAN)

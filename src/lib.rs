@@ -6,7 +6,11 @@
 //! - [`auth`]: API keys, JWTs and the principal a request acts as.
 //! - [`providers`]: LLM providers (async-openai, offline); the only module importing async-openai.
 //! - [`ratelimit`]: per-key and per-tenant request budgets.
-//! - [`webhooks`]: outbound-address guard, signatures, sealed secrets, the HTTP sender.
+//! - [`webhooks`]: signatures and the HTTP sender of webhook deliveries.
+//! - [`outbound`]: the address guard and HTTP client for user-supplied URLs.
+//! - [`sealing`]: secrets sealed at rest (AES-256-GCM).
+//! - [`storage`]: tenant files through platform storage or the tenant's own bucket.
+//! - [`regions`]: regions, plans and their features, as config defines them.
 //! - The actors live in the `dgidgi-actors` crate (`actors/`).
 
 pub mod auth;
@@ -14,8 +18,12 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod ids;
+pub mod outbound;
 pub mod providers;
 pub mod ratelimit;
+pub mod regions;
+pub mod sealing;
 pub mod startup;
+pub mod storage;
 pub mod store;
 pub mod webhooks;

@@ -25,8 +25,9 @@ use crate::config::Config;
 use crate::http::{self, AppState, Services};
 use crate::ids::{now_rfc3339, IdKind};
 use crate::providers::{run_settings, Providers};
+use crate::sealing::Sealer;
+use crate::storage::Storage;
 use crate::store::{NewApiKey, Store};
-use crate::webhooks::sealing::Sealer;
 use crate::webhooks::HttpSender;
 
 /// A built, bound, not yet running server.
@@ -63,13 +64,33 @@ impl Application {
         };
         let jwt = JwtIssuer::new(&config.auth, secret.as_bytes());
 
+        let sealer = Sealer::from_base64(&if config.secrets.key.is_empty() {
+            store
+                .setting_or_init("secrets_key", Sealer::generate_key)
+                .await?
+        } else {
+            config.secrets.key.clone()
+        })
+        .map_err(|e| anyhow::anyhow!("secrets.key: {e}"))?;
+        let storage = Storage::new(&config, store.clone(), sealer.clone());
+
         let providers: Arc<dyn ProviderSet> = Arc::new(providers);
         let webhook_arbiter = Arbiter::new().handle();
         let arbiters: Vec<_> = (0..config.actors.arbiters)
             .map(|_| Arbiter::new().handle())
             .collect();
         let idle = Duration::from_secs(config.actors.tenant_idle_secs);
-        let tenants = Tenants::new(Arc::new(store.clone()), arbiters.clone(), idle);
+        let plan_caps = config
+            .plans
+            .iter()
+            .map(|(name, plan)| (name.clone(), plan.max_concurrent_runs))
+            .collect();
+        let tenants = Tenants::new(
+            Arc::new(store.clone()),
+            arbiters.clone(),
+            idle,
+            Arc::new(plan_caps),
+        );
         let runs = Runs::new(
             RunDeps {
                 store: Arc::new(store.clone()),
@@ -77,6 +98,7 @@ impl Application {
                 providers: providers.clone(),
                 tenants: tenants.clone(),
                 settings: run_settings(&config),
+                workspaces: Arc::new(storage.clone()),
             },
             arbiters.clone(),
         );
@@ -91,14 +113,6 @@ impl Application {
             },
             arbiters,
         );
-        let sealer = Sealer::from_base64(&if config.secrets.key.is_empty() {
-            store
-                .setting_or_init("secrets_key", Sealer::generate_key)
-                .await?
-        } else {
-            config.secrets.key.clone()
-        })
-        .map_err(|e| anyhow::anyhow!("secrets.key: {e}"))?;
         let sender = HttpSender::new(
             sealer.clone(),
             Duration::from_secs(config.webhooks.timeout_secs),
@@ -160,6 +174,7 @@ impl Application {
             providers,
             jwt,
             sealer,
+            storage,
         });
         let shared = state.clone();
         let server = HttpServer::new(move || {

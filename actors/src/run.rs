@@ -7,7 +7,6 @@
 //! restarted run resumes after its last finished step.
 
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use crate::provider::{ChatMessage, ChatRequest, ProviderSet, ToolCall, Usage};
 use crate::registry::{ActorError, Registry};
 use crate::store::StoreFailure;
 use crate::tenant::Tenants;
-use crate::tools::{self, Artifact, Workspace};
+use crate::tools::{self, Artifact, Workspace, Workspaces};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -82,8 +81,6 @@ pub struct RunSpec {
     pub max_steps: u32,
     pub temperature: Option<f32>,
     pub timeout_secs: u64,
-    /// The project workspace the tools work in.
-    pub workspace: PathBuf,
 }
 
 /// A tool's answer to one call.
@@ -204,6 +201,8 @@ pub struct RunDeps {
     pub providers: Arc<dyn ProviderSet>,
     pub tenants: Tenants,
     pub settings: RunSettings,
+    /// Project files for the tools, through each tenant's storage configuration.
+    pub workspaces: Arc<dyn Workspaces>,
 }
 
 /// Stop the run: the LLM stream is dropped at once; a queued run never starts.
@@ -461,8 +460,12 @@ async fn run_steps(
     run: &mut Run,
     log: &mut EventWriter,
 ) -> Result<String, RunError> {
-    let workspace = Workspace::new(run.spec.workspace.clone());
     let tool_specs = tools::specs(&run.spec.tools);
+    let workspace = if tool_specs.is_empty() {
+        Workspace::new(Err("this run has no tools".into()))
+    } else {
+        Workspace::new(deps.workspaces.open(&run.tenant_id, &run.project_id).await)
+    };
     while (run.steps.len() as u32) < run.spec.max_steps {
         let index = run.steps.len() as u32;
         let started_at = now();

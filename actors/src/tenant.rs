@@ -160,6 +160,8 @@ pub struct TenantActor {
     idle_after: Duration,
     /// Where this actor is registered, so that it can take itself out as it passivates.
     registry: Registry<TenantActor>,
+    /// Each plan's ceiling on concurrent runs, over any tenant setting.
+    plan_caps: PlanCaps,
     /// Runs holding one of the tenant's `max_concurrent_runs` slots.
     running: HashSet<String>,
     /// Runs waiting for a slot, first come first served.
@@ -289,7 +291,10 @@ pub struct ReleaseRun {
 impl TenantActor {
     fn limit(&self) -> usize {
         match &self.state {
-            State::Live(t) => t.settings.max_concurrent_runs.max(1) as usize,
+            State::Live(t) => {
+                let cap = self.plan_caps.get(&t.plan).copied().unwrap_or(u32::MAX);
+                t.settings.max_concurrent_runs.min(cap).max(1) as usize
+            }
             _ => 1,
         }
     }
@@ -336,25 +341,32 @@ impl Handler<ReleaseRun> for TenantActor {
     }
 }
 
+/// Each plan's most concurrent runs, by plan name.
+pub type PlanCaps = Arc<BTreeMap<String, u32>>;
+
 /// The cheap-clone handle through which the rest of the program talks to tenant actors.
 #[derive(Clone)]
 pub struct Tenants {
     registry: Registry<TenantActor>,
     store: Arc<dyn TenantStore>,
     idle_after: Duration,
+    plan_caps: PlanCaps,
 }
 
 impl Tenants {
-    /// Tenant actors run on `arbiters`, load through `store`, passivate after `idle_after`.
+    /// Tenant actors run on `arbiters`, load through `store`, passivate after `idle_after`;
+    /// a tenant runs at most its plan's cap in `plan_caps` at once, whatever its settings say.
     pub fn new(
         store: Arc<dyn TenantStore>,
         arbiters: Vec<ArbiterHandle>,
         idle_after: Duration,
+        plan_caps: PlanCaps,
     ) -> Self {
         Self {
             registry: Registry::new(arbiters),
             store,
             idle_after,
+            plan_caps,
         }
     }
 
@@ -408,11 +420,12 @@ impl Tenants {
         M::Result: Send,
         TenantActor: Handler<M>,
     {
-        let (store, registry, idle_after, key) = (
+        let (store, registry, idle_after, key, plan_caps) = (
             self.store.clone(),
             self.registry.clone(),
             self.idle_after,
             id.to_string(),
+            self.plan_caps.clone(),
         );
         let make = move |_: &mut Context<TenantActor>| TenantActor {
             id: key.clone(),
@@ -421,6 +434,7 @@ impl Tenants {
             last_active: Instant::now(),
             idle_after,
             registry: registry.clone(),
+            plan_caps: plan_caps.clone(),
             running: HashSet::new(),
             waiting: VecDeque::new(),
         };
@@ -482,7 +496,7 @@ mod tests {
                 updated_at: "2026-01-01T00:00:00.000Z".into(),
             },
         );
-        Tenants::new(store, vec![Arbiter::current()], idle)
+        Tenants::new(store, vec![Arbiter::current()], idle, Default::default())
     }
 
     #[actix::test]

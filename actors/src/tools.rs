@@ -1,8 +1,9 @@
 //! Built-in tools that work on a run's project workspace: `write_file`, `read_file`,
 //! `list_files`. Paths are relative to the workspace and can never leave it.
 
-use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -77,10 +78,27 @@ impl ToolOutcome {
     }
 }
 
-/// A project's folder of files.
-#[derive(Debug, Clone)]
+/// Where a project's files are kept (a folder of platform storage, or the tenant's own
+/// bucket). Paths are relative and already checked; errors are messages for the model.
+#[async_trait]
+pub trait FileStore: Send + Sync {
+    async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<(), String>;
+    /// The file's bytes, or `None` when there is no such file.
+    async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Every file under `prefix` (empty: all), at most `max`.
+    async fn list(&self, prefix: &str, max: usize) -> Result<Vec<String>, String>;
+}
+
+/// Opens the file store of a tenant's project, through the tenant's storage configuration.
+#[async_trait]
+pub trait Workspaces: Send + Sync {
+    async fn open(&self, tenant_id: &str, project_id: &str) -> Result<Arc<dyn FileStore>, String>;
+}
+
+/// A project's files, as the built-in tools see them.
+#[derive(Clone)]
 pub struct Workspace {
-    root: PathBuf,
+    files: Result<Arc<dyn FileStore>, String>,
 }
 
 #[derive(Deserialize)]
@@ -92,8 +110,9 @@ struct PathArgs {
 }
 
 impl Workspace {
-    pub fn new(root: PathBuf) -> Self {
-        Self { root }
+    /// A workspace over `files`; when they could not be opened, every tool call reports why.
+    pub fn new(files: Result<Arc<dyn FileStore>, String>) -> Self {
+        Self { files }
     }
 
     /// Runs `call`; failures are reported to the model as tool errors, never raised.
@@ -106,137 +125,97 @@ impl Workspace {
             Ok(a) => a,
             Err(e) => return ToolOutcome::error(format!("arguments are not valid JSON: {e}")),
         };
+        let files = match &self.files {
+            Ok(files) => files.as_ref(),
+            Err(e) => return ToolOutcome::error(format!("the workspace is unavailable: {e}")),
+        };
         match call.name.as_str() {
-            "write_file" => {
-                self.write(&args.path, args.content.unwrap_or_default())
-                    .await
-            }
-            "read_file" => self.read(&args.path).await,
-            "list_files" => self.list(&args.path).await,
+            "write_file" => write(files, &args.path, args.content.unwrap_or_default()).await,
+            "read_file" => read(files, &args.path).await,
+            "list_files" => list(files, &args.path).await,
             other => ToolOutcome::error(format!("unknown tool '{other}'")),
         }
     }
+}
 
-    /// The absolute path of `relative`, refusing anything that could leave the workspace.
-    fn resolve(&self, relative: &str) -> Result<PathBuf, String> {
-        let path = Path::new(relative);
-        if relative.is_empty() || relative.contains('\0') {
-            return Err("a path is required".into());
-        }
-        if !path
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-        {
-            return Err(format!(
-                "'{relative}' is outside the workspace: use a relative path without '..'"
-            ));
-        }
-        Ok(self.root.join(path))
+/// `relative` as a clean path inside the workspace (`a/b.txt`), refusing anything that
+/// could leave it: `..`, absolute paths, empty segments.
+pub fn checked_path(relative: &str) -> Result<String, String> {
+    if relative.is_empty() || relative.contains('\0') || relative.contains('\\') {
+        return Err("a path is required (relative, with '/' between folders)".into());
     }
-
-    /// Whether `path` (which exists) is inside the workspace once links are followed.
-    async fn contained(&self, path: &Path) -> bool {
-        match (
-            tokio::fs::canonicalize(&self.root).await,
-            tokio::fs::canonicalize(path).await,
-        ) {
-            (Ok(root), Ok(path)) => path.starts_with(root),
-            _ => false,
+    let mut parts = Vec::new();
+    for part in relative.split('/') {
+        match part {
+            "" | "." if !parts.is_empty() || part == "." => continue,
+            "" | ".." => {
+                return Err(format!(
+                    "'{relative}' is outside the workspace: use a relative path without '..'"
+                ))
+            }
+            _ if part.chars().any(char::is_control) => {
+                return Err(format!("'{relative}' contains control characters"))
+            }
+            _ => parts.push(part),
         }
     }
+    if parts.is_empty() {
+        return Err("a path is required".into());
+    }
+    Ok(parts.join("/"))
+}
 
-    async fn write(&self, relative: &str, content: String) -> ToolOutcome {
-        if content.len() > MAX_WRITE_BYTES {
-            return ToolOutcome::error(format!("content is larger than {MAX_WRITE_BYTES} bytes"));
-        }
-        let path = match self.resolve(relative) {
+async fn write(files: &dyn FileStore, relative: &str, content: String) -> ToolOutcome {
+    if content.len() > MAX_WRITE_BYTES {
+        return ToolOutcome::error(format!("content is larger than {MAX_WRITE_BYTES} bytes"));
+    }
+    let path = match checked_path(relative) {
+        Ok(p) => p,
+        Err(e) => return ToolOutcome::error(e),
+    };
+    let bytes = content.len() as u64;
+    match files.put(&path, content.into_bytes()).await {
+        Ok(()) => ToolOutcome {
+            output: format!("wrote {bytes} bytes to {path}"),
+            is_error: false,
+            artifact: Some(Artifact { path, bytes }),
+        },
+        Err(e) => ToolOutcome::error(format!("cannot write {path}: {e}")),
+    }
+}
+
+async fn read(files: &dyn FileStore, relative: &str) -> ToolOutcome {
+    let path = match checked_path(relative) {
+        Ok(p) => p,
+        Err(e) => return ToolOutcome::error(e),
+    };
+    match files.get(&path).await {
+        Ok(Some(bytes)) if bytes.len() > MAX_READ_BYTES => ToolOutcome::ok(format!(
+            "{}\n[truncated: {} bytes in all]",
+            String::from_utf8_lossy(&bytes[..MAX_READ_BYTES]),
+            bytes.len()
+        )),
+        Ok(Some(bytes)) => ToolOutcome::ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Ok(None) => ToolOutcome::error(format!("no file '{path}' in the workspace")),
+        Err(e) => ToolOutcome::error(format!("cannot read {path}: {e}")),
+    }
+}
+
+async fn list(files: &dyn FileStore, relative: &str) -> ToolOutcome {
+    let prefix = if relative.is_empty() || relative == "." {
+        String::new()
+    } else {
+        match checked_path(relative) {
             Ok(p) => p,
             Err(e) => return ToolOutcome::error(e),
-        };
-        let parent = path.parent().unwrap_or(&self.root).to_path_buf();
-        if let Err(e) = tokio::fs::create_dir_all(&parent).await {
-            return ToolOutcome::error(format!("cannot create folder: {e}"));
         }
-        if !self.contained(&parent).await {
-            return ToolOutcome::error(format!("'{relative}' is outside the workspace"));
+    };
+    match files.list(&prefix, MAX_LISTED).await {
+        Ok(mut found) => {
+            found.sort();
+            ToolOutcome::ok(found.join("\n"))
         }
-        if tokio::fs::symlink_metadata(&path)
-            .await
-            .is_ok_and(|m| m.file_type().is_symlink())
-        {
-            return ToolOutcome::error(format!("'{relative}' is a link; links are not followed"));
-        }
-        match tokio::fs::write(&path, content.as_bytes()).await {
-            Ok(()) => ToolOutcome {
-                output: format!("wrote {} bytes to {relative}", content.len()),
-                is_error: false,
-                artifact: Some(Artifact {
-                    path: relative.to_string(),
-                    bytes: content.len() as u64,
-                }),
-            },
-            Err(e) => ToolOutcome::error(format!("cannot write {relative}: {e}")),
-        }
-    }
-
-    async fn read(&self, relative: &str) -> ToolOutcome {
-        let path = match self.resolve(relative) {
-            Ok(p) => p,
-            Err(e) => return ToolOutcome::error(e),
-        };
-        if !self.contained(&path).await {
-            return ToolOutcome::error(format!("no file '{relative}' in the workspace"));
-        }
-        match tokio::fs::read(&path).await {
-            Ok(bytes) if bytes.len() > MAX_READ_BYTES => ToolOutcome::ok(format!(
-                "{}\n[truncated: {} bytes in all]",
-                String::from_utf8_lossy(&bytes[..MAX_READ_BYTES]),
-                bytes.len()
-            )),
-            Ok(bytes) => ToolOutcome::ok(String::from_utf8_lossy(&bytes).into_owned()),
-            Err(e) => ToolOutcome::error(format!("cannot read {relative}: {e}")),
-        }
-    }
-
-    async fn list(&self, relative: &str) -> ToolOutcome {
-        let start = if relative.is_empty() || relative == "." {
-            self.root.clone()
-        } else {
-            match self.resolve(relative) {
-                Ok(p) => p,
-                Err(e) => return ToolOutcome::error(e),
-            }
-        };
-        if tokio::fs::metadata(&self.root).await.is_err() {
-            return ToolOutcome::ok(String::new());
-        }
-        if !self.contained(&start).await {
-            return ToolOutcome::error(format!("no folder '{relative}' in the workspace"));
-        }
-        let mut files = Vec::new();
-        let mut pending = vec![start];
-        while let Some(dir) = pending.pop() {
-            let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
-                continue;
-            };
-            while let Ok(Some(entry)) = entries.next_entry().await {
-                let Ok(kind) = entry.file_type().await else {
-                    continue;
-                };
-                if kind.is_dir() {
-                    pending.push(entry.path());
-                } else if kind.is_file() {
-                    if let Ok(rel) = entry.path().strip_prefix(&self.root) {
-                        files.push(rel.to_string_lossy().into_owned());
-                    }
-                }
-                if files.len() >= MAX_LISTED {
-                    break;
-                }
-            }
-        }
-        files.sort();
-        ToolOutcome::ok(files.join("\n"))
+        Err(e) => ToolOutcome::error(format!("cannot list the workspace: {e}")),
     }
 }
 
@@ -244,70 +223,29 @@ impl Workspace {
 mod tests {
     use super::*;
 
-    fn call(name: &str, args: serde_json::Value) -> ToolCall {
-        ToolCall {
-            id: "c1".into(),
-            name: name.into(),
-            arguments: args.to_string(),
-        }
-    }
-
-    #[actix::test]
-    async fn files_written_can_be_read_and_listed() {
-        let dir = tempfile::tempdir().unwrap();
-        let ws = Workspace::new(dir.path().join("ws"));
-        let wrote = ws
-            .run(&call(
-                "write_file",
-                json!({ "path": "src/a.txt", "content": "hello" }),
-            ))
-            .await;
-        assert!(!wrote.is_error, "{}", wrote.output);
-        assert_eq!(
-            wrote.artifact,
-            Some(Artifact {
-                path: "src/a.txt".into(),
-                bytes: 5
-            })
-        );
-        assert_eq!(
-            ws.run(&call("read_file", json!({ "path": "src/a.txt" })))
-                .await
-                .output,
-            "hello"
-        );
-        assert_eq!(
-            ws.run(&call("list_files", json!({}))).await.output,
-            "src/a.txt"
-        );
-    }
-
-    #[actix::test]
-    async fn paths_cannot_leave_the_workspace() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path();
-        std::fs::write(dir.join("secret.txt"), "no").unwrap();
-        let ws = Workspace::new(dir.join("ws"));
-        std::fs::create_dir_all(dir.join("ws")).unwrap();
-        std::os::unix::fs::symlink(dir.join("secret.txt"), dir.join("ws/link")).unwrap();
-        for (name, path) in [
-            ("read_file", "../secret.txt"),
-            ("read_file", "/etc/passwd"),
-            ("read_file", "link"),
-            ("write_file", "../escape.txt"),
-            ("write_file", "a/../../escape.txt"),
-            ("write_file", "link"),
-            ("list_files", ".."),
+    #[test]
+    fn paths_stay_inside_the_workspace() {
+        for (given, clean) in [
+            ("a.txt", "a.txt"),
+            ("src/a.txt", "src/a.txt"),
+            ("./src//a.txt", "src/a.txt"),
+            ("src/./a.txt", "src/a.txt"),
         ] {
-            let out = ws
-                .run(&call(name, json!({ "path": path, "content": "x" })))
-                .await;
-            assert!(out.is_error, "{name} {path}: {}", out.output);
+            assert_eq!(checked_path(given).as_deref(), Ok(clean), "{given}");
         }
-        assert!(!dir.join("escape.txt").exists());
-        assert_eq!(
-            std::fs::read_to_string(dir.join("secret.txt")).unwrap(),
-            "no"
-        );
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../secret.txt",
+            "/etc/passwd",
+            "a/../../escape.txt",
+            "a/..",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+        ] {
+            assert!(checked_path(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

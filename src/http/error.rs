@@ -16,6 +16,10 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A feature the tenant's plan does not include: 403 FORBIDDEN whose details name the
+    /// feature, the plan and the plan needed.
+    #[error("{message}")]
+    PlanRequired { message: String, details: Value },
     #[error("{message}")]
     NotFound { message: String, details: Value },
     #[error("{message}")]
@@ -68,7 +72,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized(_) => "UNAUTHORIZED",
-            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::Forbidden(_) | ApiError::PlanRequired { .. } => "FORBIDDEN",
             ApiError::NotFound { .. } => "RESOURCE_NOT_FOUND",
             ApiError::Validation { .. } => "VALIDATION_ERROR",
             ApiError::Conflict { .. } => "CONFLICT",
@@ -84,7 +88,8 @@ impl ApiError {
         match self {
             ApiError::NotFound { details, .. }
             | ApiError::Validation { details, .. }
-            | ApiError::Conflict { details, .. } => Some(details),
+            | ApiError::Conflict { details, .. }
+            | ApiError::PlanRequired { details, .. } => Some(details),
             _ => None,
         }
     }
@@ -108,7 +113,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::PlanRequired { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Validation { .. } => StatusCode::BAD_REQUEST,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,

@@ -11,6 +11,7 @@ mod extract;
 mod health;
 mod middleware;
 mod projects;
+mod regions;
 mod runs;
 mod sse;
 mod tenants;
@@ -45,7 +46,8 @@ pub struct AppState {
     pub providers: Arc<dyn ProviderSet>,
     pub jwt: JwtIssuer,
     /// Seals and opens stored secrets (webhook secrets).
-    pub sealer: crate::webhooks::sealing::Sealer,
+    pub sealer: crate::sealing::Sealer,
+    pub storage: crate::storage::Storage,
     pub limiter: RateLimiter,
     /// Cancelled when the server begins to stop: open event streams end, so that the
     /// graceful stop does not wait on connections that never finish by themselves.
@@ -67,7 +69,8 @@ pub struct Services {
     pub sessions: Sessions,
     pub providers: Arc<dyn ProviderSet>,
     pub jwt: JwtIssuer,
-    pub sealer: crate::webhooks::sealing::Sealer,
+    pub sealer: crate::sealing::Sealer,
+    pub storage: crate::storage::Storage,
 }
 
 impl AppState {
@@ -81,6 +84,7 @@ impl AppState {
             providers,
             jwt,
             sealer,
+            storage,
         } = services;
         let limiter = RateLimiter::new(config.rate_limit.window_secs);
         Arc::new(Self {
@@ -92,27 +96,16 @@ impl AppState {
             providers,
             jwt,
             sealer,
+            storage,
             limiter,
             shutdown: tokio_util::sync::CancellationToken::new(),
             key_touched: DashMap::new(),
         })
     }
 
-    /// The folder of a project's files, which the built-in tools work in.
-    pub fn workspace(&self, tenant_id: &str, project_id: &str) -> std::path::PathBuf {
-        std::path::Path::new(&self.config.runs.workspace_root)
-            .join(tenant_id)
-            .join(project_id)
-    }
-
-    /// The limits of `plan` (the operator's for an unknown plan, which config forbids).
+    /// The rate limits of `plan`.
     pub fn limits_for(&self, plan: &str) -> PlanLimits {
-        let plans = &self.config.rate_limit.plans;
-        plans
-            .get(plan)
-            .or_else(|| plans.get(OPERATOR_PLAN))
-            .copied()
-            .expect("config validated")
+        self.config.plan(plan).rate_limit
     }
 
     /// The principal of an `Authorization: Bearer <API key | JWT>` header.
@@ -227,6 +220,26 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     resource("/tenants/{id}/settings")
                         .route(web::patch().to(tenants::update_tenant_settings)),
                 )
+                .service(resource("/regions").route(web::get().to(regions::list_regions)))
+                .service(
+                    resource("/regions/preferences/{tenant_id}")
+                        .route(web::get().to(regions::get_preferences))
+                        .route(web::patch().to(regions::update_preferences)),
+                )
+                .service(
+                    resource("/regions/storage/{tenant_id}")
+                        .route(web::get().to(regions::get_storage))
+                        .route(web::put().to(regions::put_storage)),
+                )
+                .service(
+                    resource("/regions/storage/{tenant_id}/validate")
+                        .route(web::post().to(regions::validate_storage)),
+                )
+                .service(
+                    resource("/regions/features/{tenant_id}/check/{feature_key}")
+                        .route(web::get().to(regions::check_feature)),
+                )
+                .service(resource("/routing-info").route(web::get().to(regions::routing_info)))
                 .service(
                     resource("/users")
                         .route(web::get().to(users::list_users))

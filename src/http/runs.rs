@@ -102,7 +102,6 @@ pub async fn execute_agent(
             .config
             .timeout_seconds
             .unwrap_or(state.config.runs.default_timeout_secs),
-        workspace: state.workspace(&tenant_id, &project_id),
     };
     let now = now_rfc3339();
     let run = Run {

@@ -144,6 +144,26 @@ pub async fn update_tenant_settings(
         Some(plan) => Some(checked_plan(&state, &plan)?),
         None => None,
     };
+    if let Some(wanted) = body.max_concurrent_runs {
+        let current = match &plan {
+            Some(plan) => plan.clone(),
+            None => visible_tenant(&principal, &state, &id).await?.plan,
+        };
+        let cap = state.config.plan(&current).max_concurrent_runs;
+        if wanted > cap {
+            let check = crate::regions::FeatureCheck {
+                feature_key: "maxConcurrentRuns".into(),
+                allowed: false,
+                required_plan: state
+                    .config
+                    .lowest_plan(|p| p.max_concurrent_runs >= wanted)
+                    .map(str::to_string),
+                limits: crate::regions::limits(state.config.plan(&current)),
+                plan: current,
+            };
+            return Err(crate::regions::Refusal::Gated(check).into());
+        }
+    }
     let settings = TenantSettingsPatch {
         display_name: body
             .display_name

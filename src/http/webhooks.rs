@@ -10,8 +10,9 @@ use super::envelope::Reply;
 use super::extract::{nullable, Json, ListQuery};
 use super::{acting_tenant, optional_text, require, ApiError, AppState};
 use crate::auth::Principal;
+use crate::outbound as guard;
 use crate::store::{Delivery, Endpoint, NewEndpoint};
-use crate::webhooks::{guard, signing, EVENTS};
+use crate::webhooks::{signing, EVENTS};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

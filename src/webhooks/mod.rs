@@ -1,17 +1,15 @@
-//! Webhook delivery: the outbound-address guard, Standard Webhooks signing, sealed secrets
-//! and the HTTP sender the `WebhookActor` (actors crate) delivers through.
+//! Webhook delivery: Standard Webhooks signing and the HTTP sender the `WebhookActor`
+//! (actors crate) delivers through, behind the outbound-address guard.
 
-pub mod guard;
-pub mod sealing;
 pub mod signing;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dgidgi_actors::webhook::{DueDelivery, Outcome, WebhookSender};
 
-use sealing::Sealer;
+use crate::outbound as guard;
+use crate::sealing::Sealer;
 
 /// The seed's webhook events; an endpoint subscribes to some of them.
 pub const EVENTS: [&str; 8] = [
@@ -34,16 +32,7 @@ pub struct HttpSender {
 
 impl HttpSender {
     pub fn new(sealer: Sealer, timeout: Duration, allow_private: bool) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none())
-            // A proxy from the environment would resolve names itself, past the guard.
-            .no_proxy()
-            .dns_resolver(Arc::new(guard::GuardedResolver { allow_private }))
-            .user_agent(concat!("dgidgi-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the webhook client builds");
+        let client = guard::client(timeout, allow_private, "dgidgi-webhooks");
         Self {
             client,
             sealer,

@@ -224,7 +224,6 @@ impl LlmApp {
     ) -> Option<Self> {
         let llm = FakeLlm::start().await;
         let settings = provider_settings(&llm);
-        let workspaces = tempfile::tempdir().unwrap().keep();
         let app = TestApp::spawn(backend, move |mut f| {
             for (key, value) in settings {
                 f = match value.parse::<u64>() {
@@ -232,10 +231,7 @@ impl LlmApp {
                     Err(_) => f.merge(Serialized::default(key, value)),
                 };
             }
-            configure(f.merge(Serialized::default(
-                "runs.workspace_root",
-                workspaces.display().to_string(),
-            )))
+            configure(f)
         })
         .await?;
         Some(Self { app, llm })

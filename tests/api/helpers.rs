@@ -190,7 +190,11 @@ impl TestApp {
             .merge(Serialized::default("server.workers", 1))
             .merge(Serialized::default("actors.arbiters", 1))
             .merge(Serialized::default("database.url", url))
-            .merge(Serialized::default("database.max_connections", 4));
+            .merge(Serialized::default("database.max_connections", 4))
+            .merge(Serialized::default(
+                "storage.platform_root",
+                dir.path().join("storage").display().to_string(),
+            ));
         let config = Config::from_figment(configure(figment)).expect("test configuration is valid");
         let configured = Providers::from_config(&config).expect("providers build");
         let app = Application::build_with(config, providers(configured))

@@ -5,10 +5,10 @@ use serde_json::json;
 use crate::helpers::{Backend, TestApp};
 
 fn small_limits(f: Figment) -> Figment {
-    f.merge(Serialized::default("rate_limit.plans.free.per_key", 3))
-        .merge(Serialized::default("rate_limit.plans.free.per_tenant", 4))
+    f.merge(Serialized::default("plans.free.rate_limit.per_key", 3))
+        .merge(Serialized::default("plans.free.rate_limit.per_tenant", 4))
         .merge(Serialized::default(
-            "rate_limit.plans.platform.per_key",
+            "plans.platform.rate_limit.per_key",
             1000,
         ))
 }

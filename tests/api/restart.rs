@@ -33,7 +33,7 @@ fn start(
     let mut child = cmd
         .env("DGIDGI__SERVER__PORT", "0")
         .env("DGIDGI__LLM__IDLE_TIMEOUT_MS", "60000")
-        .env("DGIDGI__RUNS__WORKSPACE_ROOT", workspaces)
+        .env("DGIDGI__STORAGE__PLATFORM_ROOT", workspaces)
         .envs(extra.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

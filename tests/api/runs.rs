@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use figment::providers::Serialized;
 use serde_json::{json, Value};
 
 use crate::fake_llm::{LlmApp, Script};
@@ -187,9 +186,12 @@ async fn tool_calls_over_several_steps_work_on_the_project_workspace(ctx: &LlmAp
         json!([{ "path": "src/Login.tsx", "bytes": 32 }])
     );
     assert_eq!(run["output"], "Wrote src/Login.tsx");
-    let file = ctx
-        .state
-        .workspace(&tenant.id, &project)
+    // Platform storage: the tenant's folder in its primary region.
+    let file = std::path::Path::new(&ctx.state.config.storage.platform_root)
+        .join(&ctx.state.config.node.region)
+        .join(&tenant.id)
+        .join("projects")
+        .join(&project)
         .join("src/Login.tsx");
     assert_eq!(
         std::fs::read_to_string(file).unwrap(),
@@ -697,17 +699,7 @@ async fn a_run_over_its_time_limit_fails() {
 
 #[actix_web::test]
 async fn the_offline_provider_answers_without_any_network() {
-    let app = TestApp::spawn(Backend::Sqlite, |f| {
-        f.merge(Serialized::default(
-            "runs.workspace_root",
-            std::env::temp_dir()
-                .join("dgidgi-offline")
-                .display()
-                .to_string(),
-        ))
-    })
-    .await
-    .unwrap();
+    let app = TestApp::spawn(Backend::Sqlite, |f| f).await.unwrap();
     let (tenant, project, agent) = setup(&app, json!({})).await;
     let res = execute(&app, &tenant.key, &agent, &project, json!({ "wait": true })).await;
     assert_eq!(res.status, 200);
@@ -739,11 +731,9 @@ impl dgidgi_actors::provider::LlmProvider for PanickingProvider {
 
 #[actix_web::test]
 async fn a_panic_in_a_run_fails_that_run_and_the_server_keeps_serving() {
-    let workspaces = tempfile::tempdir().unwrap();
-    let root = workspaces.path().display().to_string();
     let app = TestApp::spawn_with(
         Backend::Sqlite,
-        |f| f.merge(Serialized::default("runs.workspace_root", root)),
+        |f| f,
         |p| p.with("panicky", std::sync::Arc::new(PanickingProvider)),
     )
     .await

@@ -107,8 +107,17 @@ async fn an_operator_lists_every_tenant_and_a_tenant_sees_itself(app: &TestApp) 
 }
 
 async fn settings_are_validated_and_kept(app: &TestApp) {
-    let tenant = app.tenant("Acme", "free").await;
+    let tenant = app.tenant("Acme", "starter").await;
     let path = format!("/api/v1/tenants/{}/settings", tenant.id);
+    // More concurrent runs than the plan includes: refused, naming the plan needed.
+    let res = app
+        .patch(&path, &tenant.key, json!({ "max_concurrent_runs": 11 }))
+        .await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    assert_eq!(res.body["error"]["code"], "FORBIDDEN");
+    assert_eq!(res.body["error"]["details"]["feature"], "maxConcurrentRuns");
+    assert_eq!(res.body["error"]["details"]["plan"], "starter");
+    assert_eq!(res.body["error"]["details"]["requiredPlan"], "growth");
     let res = app
         .patch(
             &path,

@@ -2,8 +2,11 @@
 //! link-local, CGNAT, unique-local, multicast or metadata addresses (IPv4, IPv6, and IPv4
 //! inside IPv6), unless the operator allows private targets. Literal addresses are checked
 //! on the URL; names are checked on every address they resolve to, at connection time.
+//! Webhook deliveries and tenants' own storage buckets go through [`client`].
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
@@ -95,6 +98,21 @@ pub fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, String>
         }
     }
     Ok(url)
+}
+
+/// The HTTP client for calls to user-supplied URLs: the guard on every resolved address, no
+/// redirects, no proxy from the environment (a proxy would resolve names past the guard),
+/// and a time limit on every call.
+pub fn client(timeout: Duration, allow_private: bool, user_agent: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+        .user_agent(format!("{user_agent}/{}", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the outbound client builds")
 }
 
 /// A DNS resolver that drops forbidden addresses (and fails when none is left).
