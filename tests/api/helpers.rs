@@ -277,6 +277,10 @@ impl TestApp {
         self.call(Method::PATCH, path, Some(key), Some(&body)).await
     }
 
+    pub async fn put(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.call(Method::PUT, path, Some(key), Some(&body)).await
+    }
+
     pub async fn delete(&self, path: &str, key: &str) -> Reply {
         self.call(Method::DELETE, path, Some(key), None).await
     }
