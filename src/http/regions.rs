@@ -98,7 +98,7 @@ pub async fn get_preferences(
     state: Data<AppState>,
     tenant_id: Path<String>,
 ) -> Result<Reply<Preferences>, ApiError> {
-    let tenant = tenant_in_path(&state, &principal, &tenant_id, "tenants:read").await?;
+    let tenant = tenant_in_path(&state, &principal, &tenant_id, "regions:read").await?;
     Ok(Reply::ok(preferences(&state, &tenant.id).await?))
 }
 
@@ -122,7 +122,7 @@ pub async fn update_preferences(
     tenant_id: Path<String>,
     body: Json<PreferencesPatch>,
 ) -> Result<Reply<Preferences>, ApiError> {
-    let tenant = tenant_in_path(&state, &principal, &tenant_id, "tenants:write").await?;
+    let tenant = tenant_in_path(&state, &principal, &tenant_id, "regions:write").await?;
     let patch = body.0;
     let mut prefs = preferences(&state, &tenant.id).await?;
     let mut changed = Vec::new();
@@ -219,7 +219,7 @@ pub async fn get_storage(
     state: Data<AppState>,
     tenant_id: Path<String>,
 ) -> Result<Reply<StorageView>, ApiError> {
-    let tenant = tenant_in_path(&state, &principal, &tenant_id, "tenants:read").await?;
+    let tenant = tenant_in_path(&state, &principal, &tenant_id, "regions:read").await?;
     let record = state.storage.record(&tenant.id).await.map_err(failure)?;
     Ok(Reply::ok(storage_view(&state, &tenant.id, record).await))
 }
@@ -256,7 +256,7 @@ pub async fn put_storage(
     tenant_id: Path<String>,
     body: Json<StorageBody>,
 ) -> Result<Reply<StorageSaved>, ApiError> {
-    let tenant = tenant_in_path(&state, &principal, &tenant_id, "tenants:write").await?;
+    let tenant = tenant_in_path(&state, &principal, &tenant_id, "regions:write").await?;
     let body = body.0;
     let prefs = preferences(&state, &tenant.id).await?;
     let stored = state.storage.record(&tenant.id).await.map_err(failure)?;
@@ -476,7 +476,7 @@ pub async fn validate_storage(
     state: Data<AppState>,
     tenant_id: Path<String>,
 ) -> Result<Reply<ValidationReport>, ApiError> {
-    let tenant = tenant_in_path(&state, &principal, &tenant_id, "tenants:write").await?;
+    let tenant = tenant_in_path(&state, &principal, &tenant_id, "regions:write").await?;
     let mut record = state.storage.record(&tenant.id).await.map_err(failure)?;
     let validation = run_validation(&state, &tenant.id, &record).await;
     let now = now_rfc3339();
@@ -505,7 +505,7 @@ pub async fn check_feature(
     path: Path<(String, String)>,
 ) -> Result<Reply<FeatureCheck>, ApiError> {
     let (tenant_id, feature_key) = path.into_inner();
-    let tenant = tenant_in_path(&state, &principal, &tenant_id, "tenants:read").await?;
+    let tenant = tenant_in_path(&state, &principal, &tenant_id, "regions:read").await?;
     regions::check_feature(
         &state.config,
         &tenant.plan,

@@ -253,6 +253,33 @@ async fn a_tenant_reaches_only_its_own_placement(app: &TestApp) {
         app.get(&prefs_path(&a.id), &a.key).await.data()["primaryRegion"],
         "us-east"
     );
+    // Scopes: a read-only key reads, and changes nothing.
+    let reader = app
+        .post(
+            "/api/v1/api-keys",
+            &a.key,
+            json!({ "name": "reader", "type": "int", "scopes": ["regions:read"] }),
+        )
+        .await;
+    assert_eq!(reader.status, 201, "{}", reader.body);
+    let reader = reader.data()["key"].as_str().unwrap().to_string();
+    assert_eq!(app.get(&prefs_path(&a.id), &reader).await.status, 200);
+    let res = app
+        .patch(
+            &prefs_path(&a.id),
+            &reader,
+            json!({ "primaryRegion": "eu-west" }),
+        )
+        .await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    let res = app
+        .put(
+            &storage_path(&a.id),
+            &reader,
+            json!({ "storageMode": "platform" }),
+        )
+        .await;
+    assert_eq!(res.status, 403, "{}", res.body);
     let missing = "ten_00000000000000000000000000";
     let res = app.get(&prefs_path(missing), &app.operator_key).await;
     assert_eq!(res.status, 404, "{}", res.body);
