@@ -36,16 +36,18 @@ fn main() {
         );
         let base = format!("http://127.0.0.1:{}/api/v1", server.port);
         let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
-        let tenant = post_json(&client, &format!("{base}/tenants"), &server.operator_key, json!({ "name": "bench" })).await;
+        let tenant = post_json(&client, &format!("{base}/tenants"), &server.operator_key, json!({ "name": "bench", "plan": "enterprise" })).await;
         let key = tenant["data"]["api_key"]["key"].as_str().unwrap().to_string();
         let tenant_id = tenant["data"]["id"].as_str().unwrap();
-        client
+        // As many runs at once as the plan allows (enterprise: 500).
+        let res = client
             .patch(format!("{base}/tenants/{tenant_id}/settings"))
             .bearer_auth(&key)
-            .json(&json!({ "max_concurrent_runs": 1000 }))
+            .json(&json!({ "max_concurrent_runs": 500 }))
             .send()
             .await
             .unwrap();
+        assert!(res.status().is_success(), "{}", res.text().await.unwrap());
         let project = post_json(&client, &format!("{base}/projects"), &key, json!({ "name": "bench" })).await;
         let project = project["data"]["id"].as_str().unwrap().to_string();
         let offline = post_json(&client, &format!("{base}/agents"), &key, json!({ "name": "zero-delay", "provider": "offline" })).await;
