@@ -1,10 +1,21 @@
-//! The command line: `dgidgi [serve]` and `dgidgi admin create-key --operator`.
+//! The command line: the server (`dgidgi [serve]`, `dgidgi admin create-key --operator`)
+//! and a client of a running server (`projects`, `agents`, `runs`, `chat`), which reads
+//! `DGIDGI_API_URL` and `DGIDGI_API_KEY`.
 
 use clap::{Parser, Subcommand};
 
+use crate::telemetry::LogFormat;
+
 #[derive(Debug, Parser)]
-#[command(name = "dgidgi", version, about = "The DgiDgi One API server")]
+#[command(
+    name = "dgidgi",
+    version,
+    about = "The DgiDgi One API server and its command-line client"
+)]
 pub struct Cli {
+    /// How the server logs: `pretty` for people, `json` (one object per line) for machines.
+    #[arg(long, global = true, value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -18,6 +29,40 @@ pub enum Command {
         #[command(subcommand)]
         task: AdminTask,
     },
+    /// Projects of the key's tenant.
+    Projects {
+        #[command(flatten)]
+        out: Output,
+        #[command(subcommand)]
+        action: ProjectAction,
+    },
+    /// Agents, and running them.
+    Agents {
+        #[command(flatten)]
+        out: Output,
+        #[command(subcommand)]
+        action: AgentAction,
+    },
+    /// Runs of an agent.
+    Runs {
+        #[command(flatten)]
+        out: Output,
+        #[command(subcommand)]
+        action: RunAction,
+    },
+    /// Chat in a session: type a message, watch the reply stream (end with Ctrl-D).
+    Chat {
+        /// The session id (`ses_...`).
+        session: String,
+    },
+}
+
+/// How client commands print.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Output {
+    /// Print the API's `data` as JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,5 +76,70 @@ pub enum AdminTask {
         /// A name to tell the key apart in listings.
         #[arg(long, default_value = "cli")]
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectAction {
+    List,
+    Create {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        language: Option<String>,
+    },
+    Get {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentAction {
+    List,
+    Create {
+        name: String,
+        #[arg(long)]
+        system_prompt: Option<String>,
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+        /// Built-in tools, comma-separated (write_file,read_file,list_files).
+        #[arg(long, value_delimiter = ',')]
+        tools: Vec<String>,
+        /// low, medium or high.
+        #[arg(long)]
+        autonomy: Option<String>,
+    },
+    /// Run an agent on a goal and wait for its end (or follow it with --stream).
+    Execute {
+        agent: String,
+        /// What the agent should do.
+        goal: String,
+        /// The project it works in.
+        #[arg(long)]
+        project: String,
+        /// Print tokens and tool calls as they happen.
+        #[arg(long)]
+        stream: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunAction {
+    Get {
+        run: String,
+        /// The agent the run belongs to.
+        #[arg(long)]
+        agent: String,
+    },
+    Cancel {
+        run: String,
+        #[arg(long)]
+        agent: String,
     },
 }

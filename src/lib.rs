@@ -10,11 +10,14 @@
 //! - [`outbound`]: the address guard and HTTP client for user-supplied URLs.
 //! - [`sealing`]: secrets sealed at rest (AES-256-GCM).
 //! - [`storage`]: tenant files through platform storage or the tenant's own bucket.
+//! - [`cli`], [`client`]: the command line; the client of a running server.
+//! - [`telemetry`]: the Prometheus recorder and log set-up.
 //! - [`regions`]: regions, plans and their features, as config defines them.
 //! - The actors live in the `dgidgi-actors` crate (`actors/`).
 
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod ids;
@@ -26,4 +29,5 @@ pub mod sealing;
 pub mod startup;
 pub mod storage;
 pub mod store;
+pub mod telemetry;
 pub mod webhooks;

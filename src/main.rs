@@ -3,20 +3,16 @@ use dgidgi::cli::{AdminTask, Cli, Command};
 use dgidgi::config::Config;
 use dgidgi::startup::{create_operator_key, Application};
 use dgidgi::store::Store;
-use tracing_subscriber::EnvFilter;
 
 #[actix_web::main]
 async fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // A closed stderr must not turn a log line into a panic.
-        .log_internal_errors(false)
-        .init();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if !matches!(command, Command::Serve | Command::Admin { .. }) {
+        // A client of a running server: no configuration, no server logs.
+        std::process::exit(dgidgi::client::run(command).await);
+    }
+    dgidgi::telemetry::init_logging(cli.log_format);
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
@@ -24,7 +20,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let outcome = match cli.command.unwrap_or(Command::Serve) {
+    let outcome = match command {
         Command::Serve => serve(config).await,
         Command::Admin {
             task: AdminTask::CreateKey { operator, name },
@@ -35,6 +31,7 @@ async fn main() {
             }
             create_key(config, &name).await
         }
+        _ => unreachable!("client commands returned above"),
     };
     if let Err(e) = outcome {
         eprintln!("dgidgi: {e:#}");

@@ -16,7 +16,7 @@ use dgidgi_actors::events::EventHub;
 use dgidgi_actors::provider::ProviderSet;
 use dgidgi_actors::run::{RunDeps, Runs};
 use dgidgi_actors::webhook::{WebhookActor, WebhookSender, WebhookSettings, WebhookStore};
-use dgidgi_actors::Tenants;
+use dgidgi_actors::{ActorMeta, Tenants};
 use rand::Rng;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -49,6 +49,8 @@ impl Application {
 
     /// [`build`](Self::build) with the given providers (tests add their own).
     pub async fn build_with(config: Config, providers: Providers) -> anyhow::Result<Self> {
+        // Installed first, so that what the actors count from the start is kept.
+        let metrics = crate::telemetry::metrics();
         let store = Store::connect(&config.database)
             .await
             .with_context(|| "database.url: cannot open the database")?;
@@ -131,11 +133,14 @@ impl Application {
         };
         let (webhook_store, webhook_sender): (Arc<dyn WebhookStore>, Arc<dyn WebhookSender>) =
             (Arc::new(store.clone()), Arc::new(sender));
+        let webhook_actor = Arc::new(ActorMeta::new("webhook", "webhook-delivery"));
+        let meta = webhook_actor.clone();
         Supervisor::start_in_arbiter(&webhook_arbiter, move |_| {
             WebhookActor::new(
                 webhook_store.clone(),
                 webhook_sender.clone(),
                 settings.clone(),
+                meta.clone(),
             )
         });
         let recovered = runs.recover().await.context("finding unfinished runs")?;
@@ -175,6 +180,8 @@ impl Application {
             jwt,
             sealer,
             storage,
+            metrics,
+            webhook_actor,
         });
         let shared = state.clone();
         let server = HttpServer::new(move || {

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::{EventHub, EventLog, StreamEvent};
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest, ProviderSet, Usage};
-use crate::registry::{ActorError, Registry};
+use crate::registry::{ActorError, ActorInfo, ActorMeta, Registry};
 use crate::run::{RunError, RunSettings};
 use crate::store::StoreFailure;
 
@@ -147,6 +147,7 @@ pub struct SessionActor {
     current: Current,
     last_active: Instant,
     registry: Registry<SessionActor>,
+    meta: Arc<ActorMeta>,
 }
 
 impl SessionActor {
@@ -189,8 +190,14 @@ impl Actor for SessionActor {
                 }
             };
             let (queue, incoming) = mpsc::channel(act.deps.max_queue.max(1));
+            act.meta.set_owner(&session.tenant_id);
+            act.meta.set_state("idle");
             act.state = Loaded::Ready { session: Box::new(session.clone()), queue };
-            let replies = reply_loop(act.deps.clone(), session, history, last_seq, incoming, act.current.clone());
+            let span = tracing::info_span!("session", session_id = %session.id, tenant_id = %session.tenant_id);
+            let replies = tracing::Instrument::instrument(
+                reply_loop(act.deps.clone(), session, history, last_seq, incoming, act.current.clone(), act.meta.clone()),
+                span,
+            );
             // The reply task runs beside the actor, not inside its context: the context
             // pauses its own futures while an atomic message is handled, and a paused
             // reply holding the store's writer would block that very message.
@@ -211,6 +218,7 @@ impl Actor for SessionActor {
 impl Supervised for SessionActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!(session_id = %self.id, "session actor restarting; it reloads from the store");
+        self.meta.restarted();
         self.current = Arc::new(Mutex::new(None));
     }
 }
@@ -295,6 +303,7 @@ async fn reply_loop(
     last_seq: i64,
     mut incoming: mpsc::Receiver<Message>,
     current: Current,
+    meta: Arc<ActorMeta>,
 ) {
     let mut log = EventWriter::new(
         &session.id,
@@ -354,11 +363,14 @@ async fn reply_loop(
         if let Ok(mut slot) = current.lock() {
             *slot = Some((reply_id, cancel.clone()));
         }
+        meta.set_state("replying");
         let replied = reply(&deps, &session, &mut history, &message, &mut log, &cancel).await;
         if let Ok(mut slot) = current.lock() {
             *slot = None;
         }
+        meta.set_state("idle");
         if let Err(e) = replied {
+            meta.record_error(&format!("{}: {}", e.code, e.message));
             tracing::error!(session_id = %session.id, error = %e.message, "reply not recorded");
         }
     }
@@ -476,7 +488,7 @@ pub struct Sessions {
 impl Sessions {
     pub fn new(deps: ChatDeps, arbiters: Vec<ArbiterHandle>) -> Self {
         Self {
-            registry: Registry::new(arbiters),
+            registry: Registry::new("session", arbiters),
             deps: Arc::new(deps),
         }
     }
@@ -488,6 +500,11 @@ impl Sessions {
     /// How many session actors are live.
     pub fn live(&self) -> usize {
         self.registry.live()
+    }
+
+    /// What operators see of every live session actor.
+    pub fn snapshot(&self) -> Vec<ActorInfo> {
+        self.registry.snapshot()
     }
 
     /// Stores and queues a user message; the reply streams on the session's log.
@@ -513,9 +530,11 @@ impl Sessions {
     fn make(
         &self,
         id: &str,
-    ) -> impl Fn(&mut Context<SessionActor>) -> SessionActor + Send + Clone + 'static {
+    ) -> impl Fn(&mut Context<SessionActor>, Arc<ActorMeta>) -> SessionActor + Send + Clone + 'static
+    {
         let (deps, registry, id) = (self.deps.clone(), self.registry.clone(), id.to_string());
-        move |_| SessionActor {
+        move |_, meta| SessionActor {
+            meta,
             id: id.clone(),
             deps: deps.clone(),
             state: Loaded::Loading,

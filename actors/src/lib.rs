@@ -29,7 +29,7 @@ pub mod tenant;
 pub mod tools;
 pub mod webhook;
 
-pub use registry::{ActorError, Registry};
+pub use registry::{ActorError, ActorInfo, ActorMeta, Registry};
 pub use store::{StoreFailure, TenantStore};
 pub use tenant::{
     GetTenant, Tenant, TenantActor, TenantError, TenantSettings, TenantSettingsPatch, Tenants,

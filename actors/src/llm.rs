@@ -166,7 +166,10 @@ pub async fn complete(
                 match stream_answer(&*provider, request.clone(), &mut answer, tag, log, settings)
                     .await
                 {
-                    Ok(()) => return Ok(answer),
+                    Ok(()) => {
+                        count_tokens(&answer);
+                        return Ok(answer);
+                    }
                     Err((error, streamed)) if streamed => {
                         // Tokens of this answer are already out: a retry would repeat them.
                         return Err(provider_failure(name, error));
@@ -191,6 +194,17 @@ pub async fn complete(
         error.details = Some(json!({ "earlier_failures": failures }));
     }
     Err(error)
+}
+
+/// LLM tokens in and out, by provider and model.
+fn count_tokens(answer: &Answer) {
+    let labels = [
+        ("provider", answer.provider.clone()),
+        ("model", answer.model.clone()),
+    ];
+    metrics::counter!("dgidgi_llm_tokens_in_total", &labels).increment(answer.usage.prompt_tokens);
+    metrics::counter!("dgidgi_llm_tokens_out_total", &labels)
+        .increment(answer.usage.completion_tokens);
 }
 
 fn provider_failure(provider: &str, error: ProviderError) -> RunError {

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::{EventHub, EventLog, StreamEvent};
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest, ProviderSet, ToolCall, Usage};
-use crate::registry::{ActorError, Registry};
+use crate::registry::{ActorError, ActorInfo, ActorMeta, Registry};
 use crate::store::StoreFailure;
 use crate::tenant::Tenants;
 use crate::tools::{self, Artifact, Workspace, Workspaces};
@@ -216,15 +216,27 @@ pub struct RunActor {
     deps: Arc<RunDeps>,
     cancel: CancellationToken,
     registry: Registry<RunActor>,
+    meta: Arc<ActorMeta>,
 }
 
 impl Actor for RunActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let (deps, id, cancel) = (self.deps.clone(), self.id.clone(), self.cancel.clone());
+        let (deps, id, cancel, meta) = (
+            self.deps.clone(),
+            self.id.clone(),
+            self.cancel.clone(),
+            self.meta.clone(),
+        );
         // A panic in the driver fails this run; the arbiter and every other run go on.
-        let driver = AssertUnwindSafe(drive(deps.clone(), id.clone(), cancel)).catch_unwind();
+        let span = tracing::info_span!("run", run_id = %id, tenant_id = tracing::field::Empty);
+        let driver = AssertUnwindSafe(tracing::Instrument::instrument(
+            drive(deps.clone(), id.clone(), cancel, meta),
+            span,
+        ))
+        .catch_unwind();
+        let meta = self.meta.clone();
         ctx.spawn(driver.into_actor(self).map(move |outcome, act, ctx| {
             if let Err(panic) = outcome {
                 let what = panic
@@ -233,6 +245,7 @@ impl Actor for RunActor {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 tracing::error!(run_id = %id, panic = %what, "run driver panicked; the run fails");
+                meta.record_error(&format!("panic: {what}"));
                 actix::spawn(fail_after_panic(deps, id.clone()));
             }
             act.registry.forget(&act.id, &ctx.address());
@@ -244,6 +257,7 @@ impl Actor for RunActor {
 impl Supervised for RunActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!(run_id = %self.id, "run actor restarting; the run reloads from the store");
+        self.meta.restarted();
         self.cancel = CancellationToken::new();
     }
 }
@@ -266,7 +280,7 @@ pub struct Runs {
 impl Runs {
     pub fn new(deps: RunDeps, arbiters: Vec<ArbiterHandle>) -> Self {
         Self {
-            registry: Registry::new(arbiters),
+            registry: Registry::new("run", arbiters),
             deps: Arc::new(deps),
         }
     }
@@ -278,6 +292,11 @@ impl Runs {
     /// How many run actors are live.
     pub fn live(&self) -> usize {
         self.registry.live()
+    }
+
+    /// What operators see of every live run actor.
+    pub fn snapshot(&self) -> Vec<ActorInfo> {
+        self.registry.snapshot()
     }
 
     /// Starts (or finds) the actor of stored run `id`.
@@ -302,13 +321,14 @@ impl Runs {
     fn make(
         &self,
         id: &str,
-    ) -> impl Fn(&mut Context<RunActor>) -> RunActor + Send + Clone + 'static {
+    ) -> impl Fn(&mut Context<RunActor>, Arc<ActorMeta>) -> RunActor + Send + Clone + 'static {
         let (deps, registry, id) = (self.deps.clone(), self.registry.clone(), id.to_string());
-        move |_| RunActor {
+        move |_, meta| RunActor {
             id: id.clone(),
             deps: deps.clone(),
             cancel: CancellationToken::new(),
             registry: registry.clone(),
+            meta,
         }
     }
 }
@@ -341,7 +361,8 @@ async fn fail_after_panic(deps: Arc<RunDeps>, id: String) {
 }
 
 /// Drives run `id` from where the store says it is to its end.
-async fn drive(deps: Arc<RunDeps>, id: String, cancel: CancellationToken) {
+async fn drive(deps: Arc<RunDeps>, id: String, cancel: CancellationToken, meta: Arc<ActorMeta>) {
+    meta.set_state("loading");
     let mut run = match deps.store.load_run(&id).await {
         Ok(Some(run)) if !run.status.is_terminal() => run,
         Ok(_) => return,
@@ -358,6 +379,9 @@ async fn drive(deps: Arc<RunDeps>, id: String, cancel: CancellationToken) {
         &deps.settings,
     );
     let tenant = run.tenant_id.clone();
+    tracing::Span::current().record("tenant_id", tenant.as_str());
+    meta.set_owner(&tenant);
+    meta.set_state("queued");
 
     // Admission: wait for a slot under the tenant's concurrency limit, unless cancelled.
     let admitted = tokio::select! {
@@ -372,6 +396,9 @@ async fn drive(deps: Arc<RunDeps>, id: String, cancel: CancellationToken) {
         tracing::warn!(run_id = %id, error = %e, "admission not confirmed; running anyway");
     }
 
+    meta.set_state("running");
+    tracing::info!("run started");
+    let began = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(run.spec.timeout_secs);
     let mut ending = Ok(Ending::Cancelled);
     if !cancel.is_cancelled() {
@@ -391,7 +418,18 @@ async fn drive(deps: Arc<RunDeps>, id: String, cancel: CancellationToken) {
     if let Err(e) = log.flush().await {
         tracing::error!(run_id = %id, error = %e.message, "partial tokens not saved");
     }
+    if let Err(e) = &ending {
+        meta.record_error(&format!("{}: {}", e.code, e.message));
+    }
+    meta.set_state("finishing");
     finish(&*deps.store, &mut run, &mut log, ending).await;
+    let took = began.elapsed();
+    metrics::histogram!("dgidgi_run_duration_seconds").record(took.as_secs_f64());
+    tracing::info!(
+        status = run.status.as_str(),
+        millis = took.as_millis() as u64,
+        "run ended"
+    );
     deps.tenants.release(&tenant, &id).await;
 }
 
@@ -408,6 +446,7 @@ async fn start(store: &dyn RunStore, run: &mut Run, log: &mut EventWriter) -> Re
     }
     run.status = RunStatus::Running;
     run.started_at = Some(now());
+    metrics::counter!("dgidgi_runs_started_total").increment(1);
     let event = log.event(
         "run.started",
         json!({ "run_id": run.id, "agent_id": run.agent_id }),
@@ -444,6 +483,7 @@ async fn finish(
         }
     };
     run.finished_at = Some(now());
+    metrics::counter!("dgidgi_runs_finished_total", "status" => run.status.as_str()).increment(1);
     let event = log.event(kind, data);
     match store.finish_run(run, &event).await {
         Ok(()) => log.publish(&event),
@@ -469,6 +509,7 @@ async fn run_steps(
     while (run.steps.len() as u32) < run.spec.max_steps {
         let index = run.steps.len() as u32;
         let started_at = now();
+        let step_began = std::time::Instant::now();
         log.emit("step.started", json!({ "step": index })).await?;
         let request = ChatRequest {
             model: run.spec.model.clone(),
@@ -517,6 +558,8 @@ async fn run_steps(
             });
         }
         step.finished_at = now();
+        metrics::histogram!("dgidgi_step_duration_seconds")
+            .record(step_began.elapsed().as_secs_f64());
         run.usage.add(step.usage);
         log.flush().await?;
         let done = step.tool_calls.is_empty();

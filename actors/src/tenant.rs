@@ -9,7 +9,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::registry::{ActorError, Registry};
+use crate::registry::{ActorError, ActorInfo, ActorMeta, Registry};
 use crate::store::TenantStore;
 
 /// A tenant: an organisation whose data no other tenant ever sees.
@@ -162,6 +162,7 @@ pub struct TenantActor {
     registry: Registry<TenantActor>,
     /// Each plan's ceiling on concurrent runs, over any tenant setting.
     plan_caps: PlanCaps,
+    meta: Arc<ActorMeta>,
     /// Runs holding one of the tenant's `max_concurrent_runs` slots.
     running: HashSet<String>,
     /// Runs waiting for a slot, first come first served.
@@ -194,8 +195,16 @@ impl TenantActor {
                     act.state = match loaded {
                         Ok(Some(t)) => State::Live(Box::new(t)),
                         Ok(None) => State::Missing,
-                        Err(e) => State::Failed(e.0),
+                        Err(e) => {
+                            act.meta.record_error(&e.0);
+                            State::Failed(e.0)
+                        }
                     };
+                    act.meta.set_state(match act.state {
+                        State::Live(_) => "live",
+                        State::Missing => "missing",
+                        _ => "failed",
+                    });
                     if !matches!(act.state, State::Live(_)) {
                         // Answer what is queued, then go, so the next activation looks again.
                         ctx.run_later(GONE_AFTER, Self::passivate_if_idle);
@@ -229,6 +238,7 @@ impl Actor for TenantActor {
 impl Supervised for TenantActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!(tenant_id = %self.id, "tenant actor restarting; state reloads from the store");
+        self.meta.restarted();
         self.touch();
     }
 }
@@ -363,7 +373,7 @@ impl Tenants {
         plan_caps: PlanCaps,
     ) -> Self {
         Self {
-            registry: Registry::new(arbiters),
+            registry: Registry::new("tenant", arbiters),
             store,
             idle_after,
             plan_caps,
@@ -373,6 +383,11 @@ impl Tenants {
     /// How many tenant actors are live.
     pub fn live(&self) -> usize {
         self.registry.live()
+    }
+
+    /// What operators see of every live tenant actor, with the runs waiting for a slot.
+    pub fn snapshot(&self) -> Vec<ActorInfo> {
+        self.registry.snapshot()
     }
 
     /// The tenant's live state.
@@ -427,7 +442,8 @@ impl Tenants {
             id.to_string(),
             self.plan_caps.clone(),
         );
-        let make = move |_: &mut Context<TenantActor>| TenantActor {
+        let make = move |_: &mut Context<TenantActor>, meta: Arc<ActorMeta>| TenantActor {
+            meta,
             id: key.clone(),
             store: store.clone(),
             state: State::Loading,

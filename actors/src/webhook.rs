@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use async_trait::async_trait;
 
+use crate::registry::ActorMeta;
 use crate::store::StoreFailure;
 
 /// A delivery whose time has come, with what sending it needs.
@@ -88,6 +89,7 @@ pub struct WebhookActor {
     settings: WebhookSettings,
     /// A round is running; ticks skip until it is done, so no delivery is sent twice at once.
     busy: bool,
+    meta: Arc<ActorMeta>,
 }
 
 impl WebhookActor {
@@ -95,12 +97,15 @@ impl WebhookActor {
         store: Arc<dyn WebhookStore>,
         sender: Arc<dyn WebhookSender>,
         settings: WebhookSettings,
+        meta: Arc<ActorMeta>,
     ) -> Self {
+        meta.set_state("polling");
         Self {
             store,
             sender,
             settings,
             busy: false,
+            meta,
         }
     }
 
@@ -109,16 +114,19 @@ impl WebhookActor {
             return;
         }
         self.busy = true;
-        let (store, sender, settings) = (
+        self.meta.handled();
+        let (store, sender, settings, meta) = (
             self.store.clone(),
             self.sender.clone(),
             self.settings.clone(),
+            self.meta.clone(),
         );
         ctx.spawn(
-            round(store, sender, settings)
+            round(store, sender, settings, meta)
                 .into_actor(self)
                 .map(|more, act, ctx| {
                     act.busy = false;
+                    act.meta.set_state("polling");
                     // A full round means more may be waiting: go on at once, not at the next tick.
                     if more {
                         act.tick(ctx);
@@ -133,11 +141,13 @@ async fn round(
     store: Arc<dyn WebhookStore>,
     sender: Arc<dyn WebhookSender>,
     settings: WebhookSettings,
+    meta: Arc<ActorMeta>,
 ) -> bool {
     const FAN_OUT: usize = 500;
     let fanned = match store.fan_out(FAN_OUT).await {
         Ok(n) => n,
         Err(e) => {
+            meta.record_error(&format!("fan-out: {e}"));
             tracing::error!(error = %e, "webhook fan-out failed");
             0
         }
@@ -145,15 +155,25 @@ async fn round(
     let due = match store.due_deliveries(settings.batch).await {
         Ok(due) => due,
         Err(e) => {
+            meta.record_error(&format!("due deliveries: {e}"));
             tracing::error!(error = %e, "due webhook deliveries not read");
             return false;
         }
     };
+    if !due.is_empty() {
+        meta.set_state("sending");
+    }
     let full = fanned == FAN_OUT || due.len() == settings.batch;
     let attempts = due.into_iter().map(|delivery| {
         let (store, sender, settings) = (store.clone(), sender.clone(), settings.clone());
         async move {
             let outcome = sender.send(&delivery).await;
+            let label = match &outcome {
+                Outcome::Delivered { .. } => "delivered",
+                Outcome::Gone { .. } => "gone",
+                Outcome::Failed { .. } => "failed",
+            };
+            metrics::counter!("dgidgi_webhook_attempts_total", "outcome" => label).increment(1);
             let next = match &outcome {
                 Outcome::Failed { .. } => next_retry(&settings.retry_schedule, delivery.attempts + 1, rand_unit()),
                 _ => None,
@@ -187,6 +207,7 @@ impl Actor for WebhookActor {
 impl Supervised for WebhookActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!("webhook actor restarting");
+        self.meta.restarted();
         self.busy = false;
     }
 }

@@ -37,33 +37,74 @@ pub async fn request_context(
     let id = IdKind::Request.new_id();
     let started = Instant::now();
     let (method, path) = (req.method().clone(), req.path().to_string());
-    let outcome = with_request_id(id.clone(), async {
-        match AssertUnwindSafe(next.call(req)).catch_unwind().await {
-            Ok(served) => served.map(ServiceResponse::map_into_boxed_body),
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                // The request was consumed by the panicking service, so the answer travels as
-                // an error that carries its finished response.
-                let mut res =
-                    ApiError::Internal(format!("handler panicked: {what}")).error_response();
-                res.headers_mut()
-                    .insert(X_REQUEST_ID, request_id_header(&id));
-                Err(InternalError::from_response("handler panicked", res).into())
-            }
-        }
-    })
+    // Every log line of the request carries its id (and, once authenticated, its tenant).
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %method,
+        path = %path,
+        tenant_id = tracing::field::Empty,
+    );
+    let outcome = with_request_id(
+        id.clone(),
+        tracing::Instrument::instrument(
+            async {
+                match AssertUnwindSafe(next.call(req)).catch_unwind().await {
+                    Ok(served) => served.map(ServiceResponse::map_into_boxed_body),
+                    Err(panic) => {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        // The request was consumed by the panicking service, so the answer travels as
+                        // an error that carries its finished response.
+                        let mut res = ApiError::Internal(format!("handler panicked: {what}"))
+                            .error_response();
+                        res.headers_mut()
+                            .insert(X_REQUEST_ID, request_id_header(&id));
+                        Err(InternalError::from_response("handler panicked", res).into())
+                    }
+                }
+            },
+            span.clone(),
+        ),
+    )
     .await;
-    let mut res = outcome?;
+    let mut res = match outcome {
+        Ok(res) => res,
+        Err(e) => {
+            record_request(&method, "unmatched", 500, started);
+            return Err(e);
+        }
+    };
     res.headers_mut()
         .insert(X_REQUEST_ID, request_id_header(&id));
     let status = res.status().as_u16();
-    let micros = started.elapsed().as_micros() as u64;
-    tracing::debug!(request_id = %id, %method, %path, status, micros, "request");
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    record_request(&method, &route, status, started);
+    let _entered = span.enter();
+    tracing::debug!(
+        status,
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
     Ok(res)
+}
+
+/// Requests by method, route pattern (never the raw path: ids would explode the series)
+/// and status, with their latency.
+fn record_request(method: &Method, route: &str, status: u16, started: Instant) {
+    metrics::histogram!(
+        "dgidgi_http_request_duration_seconds",
+        "method" => method.to_string(),
+        "route" => route.to_string(),
+        "status" => status.to_string(),
+    )
+    .record(started.elapsed().as_secs_f64());
 }
 
 fn request_id_header(id: &str) -> HeaderValue {
@@ -90,6 +131,9 @@ pub async fn authenticate(
         Ok(p) => p,
         Err(e) => return Ok(req.error_response(e)),
     };
+    if let Some(tenant) = &principal.tenant_id {
+        tracing::Span::current().record("tenant_id", tenant.as_str());
+    }
     let now = unix_now();
     let decision = state.limiter.check(
         &principal.key_id,
@@ -98,6 +142,7 @@ pub async fn authenticate(
         now,
     );
     if !decision.allowed {
+        metrics::counter!("dgidgi_rate_limit_rejections_total").increment(1);
         let mut res = req.error_response(ApiError::RateLimited);
         rate_limit_headers(res.headers_mut(), &decision);
         res.headers_mut()

@@ -10,6 +10,7 @@ pub mod error;
 mod extract;
 mod health;
 mod middleware;
+mod ops;
 mod projects;
 mod regions;
 mod runs;
@@ -48,6 +49,8 @@ pub struct AppState {
     /// Seals and opens stored secrets (webhook secrets).
     pub sealer: crate::sealing::Sealer,
     pub storage: crate::storage::Storage,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub webhook_actor: std::sync::Arc<dgidgi_actors::ActorMeta>,
     pub limiter: RateLimiter,
     /// Cancelled when the server begins to stop: open event streams end, so that the
     /// graceful stop does not wait on connections that never finish by themselves.
@@ -71,6 +74,8 @@ pub struct Services {
     pub jwt: JwtIssuer,
     pub sealer: crate::sealing::Sealer,
     pub storage: crate::storage::Storage,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub webhook_actor: std::sync::Arc<dgidgi_actors::ActorMeta>,
 }
 
 impl AppState {
@@ -85,6 +90,8 @@ impl AppState {
             jwt,
             sealer,
             storage,
+            metrics,
+            webhook_actor,
         } = services;
         let limiter = RateLimiter::new(config.rate_limit.window_secs);
         Arc::new(Self {
@@ -97,6 +104,8 @@ impl AppState {
             jwt,
             sealer,
             storage,
+            metrics,
+            webhook_actor,
             limiter,
             shutdown: tokio_util::sync::CancellationToken::new(),
             key_touched: DashMap::new(),
@@ -201,6 +210,12 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 /// rate limited; everything else under `/api/v1` does and is.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
+        .service(resource("/ops").route(web::get().to(ops::dashboard)))
+        .service(
+            web::scope("/metrics")
+                .wrap(from_fn(middleware::authenticate))
+                .service(resource("").route(web::get().to(ops::metrics))),
+        )
         .service(resource("/readyz").route(web::get().to(health::readyz)))
         .service(
             web::scope("/api/v1/auth")
@@ -220,6 +235,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     resource("/tenants/{id}/settings")
                         .route(web::patch().to(tenants::update_tenant_settings)),
                 )
+                .service(resource("/ops/actors").route(web::get().to(ops::actors)))
+                .service(resource("/ops/actors/stream").route(web::get().to(ops::actors_stream)))
                 .service(resource("/regions").route(web::get().to(regions::list_regions)))
                 .service(
                     resource("/regions/preferences/{tenant_id}")

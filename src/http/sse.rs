@@ -69,7 +69,36 @@ pub fn respond(state: &AppState, hub: EventHub, stream: String, after: i64) -> H
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
-        .streaming(ReceiverStream::new(rx).map(Ok::<_, actix_web::Error>))
+        .streaming(Counted::new(
+            ReceiverStream::new(rx).map(Ok::<_, actix_web::Error>),
+        ))
+}
+
+/// An SSE body counted in `dgidgi_sse_subscribers` while the client holds it open.
+pub struct Counted<S>(S);
+
+impl<S> Counted<S> {
+    pub fn new(stream: S) -> Self {
+        metrics::gauge!("dgidgi_sse_subscribers").increment(1.0);
+        Self(stream)
+    }
+}
+
+impl<S> Drop for Counted<S> {
+    fn drop(&mut self) {
+        metrics::gauge!("dgidgi_sse_subscribers").decrement(1.0);
+    }
+}
+
+impl<S: futures_util::Stream + Unpin> futures_util::Stream for Counted<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.0).poll_next(cx)
+    }
 }
 
 /// Sends stored then live events until the terminal one, or until the client goes away.

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_dgidgi");
+pub const BIN: &str = env!("CARGO_BIN_EXE_dgidgi");
 
 pub fn dgidgi(db: &str) -> Command {
     let mut cmd = Command::new(BIN);

@@ -14,6 +14,7 @@ mod health;
 mod idempotency;
 mod isolation;
 mod keys;
+mod ops;
 mod projects;
 mod ratelimit;
 mod regions;

@@ -1,0 +1,238 @@
+//! Operators: Prometheus metrics, the live actor tree (and its SSE stream), and the
+//! dashboard page that shows both.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix_web::web::{Bytes, Data};
+use actix_web::HttpResponse;
+use dgidgi_actors::ActorInfo;
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::envelope::Reply;
+use super::{ApiError, AppState};
+use crate::auth::Principal;
+
+fn operator_only(principal: &Principal) -> Result<(), ApiError> {
+    if principal.is_operator() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "Only platform operators can see the runtime's internals".into(),
+        ))
+    }
+}
+
+/// Sets the gauges that are read off the live actors rather than counted as things happen.
+fn refresh_gauges(state: &AppState) {
+    for (kind, actors) in [
+        ("tenant", state.tenants.snapshot()),
+        ("run", state.runs.snapshot()),
+        ("session", state.sessions.snapshot()),
+        ("webhook", vec![state.webhook_actor.info()]),
+    ] {
+        metrics::gauge!("dgidgi_actors_live", "kind" => kind).set(actors.len() as f64);
+        let depth: i64 = actors.iter().map(|a| a.mailbox_depth).sum();
+        metrics::gauge!("dgidgi_actor_mailbox_depth", "kind" => kind).set(depth as f64);
+    }
+}
+
+/// The metrics in the Prometheus text format.
+pub fn render_metrics(state: &AppState) -> String {
+    refresh_gauges(state);
+    state.metrics.render()
+}
+
+/// `GET /metrics` (operator keys only).
+pub async fn metrics(
+    principal: Principal,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    operator_only(&principal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(render_metrics(&state)))
+}
+
+/// A tenant with the actors working for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TenantBranch {
+    pub tenant_id: String,
+    /// The tenant's own actor, when it is live.
+    pub actor: Option<ActorInfo>,
+    pub runs: Vec<ActorInfo>,
+    pub sessions: Vec<ActorInfo>,
+}
+
+/// The live actor tree: tenants with their runs and chat sessions, and the webhook actor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActorTree {
+    pub node_id: String,
+    pub tenants: Vec<TenantBranch>,
+    /// Runs and sessions whose tenant is not known yet (still loading).
+    pub unassigned: Vec<ActorInfo>,
+    pub webhooks: ActorInfo,
+    pub totals: BTreeMap<&'static str, usize>,
+}
+
+pub fn actor_tree(state: &AppState) -> ActorTree {
+    let mut tenants: BTreeMap<String, TenantBranch> = BTreeMap::new();
+    fn branch<'a>(
+        tenants: &'a mut BTreeMap<String, TenantBranch>,
+        id: &str,
+    ) -> &'a mut TenantBranch {
+        tenants
+            .entry(id.to_string())
+            .or_insert_with(|| TenantBranch {
+                tenant_id: id.to_string(),
+                actor: None,
+                runs: Vec::new(),
+                sessions: Vec::new(),
+            })
+    }
+    let (tenant_actors, runs, sessions) = (
+        state.tenants.snapshot(),
+        state.runs.snapshot(),
+        state.sessions.snapshot(),
+    );
+    let mut totals = BTreeMap::new();
+    totals.insert("tenant", tenant_actors.len());
+    totals.insert("run", runs.len());
+    totals.insert("session", sessions.len());
+    totals.insert("webhook", 1);
+    for actor in tenant_actors {
+        let id = actor.id.clone();
+        branch(&mut tenants, &id).actor = Some(actor);
+    }
+    let mut unassigned = Vec::new();
+    for (actor, is_run) in runs
+        .into_iter()
+        .map(|a| (a, true))
+        .chain(sessions.into_iter().map(|a| (a, false)))
+    {
+        let Some(tenant) = actor.tenant_id.clone() else {
+            unassigned.push(actor);
+            continue;
+        };
+        let entry = branch(&mut tenants, &tenant);
+        if is_run {
+            entry.runs.push(actor);
+        } else {
+            entry.sessions.push(actor);
+        }
+    }
+    let mut tenants: Vec<_> = tenants.into_values().collect();
+    for t in &mut tenants {
+        t.runs.sort_by(|a, b| a.id.cmp(&b.id));
+        t.sessions.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    ActorTree {
+        node_id: state.config.node_id(),
+        tenants,
+        unassigned,
+        webhooks: state.webhook_actor.info(),
+        totals,
+    }
+}
+
+/// `GET /api/v1/ops/actors` (operator keys only).
+pub async fn actors(
+    principal: Principal,
+    state: Data<AppState>,
+) -> Result<Reply<ActorTree>, ApiError> {
+    operator_only(&principal)?;
+    Ok(Reply::ok(actor_tree(&state)))
+}
+
+/// The tree without what changes by itself (ages), to tell real changes apart.
+fn shape(tree: &ActorTree) -> ActorTree {
+    let mut tree = tree.clone();
+    let zero = |a: &mut ActorInfo| a.age_secs = 0;
+    for t in &mut tree.tenants {
+        t.actor.iter_mut().for_each(zero);
+        t.runs.iter_mut().for_each(zero);
+        t.sessions.iter_mut().for_each(zero);
+    }
+    tree.unassigned.iter_mut().for_each(zero);
+    zero(&mut tree.webhooks);
+    tree
+}
+
+fn frame(event: &str, data: &str) -> Bytes {
+    let mut out = format!("event: {event}\n");
+    for line in data.lines() {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    Bytes::from(out)
+}
+
+/// `GET /api/v1/ops/actors/stream` (operator keys only; `?access_token=` for
+/// `EventSource`): `actors` with the whole tree whenever it changes (looked at every
+/// 250 ms), `metrics` with the Prometheus text every 2 s, comments to keep it open.
+pub async fn actors_stream(
+    principal: Principal,
+    state: Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    operator_only(&principal)?;
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let shutdown = state.shutdown.clone();
+    let state = state.into_inner();
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut last: Option<ActorTree> = None;
+        let mut n: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let tree = actor_tree(&state);
+            let seen = shape(&tree);
+            let mut frames = Vec::new();
+            if last.as_ref() != Some(&seen) || n.is_multiple_of(20) {
+                frames.push(frame(
+                    "actors",
+                    &serde_json::to_string(&tree).expect("plain data"),
+                ));
+                last = Some(seen);
+            }
+            if n.is_multiple_of(8) {
+                frames.push(frame("metrics", &render_metrics(&state)));
+            }
+            if frames.is_empty() && n % 60 == 59 {
+                frames.push(Bytes::from_static(b": keep-alive\n\n"));
+            }
+            for f in frames {
+                if tx.send(f).await.is_err() {
+                    return;
+                }
+            }
+            n += 1;
+        }
+    });
+    let stream = ReceiverStream::new(rx).map(Ok::<_, actix_web::Error>);
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(super::sse::Counted::new(stream)))
+}
+
+/// `GET /ops`: the dashboard (a static page; it asks for the operator key and keeps it
+/// in the page's memory only).
+pub async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("cache-control", "no-store"))
+        .insert_header((
+            "content-security-policy",
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; connect-src 'self'",
+        ))
+        .body(include_str!("ops.html"))
+}
