@@ -9,6 +9,7 @@ mod auth;
 mod browser;
 mod chat;
 mod cli;
+mod cli_client;
 mod errors;
 mod health;
 mod idempotency;
