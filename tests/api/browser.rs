@@ -1,5 +1,6 @@
 //! A real browser as a client: headless Chromium opens an `EventSource` on a chat session
-//! (authenticated with a token in the query string) and receives a whole reply.
+//! (authenticated with a token in the query string) and receives a whole reply; and it
+//! drives the operations dashboard (over the DevTools protocol) while a run works.
 //!
 //! The page is served by this test on another port, which also forwards `/api/` to the
 //! server, so page and API share an origin, as with the SDK's `baseURL: '/api/v1'`.
@@ -64,18 +65,7 @@ async fn forward(state: Data<Arc<Page>>, req: HttpRequest) -> HttpResponse {
 
 #[actix_web::test]
 async fn chromium_receives_a_whole_reply_through_an_event_source() {
-    let chromium = ["chromium", "chromium-browser"].into_iter().find(|c| {
-        std::process::Command::new(c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    let Some(chromium) = chromium else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Chromium is required under CI (.ci/run installs it)"
-        );
-        eprintln!("skipped: no chromium on this machine");
+    let Some(chromium) = chromium() else {
         return;
     };
     let ctx = LlmApp::start(Backend::Sqlite).await.unwrap();
@@ -187,5 +177,225 @@ source.addEventListener('reply.completed', e => {{
         parts[2].parse::<i64>().unwrap() > 4,
         "lastEventId is the event's seq: {report}"
     );
+    ctx.stop().await;
+}
+
+/// Drives a page of headless Chromium over the DevTools protocol.
+struct Devtools {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next: u64,
+}
+
+impl Devtools {
+    /// Opens `url` in a new headless Chromium and attaches to its page.
+    async fn open(
+        chromium: &str,
+        url: &str,
+        profile: &std::path::Path,
+    ) -> (std::process::Child, Self) {
+        use std::io::BufRead;
+        let mut browser = std::process::Command::new(chromium)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                "--window-size=1280,900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(browser.stderr.take().unwrap());
+        let port = loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "chromium exited");
+            if let Some(rest) = line
+                .trim()
+                .strip_prefix("DevTools listening on ws://127.0.0.1:")
+            {
+                break rest.split('/').next().unwrap().to_string();
+            }
+        };
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let mut page = None;
+        for _ in 0..100 {
+            let targets: serde_json::Value =
+                reqwest::get(format!("http://127.0.0.1:{port}/json/list"))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+            page = targets
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["type"] == "page")
+                .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_string));
+            if page.is_some() {
+                break;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (socket, _) = tokio_tungstenite::connect_async(page.expect("a page target"))
+            .await
+            .unwrap();
+        (browser, Self { socket, next: 0 })
+    }
+
+    async fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        self.next += 1;
+        let id = self.next;
+        let request = json!({ "id": id, "method": method, "params": params });
+        self.socket
+            .send(Message::text(request.to_string()))
+            .await
+            .unwrap();
+        while let Some(message) = self.socket.next().await {
+            if let Ok(Message::Text(text)) = message {
+                let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if answer["id"] == id {
+                    assert!(answer["error"].is_null(), "{method}: {answer}");
+                    return answer["result"].clone();
+                }
+            }
+        }
+        panic!("devtools connection closed");
+    }
+
+    /// The value of a JavaScript expression in the page.
+    async fn eval(&mut self, expression: &str) -> serde_json::Value {
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
+            )
+            .await;
+        result["result"]["value"].clone()
+    }
+
+    /// Waits (up to 10 s) until `expression` is true.
+    async fn until(&mut self, expression: &str) -> bool {
+        for _ in 0..200 {
+            if self.eval(expression).await == json!(true) {
+                return true;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        std::process::Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Chromium is required under CI (.ci/run installs it)"
+        );
+        eprintln!("skipped: no chromium on this machine");
+    }
+    found
+}
+
+#[actix_web::test]
+async fn the_ops_dashboard_shows_a_run_started_through_the_api() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let ctx = LlmApp::start(Backend::Sqlite).await.unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let (mut browser, mut page) =
+        Devtools::open(chromium, &format!("{}/ops", ctx.address), profile.path()).await;
+    assert!(
+        page.until("!!document.getElementById('key')").await,
+        "the page loaded"
+    );
+    let key = serde_json::to_string(&ctx.operator_key).unwrap();
+    page.eval(&format!(
+        "document.getElementById('key').value = {key}; document.querySelector('#connect button').click(); true"
+    ))
+    .await;
+    assert!(
+        page.until("document.getElementById('status').textContent === 'live'")
+            .await,
+        "the dashboard connected: {}",
+        page.eval("document.getElementById('status').textContent")
+            .await
+    );
+
+    let tenant = ctx.tenant("Acme", "free").await;
+    let project = ctx.project(&tenant.key, "web").await;
+    let agent = ctx.agent(&tenant.key, json!({ "name": "slow" })).await;
+    ctx.llm
+        .push(Script::Slow(vec!["tick "; 40], Duration::from_millis(50)));
+    let res = ctx
+        .post(
+            &format!("/api/v1/agents/{agent}/execute"),
+            &tenant.key,
+            json!({ "goal": "count slowly", "projectId": project }),
+        )
+        .await;
+    assert_eq!(res.status, 202, "{}", res.body);
+    let run = res.data()["id"].as_str().unwrap().to_string();
+    let shown = page
+        .until(&format!(
+            "!!document.querySelector('[data-actor-id=\"{run}\"]') && document.getElementById('tree').textContent.includes('running')"
+        ))
+        .await;
+    assert!(
+        shown,
+        "the run appeared: {}",
+        page.eval("document.getElementById('tree').textContent")
+            .await
+    );
+    assert!(
+        page.until("document.getElementById('tokens-total').textContent.includes('tokens')")
+            .await
+    );
+
+    let shot = page
+        .call("Page.captureScreenshot", json!({ "format": "png" }))
+        .await;
+    let png = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        shot["data"].as_str().unwrap(),
+    )
+    .unwrap();
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ops-dashboard.png");
+    std::fs::write(&path, &png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+    assert!(png.len() > 10_000, "a real picture");
+
+    // The key was kept in the page's memory only.
+    let stored = page
+        .eval("localStorage.length + sessionStorage.length + document.cookie.length + location.href.indexOf('chy_')")
+        .await;
+    assert_eq!(
+        stored,
+        json!(-1),
+        "nothing of the key outside the page's memory"
+    );
+    let _ = browser.kill();
+    let _ = browser.wait();
     ctx.stop().await;
 }
