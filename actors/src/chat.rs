@@ -29,6 +29,7 @@ use crate::store::StoreFailure;
 
 /// A chat session as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Session {
     pub id: String,
     pub tenant_id: String,
@@ -45,6 +46,7 @@ pub struct Session {
 
 /// A message of a session: the user's, or an assistant reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     pub id: String,
     pub session_id: String,

@@ -26,6 +26,7 @@ use crate::tenant::Tenants;
 use crate::tools::{self, Artifact, Workspace, Workspaces};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Queued,
@@ -85,6 +86,7 @@ pub struct RunSpec {
 
 /// A tool's answer to one call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolResult {
     pub tool_call_id: String,
     pub name: String,
@@ -94,6 +96,7 @@ pub struct ToolResult {
 
 /// One finished step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Step {
     pub index: u32,
     pub provider: String,
@@ -108,6 +111,7 @@ pub struct Step {
 
 /// Why a run failed: a stable code and a message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunError {
     pub code: String,
     pub message: String,
@@ -133,6 +137,7 @@ impl From<StoreFailure> for RunError {
 
 /// An agent run as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Run {
     pub id: String,
     pub tenant_id: String,

@@ -14,6 +14,7 @@ use crate::store::TenantStore;
 
 /// A tenant: an organisation whose data no other tenant ever sees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tenant {
     pub id: String,
     pub name: String,
@@ -26,6 +27,7 @@ pub struct Tenant {
 
 /// What a tenant may change about itself with `PATCH /tenants/:id/settings`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantSettings {
     /// A name for display, when it differs from the tenant's legal name.
     pub display_name: Option<String>,

@@ -14,7 +14,7 @@ use crate::store::{Agent, AgentConfig};
 
 pub const AUTONOMY_LEVELS: [&str; 3] = ["low", "medium", "high"];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConfigBody {
     #[serde(alias = "autonomy_level")]
@@ -26,7 +26,7 @@ pub struct ConfigBody {
     timeout_seconds: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
     name: String,
@@ -43,7 +43,7 @@ pub struct CreateAgent {
     project_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAgent {
     name: Option<String>,
@@ -63,6 +63,14 @@ pub struct UpdateAgent {
     project_id: Option<Option<String>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents",
+    tag = "agents",
+    params(crate::http::openapi::TenantParam),
+    request_body = CreateAgent,
+    responses((status = 201, body = crate::http::openapi::Envelope<Agent>), crate::http::openapi::Errors)
+)]
 pub async fn create_agent(
     principal: Principal,
     state: Data<AppState>,
@@ -104,6 +112,13 @@ pub async fn create_agent(
     Ok(Reply::created(agent))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents",
+    tag = "agents",
+    params(crate::http::openapi::PageParams),
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<Agent>>), crate::http::openapi::Errors)
+)]
 pub async fn list_agents(
     principal: Principal,
     state: Data<AppState>,
@@ -114,6 +129,13 @@ pub async fn list_agents(
     Ok(Reply::page(page.items, page.next_cursor))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id"), crate::http::openapi::TenantParam),
+    responses((status = 200, body = crate::http::openapi::Envelope<Agent>), crate::http::openapi::Errors)
+)]
 pub async fn get_agent(
     principal: Principal,
     state: Data<AppState>,
@@ -124,6 +146,14 @@ pub async fn get_agent(
     Ok(Reply::ok(find_agent(&state, &tenant_id, &id).await?))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/agents/{id}",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id"), crate::http::openapi::TenantParam),
+    request_body = UpdateAgent,
+    responses((status = 200, body = crate::http::openapi::Envelope<Agent>), crate::http::openapi::Errors)
+)]
 pub async fn update_agent(
     principal: Principal,
     state: Data<AppState>,
@@ -166,6 +196,13 @@ pub async fn update_agent(
     Ok(Reply::ok(agent))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/agents/{id}",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id"), crate::http::openapi::TenantParam),
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::openapi::Deleted>), crate::http::openapi::Errors)
+)]
 pub async fn delete_agent(
     principal: Principal,
     state: Data<AppState>,

@@ -14,7 +14,7 @@ use crate::store::{ApiKeyRecord, NewApiKey};
 
 const ENVIRONMENTS: [&str; 4] = ["production", "staging", "development", "test"];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     name: String,
@@ -28,6 +28,13 @@ pub struct CreateKey {
     tenant_id: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/api-keys",
+    tag = "api-keys",
+    request_body = CreateKey,
+    responses((status = 201, body = crate::http::openapi::Envelope<CreatedKey>, description = "Created; the secret is shown here only"), crate::http::openapi::Errors)
+)]
 pub async fn create_key(
     principal: Principal,
     state: Data<AppState>,
@@ -108,6 +115,13 @@ pub async fn create_key(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/api-keys",
+    tag = "api-keys",
+    params(crate::http::openapi::PageParams),
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<ApiKeyRecord>>), crate::http::openapi::Errors)
+)]
 pub async fn list_keys(
     principal: Principal,
     state: Data<AppState>,
@@ -126,6 +140,13 @@ pub async fn list_keys(
     Ok(Reply::page(page.items, page.next_cursor))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/api-keys/{id}",
+    tag = "api-keys",
+    params(("id" = String, Path, description = "Key id")),
+    responses((status = 200, body = crate::http::openapi::Envelope<ApiKeyRecord>), crate::http::openapi::Errors)
+)]
 pub async fn revoke_key(
     principal: Principal,
     state: Data<AppState>,

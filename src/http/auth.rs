@@ -8,14 +8,14 @@ use super::envelope::Reply;
 use super::extract::{parse_json, read_body};
 use super::{unix_now, ApiError, AppState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenRequest {
     #[serde(alias = "apiKey")]
     api_key: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     access_token: String,
     token_type: &'static str,
@@ -26,6 +26,14 @@ pub struct TokenResponse {
 }
 
 /// The key comes in the body (`{"api_key": ...}`) or, with no body, as the Bearer header.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/token",
+    tag = "auth",
+    request_body = Option<TokenRequest>,
+    responses((status = 200, body = crate::http::openapi::Envelope<TokenResponse>, description = "A JWT for the key (body, or the Bearer header when there is no body)"), (status = 400, body = crate::http::openapi::ErrorEnvelope), (status = 401, body = crate::http::openapi::ErrorEnvelope)),
+    security(())
+)]
 pub async fn issue_token(
     req: HttpRequest,
     payload: actix_web::web::Payload,

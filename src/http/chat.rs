@@ -14,7 +14,7 @@ use super::{in_tenant, optional_text, sse, text, ApiError, AppState};
 use crate::auth::Principal;
 use crate::ids::{now_rfc3339, IdKind};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
     #[serde(alias = "projectId")]
@@ -27,6 +27,14 @@ pub struct CreateSession {
     model: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/sessions",
+    tag = "chat",
+    params(crate::http::openapi::TenantParam),
+    request_body = CreateSession,
+    responses((status = 201, body = crate::http::openapi::Envelope<Session>), crate::http::openapi::Errors)
+)]
 pub async fn create_session(
     principal: Principal,
     state: Data<AppState>,
@@ -78,6 +86,13 @@ pub async fn create_session(
     Ok(Reply::created(session))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/chat/sessions",
+    tag = "chat",
+    params(crate::http::openapi::PageParams),
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<Session>>), crate::http::openapi::Errors)
+)]
 pub async fn list_sessions(
     principal: Principal,
     state: Data<AppState>,
@@ -91,6 +106,13 @@ pub async fn list_sessions(
     Ok(Reply::page(page.items, page.next_cursor))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/chat/sessions/{id}",
+    tag = "chat",
+    params(("id" = String, Path, description = "Session id"), crate::http::openapi::TenantParam),
+    responses((status = 200, body = crate::http::openapi::Envelope<Session>), crate::http::openapi::Errors)
+)]
 pub async fn get_session(
     principal: Principal,
     state: Data<AppState>,
@@ -101,6 +123,13 @@ pub async fn get_session(
     Ok(Reply::ok(find_session(&state, &tenant_id, &id).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/chat/sessions/{id}",
+    tag = "chat",
+    params(("id" = String, Path, description = "Session id"), crate::http::openapi::TenantParam),
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::openapi::Deleted>), crate::http::openapi::Errors)
+)]
 pub async fn delete_session(
     principal: Principal,
     state: Data<AppState>,
@@ -116,19 +145,27 @@ pub async fn delete_session(
     Ok(Reply::ok(json!({ "id": id.as_str(), "deleted": true })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostBody {
     content: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Posted {
     message: Message,
     /// The id of the assistant message that will stream in reply.
     reply_id: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/sessions/{id}/messages",
+    tag = "chat",
+    params(("id" = String, Path, description = "Session id"), crate::http::openapi::TenantParam),
+    request_body = PostBody,
+    responses((status = 202, body = crate::http::openapi::Envelope<Posted>, description = "Stored and queued; the reply streams on the session"), crate::http::openapi::Errors)
+)]
 pub async fn post_message(
     principal: Principal,
     state: Data<AppState>,
@@ -158,6 +195,13 @@ pub async fn post_message(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/chat/sessions/{id}/messages",
+    tag = "chat",
+    params(("id" = String, Path, description = "Session id"), crate::http::openapi::PageParams),
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<Message>>), crate::http::openapi::Errors)
+)]
 pub async fn list_messages(
     principal: Principal,
     state: Data<AppState>,
@@ -173,6 +217,13 @@ pub async fn list_messages(
     Ok(Reply::page(page.items, page.next_cursor))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/chat/sessions/{id}/cancel",
+    tag = "chat",
+    params(("id" = String, Path, description = "Session id"), crate::http::openapi::TenantParam),
+    responses((status = 200, body = crate::http::openapi::Envelope<Value>, description = "{session_id, cancelled_reply_id}"), crate::http::openapi::Errors)
+)]
 pub async fn cancel_reply(
     principal: Principal,
     state: Data<AppState>,
@@ -187,6 +238,13 @@ pub async fn cancel_reply(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/chat/sessions/{id}/stream",
+    tag = "chat",
+    params(("id" = String, Path, description = "Session id"), crate::http::openapi::TenantParam, ("access_token" = Option<String>, Query, description = "A JWT (not an API key), for EventSource"), ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
+    responses((status = 200, description = "Server-Sent Events of the session: message.created, reply.started, token {reply_id, delta}, reply.completed | reply.failed | reply.cancelled; id: <seq>; ?access_token=<JWT> for EventSource", content_type = "text/event-stream"), crate::http::openapi::Errors)
+)]
 pub async fn stream_session(
     req: HttpRequest,
     principal: Principal,

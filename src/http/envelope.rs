@@ -26,7 +26,7 @@ pub fn request_id() -> String {
         .unwrap_or_else(|_| "req_unknown".to_string())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Meta {
     pub request_id: String,
     pub timestamp: String,

@@ -7,11 +7,25 @@ use super::envelope::Reply;
 use super::{ApiError, AppState};
 
 /// The process is up and serving.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, body = crate::http::openapi::Envelope<serde_json::Value>, description = "Alive")),
+    security(())
+)]
 pub async fn healthz() -> Reply<serde_json::Value> {
     Reply::ok(json!({ "status": "ok" }))
 }
 
 /// The process can reach its database.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses((status = 200, body = crate::http::openapi::Envelope<serde_json::Value>, description = "Ready (the database answers)"), (status = 503, body = crate::http::openapi::ErrorEnvelope, description = "The database does not answer")),
+    security(())
+)]
 pub async fn readyz(state: Data<AppState>) -> Result<Reply<serde_json::Value>, ApiError> {
     state
         .store

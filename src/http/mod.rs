@@ -10,6 +10,7 @@ pub mod error;
 mod extract;
 mod health;
 mod middleware;
+mod openapi;
 mod ops;
 mod projects;
 mod regions;
@@ -211,6 +212,8 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/ops").route(web::get().to(ops::dashboard)))
+        .service(resource("/docs").route(web::get().to(openapi::docs)))
+        .service(resource("/api/v1/openapi.json").route(web::get().to(openapi::openapi_json)))
         .service(
             web::scope("/metrics")
                 .wrap(from_fn(middleware::authenticate))

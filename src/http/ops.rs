@@ -47,6 +47,12 @@ pub fn render_metrics(state: &AppState) -> String {
 }
 
 /// `GET /metrics` (operator keys only).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses((status = 200, description = "Prometheus text format (operator keys only)", content_type = "text/plain"), crate::http::openapi::Errors)
+)]
 pub async fn metrics(
     principal: Principal,
     state: Data<AppState>,
@@ -58,7 +64,7 @@ pub async fn metrics(
 }
 
 /// A tenant with the actors working for it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TenantBranch {
     pub tenant_id: String,
     /// The tenant's own actor, when it is live.
@@ -68,7 +74,7 @@ pub struct TenantBranch {
 }
 
 /// The live actor tree: tenants with their runs and chat sessions, and the webhook actor.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ActorTree {
     pub node_id: String,
     pub tenants: Vec<TenantBranch>,
@@ -139,6 +145,12 @@ pub fn actor_tree(state: &AppState) -> ActorTree {
 }
 
 /// `GET /api/v1/ops/actors` (operator keys only).
+#[utoipa::path(
+    get,
+    path = "/api/v1/ops/actors",
+    tag = "ops",
+    responses((status = 200, body = crate::http::openapi::Envelope<ActorTree>, description = "The live actor tree (operator keys only)"), crate::http::openapi::Errors)
+)]
 pub async fn actors(
     principal: Principal,
     state: Data<AppState>,
@@ -175,6 +187,13 @@ fn frame(event: &str, data: &str) -> Bytes {
 /// `GET /api/v1/ops/actors/stream` (operator keys only; `?access_token=` for
 /// `EventSource`): `actors` with the whole tree whenever it changes (looked at every
 /// 250 ms), `metrics` with the Prometheus text every 2 s, comments to keep it open.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ops/actors/stream",
+    tag = "ops",
+    params(("access_token" = Option<String>, Query, description = "A JWT, for EventSource")),
+    responses((status = 200, description = "Server-Sent Events: actors (the tree, when it changes), metrics (Prometheus text, every 2 s); operator keys only", content_type = "text/event-stream"), crate::http::openapi::Errors)
+)]
 pub async fn actors_stream(
     principal: Principal,
     state: Data<AppState>,
@@ -226,6 +245,13 @@ pub async fn actors_stream(
 
 /// `GET /ops`: the dashboard (a static page; it asks for the operator key and keeps it
 /// in the page's memory only).
+#[utoipa::path(
+    get,
+    path = "/ops",
+    tag = "ops",
+    responses((status = 200, description = "The operations dashboard", content_type = "text/html")),
+    security(())
+)]
 pub async fn dashboard() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

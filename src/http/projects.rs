@@ -13,7 +13,7 @@ use crate::store::{NewProject, Project, ProjectPatch};
 /// Largest `metadata` object, serialized.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
     name: String,
@@ -22,7 +22,7 @@ pub struct CreateProject {
     metadata: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProject {
     name: Option<String>,
@@ -33,6 +33,14 @@ pub struct UpdateProject {
     metadata: Option<Value>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/projects",
+    tag = "projects",
+    params(crate::http::openapi::TenantParam),
+    request_body = CreateProject,
+    responses((status = 201, body = crate::http::openapi::Envelope<Project>), crate::http::openapi::Errors)
+)]
 pub async fn create_project(
     principal: Principal,
     state: Data<AppState>,
@@ -52,6 +60,13 @@ pub async fn create_project(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/projects",
+    tag = "projects",
+    params(crate::http::openapi::PageParams),
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<Project>>), crate::http::openapi::Errors)
+)]
 pub async fn list_projects(
     principal: Principal,
     state: Data<AppState>,
@@ -65,6 +80,13 @@ pub async fn list_projects(
     Ok(Reply::page(page.items, page.next_cursor))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/projects/{id}",
+    tag = "projects",
+    params(("id" = String, Path, description = "Project id"), crate::http::openapi::TenantParam),
+    responses((status = 200, body = crate::http::openapi::Envelope<Project>), crate::http::openapi::Errors)
+)]
 pub async fn get_project(
     principal: Principal,
     state: Data<AppState>,
@@ -78,6 +100,14 @@ pub async fn get_project(
     ))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/projects/{id}",
+    tag = "projects",
+    params(("id" = String, Path, description = "Project id"), crate::http::openapi::TenantParam),
+    request_body = UpdateProject,
+    responses((status = 200, body = crate::http::openapi::Envelope<Project>), crate::http::openapi::Errors)
+)]
 pub async fn update_project(
     principal: Principal,
     state: Data<AppState>,
@@ -105,6 +135,13 @@ pub async fn update_project(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/projects/{id}",
+    tag = "projects",
+    params(("id" = String, Path, description = "Project id"), crate::http::openapi::TenantParam),
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::openapi::Deleted>), crate::http::openapi::Errors)
+)]
 pub async fn delete_project(
     principal: Principal,
     state: Data<AppState>,

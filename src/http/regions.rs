@@ -40,7 +40,7 @@ impl From<Refusal> for ApiError {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Region {
     id: String,
@@ -52,6 +52,12 @@ pub struct Region {
 }
 
 /// `GET /regions`: the deployment's regions.
+#[utoipa::path(
+    get,
+    path = "/api/v1/regions",
+    tag = "regions",
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<Region>>), crate::http::openapi::Errors)
+)]
 pub async fn list_regions(
     _: Principal,
     state: Data<AppState>,
@@ -93,6 +99,13 @@ async fn preferences(state: &AppState, tenant_id: &str) -> Result<Preferences, A
 }
 
 /// `GET /regions/preferences/:tenantId`
+#[utoipa::path(
+    get,
+    path = "/api/v1/regions/preferences/{tenant_id}",
+    tag = "regions",
+    params(("tenant_id" = String, Path, description = "Tenant id")),
+    responses((status = 200, body = crate::http::openapi::Envelope<Preferences>), crate::http::openapi::Errors)
+)]
 pub async fn get_preferences(
     principal: Principal,
     state: Data<AppState>,
@@ -102,7 +115,7 @@ pub async fn get_preferences(
     Ok(Reply::ok(preferences(&state, &tenant.id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PreferencesPatch {
     primary_region: Option<String>,
@@ -116,6 +129,14 @@ pub struct PreferencesPatch {
 
 /// `PATCH /regions/preferences/:tenantId`: fields left out keep their value; `null` clears
 /// `secondaryRegion` or `dataResidencyRegion`.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/regions/preferences/{tenant_id}",
+    tag = "regions",
+    params(("tenant_id" = String, Path, description = "Tenant id")),
+    request_body = PreferencesPatch,
+    responses((status = 200, body = crate::http::openapi::Envelope<Preferences>), crate::http::openapi::Errors)
+)]
 pub async fn update_preferences(
     principal: Principal,
     state: Data<AppState>,
@@ -171,7 +192,7 @@ pub async fn update_preferences(
 }
 
 /// A storage configuration as responses show it: keys masked.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageView {
     storage_mode: StorageMode,
@@ -214,6 +235,13 @@ async fn storage_view(state: &AppState, tenant_id: &str, record: StorageRecord) 
 }
 
 /// `GET /regions/storage/:tenantId`
+#[utoipa::path(
+    get,
+    path = "/api/v1/regions/storage/{tenant_id}",
+    tag = "regions",
+    params(("tenant_id" = String, Path, description = "Tenant id")),
+    responses((status = 200, body = crate::http::openapi::Envelope<StorageView>), crate::http::openapi::Errors)
+)]
 pub async fn get_storage(
     principal: Principal,
     state: Data<AppState>,
@@ -224,7 +252,7 @@ pub async fn get_storage(
     Ok(Reply::ok(storage_view(&state, &tenant.id, record).await))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StorageBody {
     storage_mode: String,
@@ -239,7 +267,7 @@ pub struct StorageBody {
 
 /// A BYOS configuration is validated with a real round trip before it is stored, so that
 /// a run never writes to a bucket that was not checked.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSaved {
     #[serde(flatten)]
@@ -250,6 +278,14 @@ pub struct StorageSaved {
 /// `PUT /regions/storage/:tenantId`: platform storage (in `platformRegion`, default the
 /// primary region) or the tenant's bucket. Keys left out keep the stored ones. A bucket is
 /// stored only once it passed validation.
+#[utoipa::path(
+    put,
+    path = "/api/v1/regions/storage/{tenant_id}",
+    tag = "regions",
+    params(("tenant_id" = String, Path, description = "Tenant id")),
+    request_body = StorageBody,
+    responses((status = 200, body = crate::http::openapi::Envelope<StorageSaved>, description = "Stored (a bucket only after it passed validation)"), crate::http::openapi::Errors)
+)]
 pub async fn put_storage(
     principal: Principal,
     state: Data<AppState>,
@@ -458,7 +494,7 @@ async fn run_validation(state: &AppState, tenant_id: &str, record: &StorageRecor
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ValidationReport {
     storage_mode: StorageMode,
@@ -471,6 +507,13 @@ pub struct ValidationReport {
 
 /// `POST /regions/storage/:tenantId/validate`: a round trip to the stored configuration's
 /// storage, each check with its latency. A failed validation is a 200 whose `valid` is false.
+#[utoipa::path(
+    post,
+    path = "/api/v1/regions/storage/{tenant_id}/validate",
+    tag = "regions",
+    params(("tenant_id" = String, Path, description = "Tenant id")),
+    responses((status = 200, body = crate::http::openapi::Envelope<ValidationReport>, description = "The round trip ran; valid says whether every check passed"), crate::http::openapi::Errors)
+)]
 pub async fn validate_storage(
     principal: Principal,
     state: Data<AppState>,
@@ -499,6 +542,13 @@ pub async fn validate_storage(
 }
 
 /// `GET /regions/features/:tenantId/check/:featureKey`
+#[utoipa::path(
+    get,
+    path = "/api/v1/regions/features/{tenant_id}/check/{feature_key}",
+    tag = "regions",
+    params(("tenant_id" = String, Path, description = "Tenant id"), ("feature_key" = String, Path, description = "secondaryRegion, byos, dataResidency or compliance.<level>")),
+    responses((status = 200, body = crate::http::openapi::Envelope<FeatureCheck>), crate::http::openapi::Errors)
+)]
 pub async fn check_feature(
     principal: Principal,
     state: Data<AppState>,
@@ -522,6 +572,13 @@ pub async fn check_feature(
 }
 
 /// `GET /routing-info`: this node, and where the caller's tenant lives.
+#[utoipa::path(
+    get,
+    path = "/api/v1/routing-info",
+    tag = "regions",
+    params(crate::http::openapi::TenantParam),
+    responses((status = 200, body = crate::http::openapi::Envelope<Value>, description = "{nodeId, nodeRegion, tenantId, primaryRegion, secondaryRegion, servedHere, reason}"), crate::http::openapi::Errors)
+)]
 pub async fn routing_info(
     principal: Principal,
     state: Data<AppState>,

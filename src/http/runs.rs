@@ -19,14 +19,14 @@ use crate::auth::Principal;
 use crate::ids::{now_rfc3339, IdKind};
 
 /// `"wait": true` (up to the server's limit) or `"wait": <seconds>`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Wait {
     Flag(bool),
     Seconds(u64),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Execute {
     goal: String,
@@ -45,6 +45,14 @@ fn step_budget(level: &str) -> u32 {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{id}/execute",
+    tag = "runs",
+    params(("id" = String, Path, description = "Agent id"), crate::http::openapi::ExecuteParams),
+    request_body = Execute,
+    responses((status = 202, body = crate::http::openapi::Envelope<Run>, description = "Queued (or still going when the wait ran out)"), (status = 200, body = crate::http::openapi::Envelope<Run>, description = "Finished within the wait"), crate::http::openapi::Errors)
+)]
 pub async fn execute_agent(
     principal: Principal,
     state: Data<AppState>,
@@ -143,6 +151,13 @@ pub async fn execute_agent(
     Ok(Reply::with_status(status, run))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/runs/{run_id}",
+    tag = "runs",
+    params(("id" = String, Path, description = "Agent id"), ("run_id" = String, Path, description = "Run id"), crate::http::openapi::TenantParam),
+    responses((status = 200, body = crate::http::openapi::Envelope<Run>), crate::http::openapi::Errors)
+)]
 pub async fn get_run(
     principal: Principal,
     state: Data<AppState>,
@@ -153,6 +168,13 @@ pub async fn get_run(
     Ok(Reply::ok(reload(&state, &tenant_id, &ids.0, &ids.1).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/runs",
+    tag = "runs",
+    params(("id" = String, Path, description = "Agent id"), crate::http::openapi::PageParams),
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<Run>>), crate::http::openapi::Errors)
+)]
 pub async fn list_runs(
     principal: Principal,
     state: Data<AppState>,
@@ -168,6 +190,13 @@ pub async fn list_runs(
     Ok(Reply::page(page.items, page.next_cursor))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{id}/runs/{run_id}/cancel",
+    tag = "runs",
+    params(("id" = String, Path, description = "Agent id"), ("run_id" = String, Path, description = "Run id"), crate::http::openapi::TenantParam),
+    responses((status = 200, body = crate::http::openapi::Envelope<Run>), crate::http::openapi::Errors)
+)]
 pub async fn cancel_run(
     principal: Principal,
     state: Data<AppState>,
@@ -192,6 +221,13 @@ pub async fn cancel_run(
     Ok(Reply::ok(reload(&state, &tenant_id, &ids.0, &ids.1).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}/runs/{run_id}/stream",
+    tag = "runs",
+    params(("id" = String, Path, description = "Agent id"), ("run_id" = String, Path, description = "Run id"), crate::http::openapi::TenantParam, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
+    responses((status = 200, description = "Server-Sent Events of the run: run.started, step.started, token {step, delta}, tool.called, tool.result, step.completed, run.resumed, then run.completed | run.failed | run.cancelled; id: <seq>; resume with Last-Event-ID", content_type = "text/event-stream"), crate::http::openapi::Errors)
+)]
 pub async fn stream_run(
     req: HttpRequest,
     principal: Principal,

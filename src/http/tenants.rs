@@ -13,14 +13,14 @@ use crate::auth::{generate_key, KeyType, Principal, TENANT_SCOPES};
 use crate::ids::{now_rfc3339, IdKind};
 use crate::store::{ApiKeyRecord, NewApiKey};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     name: String,
     plan: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedTenant {
     #[serde(flatten)]
     tenant: Tenant,
@@ -28,13 +28,20 @@ pub struct CreatedTenant {
     api_key: CreatedKey,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub record: ApiKeyRecord,
     pub key: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants",
+    tag = "tenants",
+    request_body = CreateTenant,
+    responses((status = 201, body = crate::http::openapi::Envelope<CreatedTenant>, description = "Created, with its first API key (shown once); operators only"), crate::http::openapi::Errors)
+)]
 pub async fn create_tenant(
     principal: Principal,
     state: Data<AppState>,
@@ -80,6 +87,13 @@ pub async fn create_tenant(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants",
+    tag = "tenants",
+    params(crate::http::openapi::PageParams),
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<Tenant>>), crate::http::openapi::Errors)
+)]
 pub async fn list_tenants(
     principal: Principal,
     state: Data<AppState>,
@@ -93,6 +107,13 @@ pub async fn list_tenants(
     Ok(Reply::page(page.items, page.next_cursor))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}",
+    tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id")),
+    responses((status = 200, body = crate::http::openapi::Envelope<Tenant>), crate::http::openapi::Errors)
+)]
 pub async fn get_tenant(
     principal: Principal,
     state: Data<AppState>,
@@ -103,7 +124,7 @@ pub async fn get_tenant(
     Ok(Reply::ok(tenant))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsBody {
     #[serde(default, deserialize_with = "nullable", alias = "displayName")]
@@ -124,6 +145,14 @@ pub struct SettingsBody {
     plan: Option<String>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/tenants/{id}/settings",
+    tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id")),
+    request_body = SettingsBody,
+    responses((status = 200, body = crate::http::openapi::Envelope<Tenant>), crate::http::openapi::Errors)
+)]
 pub async fn update_tenant_settings(
     principal: Principal,
     state: Data<AppState>,

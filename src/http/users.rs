@@ -11,7 +11,7 @@ use crate::store::{NewUser, User};
 
 const ROLES: [&str; 4] = ["owner", "admin", "member", "viewer"];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     email: String,
@@ -21,6 +21,13 @@ pub struct CreateUser {
     tenant_id: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "users",
+    request_body = CreateUser,
+    responses((status = 201, body = crate::http::openapi::Envelope<crate::store::User>), crate::http::openapi::Errors)
+)]
 pub async fn create_user(
     principal: Principal,
     state: Data<AppState>,
@@ -45,6 +52,13 @@ pub async fn create_user(
     Ok(Reply::created(user))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "users",
+    params(crate::http::openapi::PageParams),
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::store::User>>), crate::http::openapi::Errors)
+)]
 pub async fn list_users(
     principal: Principal,
     state: Data<AppState>,

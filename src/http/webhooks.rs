@@ -14,7 +14,7 @@ use crate::outbound as guard;
 use crate::store::{Delivery, Endpoint, NewEndpoint};
 use crate::webhooks::{signing, EVENTS};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEndpoint {
     url: String,
@@ -25,7 +25,7 @@ pub struct CreateEndpoint {
     tenant_id: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct WithSecret {
     #[serde(flatten)]
     endpoint: Endpoint,
@@ -46,6 +46,14 @@ async fn owner(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks",
+    tag = "webhooks",
+    params(crate::http::openapi::TenantParam),
+    request_body = CreateEndpoint,
+    responses((status = 201, body = crate::http::openapi::Envelope<WithSecret>, description = "Created; the secret is shown here only"), crate::http::openapi::Errors)
+)]
 pub async fn create_endpoint(
     principal: Principal,
     state: Data<AppState>,
@@ -71,6 +79,13 @@ pub async fn create_endpoint(
     Ok(Reply::created(WithSecret { endpoint, secret }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks",
+    tag = "webhooks",
+    params(crate::http::openapi::PageParams),
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::store::Endpoint>>), crate::http::openapi::Errors)
+)]
 pub async fn list_endpoints(
     principal: Principal,
     state: Data<AppState>,
@@ -85,6 +100,13 @@ pub async fn list_endpoints(
     Ok(Reply::page(page.items, page.next_cursor))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "Endpoint id")),
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::store::Endpoint>), crate::http::openapi::Errors)
+)]
 pub async fn get_endpoint(
     principal: Principal,
     state: Data<AppState>,
@@ -94,7 +116,7 @@ pub async fn get_endpoint(
     Ok(Reply::ok(find(&state, &principal, &id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateEndpoint {
     url: Option<String>,
@@ -104,6 +126,14 @@ pub struct UpdateEndpoint {
     description: Option<Option<String>>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "Endpoint id")),
+    request_body = UpdateEndpoint,
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::store::Endpoint>), crate::http::openapi::Errors)
+)]
 pub async fn update_endpoint(
     principal: Principal,
     state: Data<AppState>,
@@ -129,6 +159,13 @@ pub async fn update_endpoint(
     Ok(Reply::ok(find(&state, &principal, &id).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "Endpoint id")),
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::openapi::Deleted>), crate::http::openapi::Errors)
+)]
 pub async fn delete_endpoint(
     principal: Principal,
     state: Data<AppState>,
@@ -140,6 +177,13 @@ pub async fn delete_endpoint(
     Ok(Reply::ok(json!({ "id": id.as_str(), "deleted": true })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks/{id}/deliveries",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "Endpoint id"), crate::http::openapi::PageParams),
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::store::Delivery>>), crate::http::openapi::Errors)
+)]
 pub async fn list_deliveries(
     principal: Principal,
     state: Data<AppState>,
@@ -152,6 +196,13 @@ pub async fn list_deliveries(
     Ok(Reply::page(page.items, page.next_cursor))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "Endpoint id"), ("delivery_id" = String, Path, description = "Delivery id")),
+    responses((status = 202, body = crate::http::openapi::Envelope<Value>, description = "Queued again under the same webhook-id"), crate::http::openapi::Errors)
+)]
 pub async fn redeliver(
     principal: Principal,
     state: Data<AppState>,
@@ -168,6 +219,13 @@ pub async fn redeliver(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks/{id}/test",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "Endpoint id")),
+    responses((status = 202, body = crate::http::openapi::Envelope<Value>, description = "A webhook.test ping is queued"), crate::http::openapi::Errors)
+)]
 pub async fn test_endpoint(
     principal: Principal,
     state: Data<AppState>,
@@ -182,12 +240,20 @@ pub async fn test_endpoint(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rotate {
     secret: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks/{id}/rotate-secret",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "Endpoint id")),
+    request_body = Option<Rotate>,
+    responses((status = 200, body = crate::http::openapi::Envelope<WithSecret>), crate::http::openapi::Errors)
+)]
 pub async fn rotate_secret(
     principal: Principal,
     state: Data<AppState>,

@@ -7,7 +7,7 @@ use sqlx::Row;
 use super::{json_column, to_json, Page, Paged, Result, Store};
 
 /// How an agent behaves; camelCase both ways, as the SDK sends it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentConfig {
     /// `low` (1 step, no tools), `medium` (8 steps) or `high` (32 steps).
@@ -20,7 +20,7 @@ pub struct AgentConfig {
     pub timeout_seconds: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Agent {
     pub id: String,
     pub tenant_id: String,

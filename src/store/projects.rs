@@ -8,7 +8,7 @@ use super::outbox::record_event;
 use super::{json_column, to_json, Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Project {
     pub id: String,
     pub tenant_id: String,

@@ -8,7 +8,7 @@ use super::outbox::record_event;
 use super::{Error, Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     pub tenant_id: String,

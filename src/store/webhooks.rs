@@ -14,7 +14,7 @@ use super::{json_column, to_json, Error, Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
 
 /// An endpoint as the API shows it (never its secret).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Endpoint {
     pub id: String,
     /// `None`: platform-wide (every tenant's events).
@@ -48,7 +48,7 @@ pub struct NewEndpoint {
     pub secret_hint: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub attempted_at: String,
     pub status_code: Option<i64>,
@@ -57,7 +57,7 @@ pub struct Attempt {
     pub next_retry_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// Also the `webhook-id` header of every attempt.
     pub id: String,

@@ -15,6 +15,7 @@ mod health;
 mod idempotency;
 mod isolation;
 mod keys;
+mod openapi;
 mod ops;
 mod projects;
 mod ratelimit;

@@ -1,0 +1,211 @@
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` annotations and
+//! the types they take and return; served at `/api/v1/openapi.json`, read by `/docs`.
+
+use actix_web::HttpResponse;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, ResponseBuilder, ResponsesBuilder};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+
+use super::envelope::Meta;
+use super::{
+    agents, api_keys, auth, chat, health, ops, projects, regions, runs, tenants, users, webhooks,
+};
+
+/// Every answer: `data` and `meta`.
+#[derive(Serialize, ToSchema)]
+pub struct Envelope<T> {
+    pub data: T,
+    pub meta: Meta,
+}
+
+/// Every error: `error` (code, message, details) and `meta`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+    pub meta: Meta,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// UNAUTHORIZED, FORBIDDEN, RESOURCE_NOT_FOUND, VALIDATION_ERROR, CONFLICT,
+    /// IDEMPOTENCY_KEY_REUSED, RATE_LIMIT_EXCEEDED, METHOD_NOT_ALLOWED, SERVICE_UNAVAILABLE,
+    /// INTERNAL_ERROR.
+    pub code: String,
+    pub message: String,
+    /// What the error is about (`field`, the resource id, the plan needed...).
+    pub details: Option<Value>,
+}
+
+/// A deleted resource.
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    pub id: String,
+    pub deleted: bool,
+}
+
+/// The errors any authenticated operation may answer.
+pub struct Errors;
+
+impl utoipa::IntoResponses for Errors {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                            "ErrorEnvelope",
+                        ))))
+                        .build(),
+                )
+                .build()
+        };
+        ResponsesBuilder::new()
+            .response(
+                "400",
+                error("VALIDATION_ERROR: a field, the body or the query is invalid"),
+            )
+            .response(
+                "401",
+                error("UNAUTHORIZED: missing, invalid, expired or revoked credentials"),
+            )
+            .response(
+                "403",
+                error("FORBIDDEN: a scope, an operator-only route, or a plan gate"),
+            )
+            .response(
+                "404",
+                error("RESOURCE_NOT_FOUND (another tenant's ids too)"),
+            )
+            .response("405", error("METHOD_NOT_ALLOWED"))
+            .response(
+                "409",
+                error("CONFLICT (or the same Idempotency-Key still in flight)"),
+            )
+            .response(
+                "422",
+                error("IDEMPOTENCY_KEY_REUSED with a different request"),
+            )
+            .response("429", error("RATE_LIMIT_EXCEEDED (Retry-After says when)"))
+            .response("503", error("SERVICE_UNAVAILABLE"))
+            .build()
+            .into()
+    }
+}
+
+/// `?tenant_id=`: the tenant an operator acts in (a tenant key may name only its own).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct TenantParam {
+    pub tenant_id: Option<String>,
+}
+
+/// Keyset pagination, newest first, and the tenant an operator acts in.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageParams {
+    /// 1 to 100 (default 20).
+    pub limit: Option<u32>,
+    /// `meta.next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+/// `?wait=<seconds>` and `?tenant_id=` of execute.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ExecuteParams {
+    pub wait: Option<u64>,
+    pub tenant_id: Option<String>,
+}
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (chy_<type>_...) or a JWT from POST /api/v1/auth/token",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "DgiDgi One API",
+        description = "Multi-tenant agents, runs and chat with streamed tokens (SSE), webhooks, regions and storage.",
+    ),
+    modifiers(&Security),
+    security(("bearer" = [])),
+    paths(
+        health::healthz, health::readyz, auth::issue_token,
+        tenants::create_tenant, tenants::list_tenants, tenants::get_tenant, tenants::update_tenant_settings,
+        users::create_user, users::list_users,
+        api_keys::create_key, api_keys::list_keys, api_keys::revoke_key,
+        projects::create_project, projects::list_projects, projects::get_project,
+        projects::update_project, projects::delete_project,
+        agents::create_agent, agents::list_agents, agents::get_agent, agents::update_agent, agents::delete_agent,
+        runs::execute_agent, runs::list_runs, runs::get_run, runs::cancel_run, runs::stream_run,
+        chat::create_session, chat::list_sessions, chat::get_session, chat::delete_session,
+        chat::post_message, chat::list_messages, chat::cancel_reply, chat::stream_session,
+        webhooks::create_endpoint, webhooks::list_endpoints, webhooks::get_endpoint,
+        webhooks::update_endpoint, webhooks::delete_endpoint, webhooks::list_deliveries,
+        webhooks::redeliver, webhooks::test_endpoint, webhooks::rotate_secret,
+        regions::list_regions, regions::get_preferences, regions::update_preferences,
+        regions::get_storage, regions::put_storage, regions::validate_storage,
+        regions::check_feature, regions::routing_info,
+        ops::metrics, ops::actors, ops::actors_stream, ops::dashboard,
+        openapi_json, docs,
+    ),
+    components(schemas(ErrorEnvelope, ErrorBody, Deleted, Meta)),
+    tags(
+        (name = "health"), (name = "auth"), (name = "tenants"), (name = "users"), (name = "api-keys"),
+        (name = "projects"), (name = "agents"), (name = "runs"), (name = "chat"), (name = "webhooks"),
+        (name = "regions"), (name = "ops"), (name = "docs"),
+    ),
+)]
+pub struct ApiDoc;
+
+/// The document, with the 3.1 version marker.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// `GET /api/v1/openapi.json`
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "docs", security(()),
+    responses((status = 200, description = "This document", content_type = "application/json")))]
+pub async fn openapi_json() -> HttpResponse {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let body = DOC.get_or_init(|| {
+        document()
+            .to_pretty_json()
+            .expect("the document serializes")
+    });
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.as_str())
+}
+
+/// `GET /docs`: a page that renders the document (no assets from elsewhere).
+#[utoipa::path(get, path = "/docs", tag = "docs", security(()),
+    responses((status = 200, description = "The documentation page", content_type = "text/html")))]
+pub async fn docs() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("docs.html"))
+}
