@@ -51,6 +51,10 @@ fn describe() {
     );
     describe_counter!("dgidgi_runs_started_total", "Runs that started running");
     describe_counter!("dgidgi_runs_finished_total", "Runs that ended, by status");
+    describe_gauge!(
+        "dgidgi_runs_live",
+        "Runs in memory now, by state (queued, running...)"
+    );
     describe_histogram!(
         "dgidgi_run_duration_seconds",
         Unit::Seconds,

@@ -28,6 +28,16 @@ fn operator_only(principal: &Principal) -> Result<(), ApiError> {
 
 /// Sets the gauges that are read off the live actors rather than counted as things happen.
 fn refresh_gauges(state: &AppState) {
+    let mut by_state: BTreeMap<String, usize> = ["loading", "queued", "running", "finishing"]
+        .iter()
+        .map(|s| (s.to_string(), 0))
+        .collect();
+    for run in state.runs.snapshot() {
+        *by_state.entry(run.state).or_default() += 1;
+    }
+    for (run_state, n) in by_state {
+        metrics::gauge!("dgidgi_runs_live", "state" => run_state).set(n as f64);
+    }
     for (kind, actors) in [
         ("tenant", state.tenants.snapshot()),
         ("run", state.runs.snapshot()),

@@ -65,6 +65,7 @@ async fn metrics_during_a_run_show_the_run_its_tokens_and_the_actors() {
     assert!(sample(&during, "dgidgi_actors_live{kind=\"tenant\"}").unwrap() >= 1.0);
     assert!(sample(&during, "dgidgi_actors_live{kind=\"webhook\"}").unwrap() >= 1.0);
     assert!(sample(&during, "dgidgi_runs_started_total").unwrap() >= 1.0);
+    assert!(sample(&during, "dgidgi_runs_live{state=\"running\"}").unwrap() >= 1.0);
     assert!(during.contains("dgidgi_actor_messages_total{kind=\"tenant\"}"));
     assert!(during.contains("dgidgi_actor_mailbox_depth{kind=\"run\"}"));
     assert!(during.contains(
