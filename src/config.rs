@@ -89,6 +89,8 @@ pub struct ProviderConfig {
     /// The name of the environment variable that holds the key (never the key itself).
     pub api_key_env: Option<String>,
     pub model: Option<String>,
+    /// `offline` only: a pause before each token, in milliseconds (benchmarks use it).
+    pub token_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

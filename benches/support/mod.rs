@@ -46,8 +46,10 @@ pub fn start_server(workers: usize, env: &[(&str, &str)]) -> Server {
         .env("DGIDGI__DATABASE__URL", db)
         .env("DGIDGI__SERVER__PORT", "0")
         .env("DGIDGI__SERVER__WORKERS", workers.to_string())
-        .env("DGIDGI__RATE_LIMIT__PLANS__FREE__PER_KEY", huge)
-        .env("DGIDGI__RATE_LIMIT__PLANS__FREE__PER_TENANT", huge)
+        .env("DGIDGI__PLANS__FREE__RATE_LIMIT__PER_KEY", huge)
+        .env("DGIDGI__PLANS__FREE__RATE_LIMIT__PER_TENANT", huge)
+        .env("DGIDGI__PLANS__ENTERPRISE__RATE_LIMIT__PER_KEY", huge)
+        .env("DGIDGI__PLANS__ENTERPRISE__RATE_LIMIT__PER_TENANT", huge)
         .env("RUST_LOG", "warn,dgidgi=info")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
@@ -204,4 +206,79 @@ pub fn rss_mib(pid: u32) -> f64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0);
     kib / 1024.0
+}
+
+/// A database of its own on the PostgreSQL server named by `LOAD_POSTGRES`
+/// (`postgres://user@host:port`), dropped afterwards; `None` without it (SQLite).
+pub struct FreshPostgres {
+    pub url: String,
+    base: String,
+    name: String,
+}
+
+impl FreshPostgres {
+    pub async fn from_env() -> Option<Self> {
+        use sqlx::Connection;
+        let base = std::env::var("LOAD_POSTGRES").ok()?;
+        let name = format!("dgidgi_bench_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+            .await
+            .expect("LOAD_POSTGRES is reachable");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        Some(Self {
+            url: format!("{base}/{name}"),
+            base,
+            name,
+        })
+    }
+}
+
+impl Drop for FreshPostgres {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut admin) =
+                    sqlx::PgConnection::connect(&format!("{base}/postgres")).await
+                {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[repr(C)]
+struct RLimit {
+    current: u64,
+    max: u64,
+}
+
+extern "C" {
+    fn getrlimit(resource: i32, limit: *mut RLimit) -> i32;
+    fn setrlimit(resource: i32, limit: *const RLimit) -> i32;
+}
+
+/// Raises this process's open-file limit to its hard limit (the server started from it
+/// inherits it): thousands of streams need thousands of sockets on each side.
+pub fn raise_open_files() {
+    const RLIMIT_NOFILE: i32 = 7;
+    let mut limit = RLimit { current: 0, max: 0 };
+    unsafe {
+        if getrlimit(RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.current = limit.max;
+            setrlimit(RLIMIT_NOFILE, &limit);
+        }
+    }
 }

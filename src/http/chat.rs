@@ -222,7 +222,7 @@ pub async fn list_messages(
     path = "/api/v1/chat/sessions/{id}/cancel",
     tag = "chat",
     params(("id" = String, Path, description = "Session id"), crate::http::openapi::TenantParam),
-    responses((status = 200, body = crate::http::openapi::Envelope<Value>, description = "{session_id, cancelled_reply_id}"), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Value>, description = "{cancelled, reply_id}"), crate::http::openapi::Errors)
 )]
 pub async fn cancel_reply(
     principal: Principal,

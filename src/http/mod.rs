@@ -59,6 +59,10 @@ pub struct AppState {
     /// When each key's `last_used_at` was last written (Unix seconds), so that it is
     /// written at most once a minute per key rather than on every request.
     key_touched: DashMap<String, u64>,
+    /// Keys read in the last [`KEY_CACHE_SECS`], by `h:<hash>` or `i:<id>`: most requests
+    /// authenticate without a query. Revocations and plan changes on this node clear them
+    /// at once; another node sees them within the cache's age.
+    key_cache: DashMap<String, (KeyWithPlan, u64)>,
 }
 
 /// How often `last_used_at` is written for one key.
@@ -110,6 +114,7 @@ impl AppState {
             limiter,
             shutdown: tokio_util::sync::CancellationToken::new(),
             key_touched: DashMap::new(),
+            key_cache: DashMap::new(),
         })
     }
 
@@ -130,7 +135,10 @@ impl AppState {
             .ok_or_else(|| unauthorized("Authorization must be 'Bearer <API key or token>'"))?;
         let (found, scopes) = if token.starts_with("chy_") {
             parse_key(token).ok_or_else(|| unauthorized("Invalid API key"))?;
-            let found = self.store.key_by_hash(&hash_key(token)).await?;
+            let hash = hash_key(token);
+            let found = self
+                .cached_key(format!("h:{hash}"), self.store.key_by_hash(&hash))
+                .await?;
             let found = found.ok_or_else(|| unauthorized("Invalid API key"))?;
             let scopes = found.key.scopes.clone();
             (found, scopes)
@@ -139,7 +147,12 @@ impl AppState {
                 .jwt
                 .verify(token)
                 .ok_or_else(|| unauthorized("Invalid or expired token"))?;
-            let found = self.store.key_by_id(&claims.sub).await?;
+            let found = self
+                .cached_key(
+                    format!("i:{}", claims.sub),
+                    self.store.key_by_id(&claims.sub),
+                )
+                .await?;
             let found = found
                 .filter(|k| k.key.tenant_id == claims.tid)
                 .ok_or_else(|| unauthorized("Invalid or expired token"))?;
@@ -154,6 +167,34 @@ impl AppState {
             scopes,
             plan: found.plan.unwrap_or_else(|| OPERATOR_PLAN.to_string()),
         })
+    }
+
+    /// The key under `cache_key` if read less than [`KEY_CACHE_SECS`] ago, else `load`ed
+    /// (and kept when found).
+    async fn cached_key(
+        &self,
+        cache_key: String,
+        load: impl std::future::Future<Output = crate::store::Result<Option<KeyWithPlan>>>,
+    ) -> Result<Option<KeyWithPlan>, ApiError> {
+        let now = unix_now();
+        if let Some(hit) = self.key_cache.get(&cache_key) {
+            if now < hit.1 + KEY_CACHE_SECS {
+                return Ok(Some(hit.0.clone()));
+            }
+        }
+        let found = load.await?;
+        if let Some(key) = &found {
+            if self.key_cache.len() > 100_000 {
+                self.key_cache.clear();
+            }
+            self.key_cache.insert(cache_key, (key.clone(), now));
+        }
+        Ok(found)
+    }
+
+    /// Drops cached keys that `stale` matches (after a revocation or a plan change).
+    pub fn forget_keys(&self, stale: impl Fn(&KeyWithPlan) -> bool) {
+        self.key_cache.retain(|_, (key, _)| !stale(key));
     }
 
     /// Refuses revoked and expired keys.
@@ -189,6 +230,9 @@ impl AppState {
         }
     }
 }
+
+/// How long an authenticated key is trusted without reading it again.
+const KEY_CACHE_SECS: u64 = 5;
 
 /// A resource whose other methods get 405 in the seed's envelope.
 fn resource(path: &str) -> Resource {

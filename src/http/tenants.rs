@@ -219,7 +219,7 @@ pub async fn update_tenant_settings(
             .transpose()?,
         max_concurrent_runs: body
             .max_concurrent_runs
-            .map(|n| range("max_concurrent_runs", n, 1, 1000))
+            .map(|n| range("max_concurrent_runs", n, 1, 100_000))
             .transpose()?,
         data_retention_days: body
             .data_retention_days
@@ -231,11 +231,16 @@ pub async fn update_tenant_settings(
             .map(|(flag, on)| Ok((token("features", &flag, 64, "_.-")?, on)))
             .collect::<Result<_, ApiError>>()?,
     };
+    let plan_changed = plan.is_some();
     let tenant = state
         .tenants
         .update(&id, UpdateTenant { plan, settings })
         .await
         .map_err(|e| not_found_as(e, &id))?;
+    if plan_changed {
+        // Keys carry their tenant's plan (its rate limits): read them again.
+        state.forget_keys(|k| k.key.tenant_id.as_deref() == Some(tenant.id.as_str()));
+    }
     Ok(Reply::ok(tenant))
 }
 

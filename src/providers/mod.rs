@@ -25,7 +25,7 @@ impl Providers {
     /// is still built (keyless endpoints such as a local vLLM exist), with a warning.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         let mut by_name: HashMap<String, Arc<dyn LlmProvider>> = HashMap::new();
-        by_name.insert(OFFLINE.into(), Arc::new(OfflineProvider));
+        by_name.insert(OFFLINE.into(), Arc::new(OfflineProvider::default()));
         let mut keyed = Vec::new();
         for (name, provider) in &config.providers {
             let key = |field: &str| format!("providers.{name}.{field}");
@@ -63,7 +63,9 @@ impl Providers {
                     );
                 }
                 "offline" => {
-                    by_name.insert(name.clone(), Arc::new(OfflineProvider));
+                    let token_delay =
+                        std::time::Duration::from_millis(provider.token_delay_ms.unwrap_or(0));
+                    by_name.insert(name.clone(), Arc::new(OfflineProvider { token_delay }));
                 }
                 other => {
                     return Err(ConfigError(format!(

@@ -5,10 +5,16 @@ use async_trait::async_trait;
 use dgidgi_actors::provider::{
     ChatChunk, ChatMessage, ChatRequest, ChunkStream, LlmProvider, ProviderError, Usage,
 };
+use futures_util::StreamExt;
 
 pub const OFFLINE: &str = "offline";
 
-pub struct OfflineProvider;
+/// `token_delay` paces its tokens (zero: all at once), so that benchmarks can measure the
+/// runtime against a provider of known speed without any HTTP in between.
+#[derive(Default)]
+pub struct OfflineProvider {
+    pub token_delay: std::time::Duration,
+}
 
 #[async_trait]
 impl LlmProvider for OfflineProvider {
@@ -40,7 +46,21 @@ impl LlmProvider for OfflineProvider {
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
         })));
-        Ok(Box::pin(futures_util::stream::iter(chunks)))
+        let delay = self.token_delay;
+        if delay.is_zero() {
+            return Ok(Box::pin(futures_util::stream::iter(chunks)));
+        }
+        // Token k leaves at start + (k + 1) x delay: a late wake-up does not push the rest.
+        let start = tokio::time::Instant::now();
+        let paced = futures_util::stream::iter(chunks.into_iter().enumerate()).then(
+            move |(k, chunk)| async move {
+                if matches!(chunk, Ok(ChatChunk::Delta(_))) {
+                    tokio::time::sleep_until(start + delay * (k as u32 + 1)).await;
+                }
+                chunk
+            },
+        );
+        Ok(Box::pin(paced))
     }
 }
 
