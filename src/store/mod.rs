@@ -5,6 +5,7 @@
 //! `outbox` table in the same transaction as the change itself.
 
 mod agents;
+mod appender;
 mod chat;
 mod idempotency;
 mod keys;
@@ -114,6 +115,8 @@ pub struct Store {
     /// timeout; queueing for the one connection instead never fails.
     writer: AnyPool,
     backend: Backend,
+    /// Event-log appends, committed in groups (see `appender`).
+    appender: tokio::sync::mpsc::UnboundedSender<appender::Job>,
 }
 
 impl Store {
@@ -153,10 +156,12 @@ impl Store {
             Backend::Sqlite => options(1).connect(&url).await?,
             Backend::Postgres => pool.clone(),
         };
+        let appender = appender::start(writer.clone());
         Ok(Self {
             pool,
             writer,
             backend,
+            appender,
         })
     }
 

@@ -157,36 +157,8 @@ impl Store {
         stream: &str,
         events: &[StreamEvent],
     ) -> Result<()> {
-        for chunk in events.chunks(100) {
-            let mut sql = String::from(
-                "INSERT INTO stream_events (stream_id, seq, event_type, data, created_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let n = i * 5;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${})",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5
-                ));
-            }
-            let mut query = sqlx::query(&sql);
-            for event in chunk {
-                query = query
-                    .bind(stream)
-                    .bind(event.seq)
-                    .bind(&event.kind)
-                    .bind(to_json(&event.data))
-                    .bind(&event.created_at);
-            }
-            query.execute(&mut **tx).await?;
-        }
-        Ok(())
+        let rows: Vec<(&str, &StreamEvent)> = events.iter().map(|e| (stream, e)).collect();
+        super::appender::insert(tx, &rows).await
     }
 
     async fn update_progress(&self, tx: &mut Transaction<'_, Any>, run: &Run) -> Result<()> {
@@ -226,11 +198,20 @@ impl EventLog for Store {
         stream: &str,
         events: &[StreamEvent],
     ) -> Result<(), StoreFailure> {
-        let mut tx = self.writer.begin().await.map_err(|e| failure(e.into()))?;
-        self.append(&mut tx, stream, events)
+        // Through the appender: committed together with other streams' waiting appends.
+        let (done, committed) = tokio::sync::oneshot::channel();
+        let job = super::appender::Job {
+            stream: stream.to_string(),
+            events: events.to_vec(),
+            done,
+        };
+        if self.appender.send(job).is_err() {
+            return Err(StoreFailure("the event appender has stopped".into()));
+        }
+        committed
             .await
-            .map_err(failure)?;
-        tx.commit().await.map_err(|e| failure(e.into()))
+            .map_err(|_| StoreFailure("the event appender has stopped".into()))?
+            .map_err(StoreFailure)
     }
 
     async fn events_after(
