@@ -436,7 +436,7 @@ async fn live_sessions(bench: &Bench) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// S5: many chat sessions created, each touched once (a subscription activates its actor),
+/// S5: many chat sessions created, each touched once (a cancel activates its actor),
 /// memory per live session actor, then memory once they passivated.
 async fn s5() -> Value {
     let n: usize = env_or("S5_N", 100_000);
@@ -465,11 +465,12 @@ async fn s5() -> Value {
     stream::iter(&created)
         .map(|id| async move {
             let bench = bench_ref;
-            // Opening the stream activates the session's actor; the answer's headers are enough.
+            // A cancel with nothing to cancel activates the session's actor and writes nothing.
             let _ = bench
                 .client
-                .get(format!("{}/chat/sessions/{id}/stream", bench.base))
+                .post(format!("{}/chat/sessions/{id}/cancel", bench.base))
                 .bearer_auth(&bench.key)
+                .json(&json!({}))
                 .send()
                 .await;
         })

@@ -195,11 +195,7 @@ impl Actor for SessionActor {
             act.meta.set_owner(&session.tenant_id);
             act.meta.set_state("idle");
             act.state = Loaded::Ready { session: Box::new(session.clone()), queue };
-            let span = tracing::info_span!("session", session_id = %session.id, tenant_id = %session.tenant_id);
-            let replies = tracing::Instrument::instrument(
-                reply_loop(act.deps.clone(), session, history, last_seq, incoming, act.current.clone(), act.meta.clone()),
-                span,
-            );
+            let replies = reply_loop(act.deps.clone(), session, history, last_seq, incoming, act.current.clone(), act.meta.clone());
             // The reply task runs beside the actor, not inside its context: the context
             // pauses its own futures while an atomic message is handled, and a paused
             // reply holding the store's writer would block that very message.
@@ -366,7 +362,13 @@ async fn reply_loop(
             *slot = Some((reply_id, cancel.clone()));
         }
         meta.set_state("replying");
-        let replied = reply(&deps, &session, &mut history, &message, &mut log, &cancel).await;
+        // A span per reply (not per session: an idle session would hold one for nothing).
+        let span = tracing::info_span!("session", session_id = %session.id, tenant_id = %session.tenant_id);
+        let replied = tracing::Instrument::instrument(
+            reply(&deps, &session, &mut history, &message, &mut log, &cancel),
+            span,
+        )
+        .await;
         if let Ok(mut slot) = current.lock() {
             *slot = None;
         }
