@@ -511,6 +511,11 @@ impl Sessions {
         self.registry.snapshot()
     }
 
+    /// Calls `f` with each live actor's metadata, copying nothing.
+    pub fn for_each(&self, f: impl FnMut(&ActorMeta)) {
+        self.registry.for_each(f)
+    }
+
     /// Stores and queues a user message; the reply streams on the session's log.
     pub async fn post(&self, session_id: &str, msg: PostMessage) -> Result<Message, ChatError> {
         self.registry

@@ -99,6 +99,16 @@ impl ActorMeta {
         metrics::counter!("dgidgi_actor_messages_total", "kind" => self.kind).increment(1);
     }
 
+    /// Messages sent to the actor and not answered yet.
+    pub fn mailbox_depth(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed).max(0)
+    }
+
+    /// Whether the actor is in `state` now.
+    pub fn is_in(&self, state: &str) -> bool {
+        *self.state.lock().expect("meta lock") == state
+    }
+
     pub fn info(&self) -> ActorInfo {
         ActorInfo {
             kind: self.kind,
@@ -192,6 +202,13 @@ where
     /// What operators see of every live actor.
     pub fn snapshot(&self) -> Vec<ActorInfo> {
         self.actors.iter().map(|e| e.meta.info()).collect()
+    }
+
+    /// Calls `f` with each live actor's metadata, copying nothing (metrics read it often).
+    pub fn for_each(&self, mut f: impl FnMut(&ActorMeta)) {
+        for entry in self.actors.iter() {
+            f(&entry.meta);
+        }
     }
 
     /// The metadata of the live actor for `key`, if there is one.

@@ -304,6 +304,11 @@ impl Runs {
         self.registry.snapshot()
     }
 
+    /// Calls `f` with each live actor's metadata, copying nothing.
+    pub fn for_each(&self, f: impl FnMut(&ActorMeta)) {
+        self.registry.for_each(f)
+    }
+
     /// Starts (or finds) the actor of stored run `id`.
     pub fn start(&self, id: &str) {
         self.registry.activate(id, self.make(id));

@@ -392,6 +392,11 @@ impl Tenants {
         self.registry.snapshot()
     }
 
+    /// Calls `f` with each live actor's metadata, copying nothing.
+    pub fn for_each(&self, f: impl FnMut(&ActorMeta)) {
+        self.registry.for_each(f)
+    }
+
     /// The tenant's live state.
     pub async fn get(&self, id: &str) -> Result<Tenant, TenantError> {
         self.send(id, GetTenant).await?
