@@ -18,6 +18,15 @@ pub struct Preferences {
 }
 
 impl Preferences {
+    /// The field that chose region `id`: `primaryRegion` or `secondaryRegion`.
+    fn field_of(&self, id: &str) -> &'static str {
+        if id == self.primary_region {
+            "primaryRegion"
+        } else {
+            "secondaryRegion"
+        }
+    }
+
     /// What a tenant that never chose has: this deployment's home region, no failover,
     /// no residency rule, the first compliance level.
     pub fn defaults(config: &Config) -> Self {
@@ -182,13 +191,8 @@ pub fn check_preferences(
         };
         for (id, _) in &regions {
             if !satisfies(config, id, residency) {
-                let field = if *id == &prefs.primary_region {
-                    "primaryRegion"
-                } else {
-                    "secondaryRegion"
-                };
                 return Err(invalid(
-                    field,
+                    prefs.field_of(id),
                     format!("region '{id}' does not keep data in '{residency}'"),
                 ));
             }
@@ -206,13 +210,8 @@ pub fn check_preferences(
     }
     for (id, region) in &regions {
         if !region.compliance.contains(level) {
-            let field = if *id == &prefs.primary_region {
-                "primaryRegion"
-            } else {
-                "secondaryRegion"
-            };
             return Err(invalid(
-                field,
+                prefs.field_of(id),
                 format!("region '{id}' does not offer compliance level '{level}'"),
             ));
         }

@@ -112,6 +112,70 @@ fn the_first_serve_on_an_empty_database_prints_an_operator_key_once() {
 
 /// Reads the server's log until it names its port, then keeps draining it in the
 /// background, as a supervisor would.
+/// A server process whose stderr (its log) goes to a file the test reads afterwards.
+pub struct Logged {
+    pub child: std::process::Child,
+    pub operator: String,
+    pub base: String,
+    pub log: std::path::PathBuf,
+}
+
+impl Logged {
+    /// Starts `dgidgi <args>` on a fresh SQLite file in `dir` with `envs`; waits for its
+    /// operator key (stdout) and its port (the log, pretty or JSON).
+    pub fn start(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let db = format!("sqlite://{}/dgidgi.db", dir.display());
+        let log = dir.join("server.log");
+        let mut child = dgidgi(&db)
+            .args(args)
+            .env("DGIDGI__SERVER__PORT", "0")
+            .env("DGIDGI__STORAGE__PLATFORM_ROOT", dir.join("storage"))
+            .envs(envs.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut operator = String::new();
+        while !operator.starts_with("chy_op_") {
+            operator.clear();
+            assert!(out.read_line(&mut operator).unwrap() > 0, "no operator key");
+        }
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let port = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let found = text
+                .find("port=")
+                .map(|at| &text[at + 5..])
+                .or_else(|| text.find("\"port\":").map(|at| &text[at + 7..]));
+            if let Some(rest) = found {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(port) = digits.parse::<u16>() {
+                    break port;
+                }
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the server exited: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self {
+            child,
+            operator: operator.trim().to_string(),
+            base: format!("http://127.0.0.1:{port}/api/v1"),
+            log,
+        }
+    }
+
+    /// Stops the server (SIGTERM) and returns its log.
+    pub fn stop(mut self) -> String {
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        wait(&mut self.child, Duration::from_secs(10));
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
 pub fn wait_for_port(mut stderr: BufReader<std::process::ChildStderr>) -> u16 {
     let mut line = String::new();
     loop {

@@ -1,13 +1,11 @@
 //! Operators: `/metrics` during a run, the live actor tree and its stream, JSON logs with
 //! request, tenant and run ids.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::cli::{dgidgi, libc_kill, wait};
+use crate::cli::Logged;
 use crate::fake_llm::{LlmApp, Script};
 use crate::helpers::{Backend, TestApp};
 
@@ -181,42 +179,12 @@ async fn the_actor_stream_sends_the_tree_as_it_changes() {
 #[actix_web::test]
 async fn json_logs_carry_request_tenant_and_run_ids() {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}/dgidgi.db", dir.path().display());
-    let log_path = dir.path().join("server.log");
-    let mut child = dgidgi(&db)
-        .arg("--log-format")
-        .arg("json")
-        .env("RUST_LOG", "info,dgidgi=debug")
-        .env("DGIDGI__SERVER__PORT", "0")
-        .env("DGIDGI__STORAGE__PLATFORM_ROOT", dir.path().join("storage"))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut operator = String::new();
-    while !operator.starts_with("chy_op_") {
-        operator.clear();
-        assert!(out.read_line(&mut operator).unwrap() > 0, "no operator key");
-    }
-    let operator = operator.trim().to_string();
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let port = loop {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if let Some(port) = log
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find_map(|l| l["port"].as_u64())
-        {
-            break port;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the server exited: {log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let base = format!("http://127.0.0.1:{port}/api/v1");
+    let server = Logged::start(
+        dir.path(),
+        &["--log-format", "json"],
+        &[("RUST_LOG", "info,dgidgi=debug")],
+    );
+    let (base, operator) = (server.base.clone(), server.operator.clone());
     let client = reqwest::Client::new();
     let post = |path: &str, key: &str, body: Value| {
         client
@@ -264,11 +232,8 @@ async fn json_logs_carry_request_tenant_and_run_ids() {
     .unwrap();
     let run_id = run["data"]["id"].as_str().unwrap().to_string();
     assert_eq!(run["data"]["status"], "completed");
-    unsafe { libc_kill(child.id() as i32, 15) };
-    wait(&mut child, Duration::from_secs(10));
-
-    let lines: Vec<Value> = std::fs::read_to_string(&log_path)
-        .unwrap()
+    let lines: Vec<Value> = server
+        .stop()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();

@@ -709,15 +709,11 @@ mod byos {
 }
 
 mod byos_in_use {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-    use std::time::Duration;
-
     use figment::providers::Serialized;
     use serde_json::json;
 
     use super::{byos, storage_path};
-    use crate::cli::{dgidgi, libc_kill, wait};
+    use crate::cli::Logged;
     use crate::fake_llm::{LlmApp, Script};
     use crate::helpers::Backend;
     use crate::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
@@ -792,41 +788,15 @@ mod byos_in_use {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
-        let db = format!("sqlite://{}/dgidgi.db", dir.path().display());
-        let log_path = dir.path().join("server.log");
-        let mut child = dgidgi(&db)
-            .env("RUST_LOG", "debug")
-            .env("DGIDGI__SERVER__PORT", "0")
-            .env("DGIDGI__OUTBOUND__ALLOW_PRIVATE_TARGETS", "true")
-            .env("DGIDGI__STORAGE__PLATFORM_ROOT", dir.path().join("storage"))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut operator = String::new();
-        while !operator.starts_with("chy_op_") {
-            operator.clear();
-            assert!(out.read_line(&mut operator).unwrap() > 0, "no operator key");
-        }
-        let operator = operator.trim().to_string();
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let port = loop {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if let Some(at) = log.find("port=") {
-                let digits: String = log[at + 5..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                break digits.parse::<u16>().unwrap();
-            }
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "the server exited: {log}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let base = format!("http://127.0.0.1:{port}/api/v1");
+        let server = Logged::start(
+            dir.path(),
+            &[],
+            &[
+                ("RUST_LOG", "debug"),
+                ("DGIDGI__OUTBOUND__ALLOW_PRIVATE_TARGETS", "true"),
+            ],
+        );
+        let (base, operator) = (server.base.clone(), server.operator.clone());
         let client = reqwest::Client::new();
         let send = |method: reqwest::Method, path: String, key: String, body: serde_json::Value| {
             let req = client
@@ -875,9 +845,7 @@ mod byos_in_use {
         )
         .await;
         assert_eq!(status, 200, "{body}");
-        unsafe { libc_kill(child.id() as i32, 15) };
-        wait(&mut child, Duration::from_secs(10));
-        let log = std::fs::read_to_string(&log_path).unwrap();
+        let log = server.stop();
         assert!(
             log.contains("storage configuration changed"),
             "the log was captured: {log}"
