@@ -18,6 +18,13 @@ pub struct Preferences {
 }
 
 impl Preferences {
+    /// The jurisdiction the tenant's data must stay in, when residency is required.
+    pub fn residency(&self) -> Option<&str> {
+        self.data_residency_region
+            .as_deref()
+            .filter(|_| self.data_residency_required)
+    }
+
     /// The field that chose region `id`: `primaryRegion` or `secondaryRegion`.
     fn field_of(&self, id: &str) -> &'static str {
         if id == self.primary_region {
@@ -113,6 +120,23 @@ pub fn check_feature(
         required_plan: config.lowest_plan(gate).map(str::to_string),
         limits: limits(plan),
     })
+}
+
+/// Refuses more concurrent runs than `plan` includes, naming the plan that has them.
+pub fn require_run_slots(config: &Config, plan: &str, wanted: u32) -> Result<(), Refusal> {
+    let current = config.plan(plan);
+    if wanted <= current.max_concurrent_runs {
+        return Ok(());
+    }
+    Err(Refusal::Gated(FeatureCheck {
+        feature_key: "maxConcurrentRuns".into(),
+        allowed: false,
+        plan: plan.to_string(),
+        required_plan: config
+            .lowest_plan(|p| p.max_concurrent_runs >= wanted)
+            .map(str::to_string),
+        limits: limits(current),
+    }))
 }
 
 /// Refuses a feature the tenant may not use.

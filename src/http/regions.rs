@@ -171,12 +171,9 @@ pub async fn update_preferences(
     regions::check_preferences(&state.config, &tenant.plan, flags, &prefs, &changed)?;
     // Platform storage pinned to a region must keep to the residency rule too.
     let stored = state.storage.record(&tenant.id).await.map_err(failure)?;
-    if let (true, Some(residency), StorageMode::Platform, Some(region)) = (
-        prefs.data_residency_required,
-        &prefs.data_residency_region,
-        stored.mode,
-        &stored.platform_region,
-    ) {
+    if let (Some(residency), StorageMode::Platform, Some(region)) =
+        (prefs.residency(), stored.mode, &stored.platform_region)
+    {
         if !regions::satisfies(&state.config, region, residency) {
             return Err(ApiError::invalid(
                 "dataResidencyRegion",
@@ -300,9 +297,7 @@ pub async fn put_storage(
         "platform" => {
             if let Some(region) = &body.platform_region {
                 regions::region(&state.config, "platformRegion", region)?;
-                if let (true, Some(residency)) =
-                    (prefs.data_residency_required, &prefs.data_residency_region)
-                {
+                if let Some(residency) = prefs.residency() {
                     if !regions::satisfies(&state.config, region, residency) {
                         return Err(ApiError::invalid(
                             "platformRegion",

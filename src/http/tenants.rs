@@ -178,20 +178,7 @@ pub async fn update_tenant_settings(
             Some(plan) => plan.clone(),
             None => visible_tenant(&principal, &state, &id).await?.plan,
         };
-        let cap = state.config.plan(&current).max_concurrent_runs;
-        if wanted > cap {
-            let check = crate::regions::FeatureCheck {
-                feature_key: "maxConcurrentRuns".into(),
-                allowed: false,
-                required_plan: state
-                    .config
-                    .lowest_plan(|p| p.max_concurrent_runs >= wanted)
-                    .map(str::to_string),
-                limits: crate::regions::limits(state.config.plan(&current)),
-                plan: current,
-            };
-            return Err(crate::regions::Refusal::Gated(check).into());
-        }
+        crate::regions::require_run_slots(&state.config, &current, wanted)?;
     }
     let settings = TenantSettingsPatch {
         display_name: body
