@@ -167,6 +167,22 @@ async fn endpoint(
     )
 }
 
+/// The endpoint's newest delivery once its status is `status` (or as it is after ~2 s).
+async fn first_delivery_when(app: &TestApp, key: &str, endpoint: &str, status: &str) -> Value {
+    let mut delivery = Value::Null;
+    for _ in 0..100 {
+        let deliveries = app
+            .get(&format!("/api/v1/webhooks/{endpoint}/deliveries"), key)
+            .await;
+        delivery = deliveries.data()[0].clone();
+        if delivery["status"] == status {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    delivery
+}
+
 async fn a_tenant_event_arrives_signed_with_the_resource_as_the_api_returns_it(app: &TestApp) {
     let receiver = Receiver::start().await;
     let tenant = app.tenant("Acme", "free").await;
@@ -214,10 +230,8 @@ async fn a_tenant_event_arrives_signed_with_the_resource_as_the_api_returns_it(a
         "data is the resource as the API returns it"
     );
 
-    let deliveries = app
-        .get(&format!("/api/v1/webhooks/{id}/deliveries"), &tenant.key)
-        .await;
-    let delivery = &deliveries.data()[0];
+    // The receiver has it; the attempt is recorded right after the answer.
+    let delivery = &first_delivery_when(app, &tenant.key, &id, "delivered").await;
     assert_eq!(delivery["status"], "delivered");
     assert_eq!(delivery["attempts"][0]["status_code"], 200);
     assert!(delivery["attempts"][0]["latency_ms"].is_number());
@@ -251,17 +265,7 @@ async fn a_receiver_that_fails_twice_gets_three_attempts_of_one_delivery(app: &T
         got.iter().all(|r| verify(&secret, r)),
         "a plain secret signs with its UTF-8 bytes"
     );
-    let mut delivered = Value::Null;
-    for _ in 0..100 {
-        let deliveries = app
-            .get(&format!("/api/v1/webhooks/{id}/deliveries"), &tenant.key)
-            .await;
-        delivered = deliveries.data()[0].clone();
-        if delivered["status"] == "delivered" {
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    let delivered = first_delivery_when(app, &tenant.key, &id, "delivered").await;
     let codes: Vec<i64> = delivered["attempts"]
         .as_array()
         .unwrap()
