@@ -44,6 +44,8 @@ pub struct Config {
 pub struct WebhooksConfig {
     pub retry_schedule_secs: Vec<u64>,
     pub disable_after_failures: u32,
+    /// ... that have gone on for at least this long.
+    pub disable_after_secs: u64,
     pub timeout_secs: u64,
     pub poll_ms: u64,
     pub rotation_window_secs: u64,
@@ -59,6 +61,10 @@ pub struct OutboundConfig {
 #[serde(deny_unknown_fields)]
 pub struct SecretsConfig {
     pub key: String,
+    /// Keys `key` replaced: values sealed with them open, and are sealed again at start-up.
+    pub previous_keys: Vec<String>,
+    /// Where unconfigured secrets are kept; empty: `dgidgi.keys` beside an SQLite database.
+    pub key_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +84,8 @@ pub struct LlmConfig {
     pub request_timeout_ms: u64,
     pub flush_ms: u64,
     pub flush_batch: usize,
+    pub max_step_output_bytes: usize,
+    pub max_tool_arguments_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,12 +106,23 @@ pub struct ProviderConfig {
 pub struct RunsConfig {
     pub default_timeout_secs: u64,
     pub max_wait_secs: u64,
+    /// Runs of one tenant that may wait for a slot; more executes get 429.
+    pub max_queued_per_tenant: u32,
+    /// How long a run's writes are retried through a database outage.
+    pub store_retry_secs: u64,
+    /// How often unfinished runs with no live actor are looked for and resumed.
+    pub reclaim_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamsConfig {
     pub heartbeat_secs: u64,
+    /// Open event streams at once, per API key and per tenant; more get 429.
+    pub max_per_key: usize,
+    pub max_per_tenant: usize,
+    /// A subscriber that has not read for this long is disconnected.
+    pub stall_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,6 +140,8 @@ pub struct ServerConfig {
 pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
+    /// The longest wait for a connection before a request gets 503.
+    pub acquire_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -9,6 +9,7 @@
 //! - [`webhooks`]: signatures and the HTTP sender of webhook deliveries.
 //! - [`outbound`]: the address guard and HTTP client for user-supplied URLs.
 //! - [`sealing`]: secrets sealed at rest (AES-256-GCM).
+//! - [`secrets`]: where the JWT secret and the sealing key come from (never the database).
 //! - [`storage`]: tenant files through platform storage or the tenant's own bucket.
 //! - [`cli`], [`client`]: the command line; the client of a running server.
 //! - [`telemetry`]: the Prometheus recorder and log set-up.
@@ -26,6 +27,7 @@ pub mod providers;
 pub mod ratelimit;
 pub mod regions;
 pub mod sealing;
+pub mod secrets;
 pub mod startup;
 pub mod storage;
 pub mod store;

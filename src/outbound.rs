@@ -28,13 +28,21 @@ pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
                     s[7] as u8,
                 ));
             }
+            let low = |hi: u16, lo: u16| {
+                Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+            };
+            // Local-use NAT64 (64:ff9b:1::/48) and SIIT (::ffff:0:a.b.c.d) carry the IPv4
+            // address in the last 32 bits; 6to4 (2002:a.b.c.d::/48) right after the prefix.
+            if (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+                || (s[..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0)
+            {
+                return forbidden_v4(low(s[6], s[7])).or(Some("reserved"));
+            }
+            if s[0] == 0x2002 {
+                return forbidden_v4(low(s[1], s[2])).or(Some("6to4"));
+            }
             if s[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
-                return forbidden_v4(Ipv4Addr::new(
-                    (s[6] >> 8) as u8,
-                    s[6] as u8,
-                    (s[7] >> 8) as u8,
-                    s[7] as u8,
-                ));
+                return forbidden_v4(low(s[6], s[7]));
             }
             forbidden_v6(v6)
         }
@@ -52,6 +60,10 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
         _ if a == 100 && (64..128).contains(&b) => "CGNAT",
         _ if ip.is_multicast() || ip.is_broadcast() || a >= 240 => "reserved",
         _ if a == 192 && b == 0 && ip.octets()[2] == 0 => "reserved",
+        _ if a == 198 && (b == 18 || b == 19) => "benchmarking",
+        _ if ip.is_documentation() => "documentation",
+        // 192.88.99.0/24: the retired 6to4 relay anycast.
+        _ if a == 192 && b == 88 && ip.octets()[2] == 99 => "reserved",
         _ => return None,
     })
 }
@@ -65,6 +77,17 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         _ if first & 0xfe00 == 0xfc00 => "unique-local",
         _ if first & 0xffc0 == 0xfe80 => "link-local",
         _ if first & 0xff00 == 0xff00 => "multicast",
+        _ if first & 0xffc0 == 0xfec0 => "site-local",
+        // 100::/64, the discard prefix.
+        _ if ip.segments()[..4] == [0x100, 0, 0, 0] => "discard",
+        _ if first == 0x2001 && ip.segments()[1] == 0xdb8 => "documentation",
+        // Teredo (2001::/32) and ORCHID/benchmarking (2001:2::/48, 2001:10::/28, 2001:20::/28).
+        _ if first == 0x2001 && ip.segments()[1] == 0 => "teredo",
+        _ if first == 0x2001
+            && (ip.segments()[1] == 2 || (0x10..0x30).contains(&ip.segments()[1])) =>
+        {
+            "reserved"
+        }
         _ => return None,
     })
 }
@@ -93,11 +116,36 @@ pub fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, String>
     if let Some(ip) = literal_ip(&url) {
         if let Some(class) = forbidden(ip).filter(|_| !allow_private) {
             return Err(format!(
-                "points to a {class} address, which outbound calls refuse"
+                "points to a {class} address, which outbound calls refuse \
+                 (outbound.allow_private_targets = true allows it, for local testing)"
+            ));
+        }
+    }
+    if let Some(url::Host::Domain(name)) = url.host() {
+        if let Some(class) = forbidden_name(name).filter(|_| !allow_private) {
+            return Err(format!(
+                "names a {class} host, which outbound calls refuse \
+                 (outbound.allow_private_targets = true allows it, for local testing)"
             ));
         }
     }
     Ok(url)
+}
+
+/// Why a host name is refused before it is even resolved: names that mean this machine or
+/// a private network wherever they are looked up (`localhost` and its subdomains,
+/// `localhost.localdomain`, `.local`, `.internal` such as `metadata.google.internal`,
+/// `.localdomain`, `.home.arpa`, `.intranet`, `.lan`, and names without a dot).
+pub fn forbidden_name(name: &str) -> Option<&'static str> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let under = |suffix: &str| name == suffix || name.ends_with(&format!(".{suffix}"));
+    Some(match () {
+        _ if under("localhost") || under("localdomain") => "loopback",
+        _ if under("internal") || under("local") || under("home.arpa") => "private",
+        _ if under("intranet") || under("lan") || under("corp") => "private",
+        _ if !name.contains('.') => "single-label",
+        _ => return None,
+    })
 }
 
 /// The HTTP client for calls to user-supplied URLs: the guard on every resolved address, no
@@ -124,6 +172,11 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let allow = self.allow_private;
         Box::pin(async move {
+            if let Some(class) = forbidden_name(name.as_str()).filter(|_| !allow) {
+                let refused: Box<dyn std::error::Error + Send + Sync> =
+                    format!("forbidden address: {} is a {class} name", name.as_str()).into();
+                return Err(refused);
+            }
             let host = format!("{}:0", name.as_str());
             let found: Vec<SocketAddr> = tokio::net::lookup_host(host).await?.collect();
             let allowed: Vec<SocketAddr> = found
@@ -180,6 +233,20 @@ mod tests {
             ("::ffff:169.254.169.254", "metadata"),
             ("::127.0.0.1", "loopback"),
             ("64:ff9b::a00:1", "private"),
+            ("fec0::1", "site-local"),
+            ("2002:7f00:1::", "loopback"),
+            ("2002:c0a8:101::1", "private"),
+            ("2002:808:808::1", "6to4"),
+            ("::ffff:0:7f00:1", "loopback"),
+            ("64:ff9b:1::a00:1", "private"),
+            ("198.18.0.1", "benchmarking"),
+            ("198.19.255.255", "benchmarking"),
+            ("100::1", "discard"),
+            ("192.0.2.1", "documentation"),
+            ("198.51.100.7", "documentation"),
+            ("203.0.113.9", "documentation"),
+            ("2001:db8::1", "documentation"),
+            ("2001::1", "teredo"),
         ] {
             assert_eq!(forbidden(ip.parse().unwrap()), Some(class), "{ip}");
         }
@@ -211,6 +278,16 @@ mod tests {
             "ftp://example.com/",
             "http://user:pw@example.com/",
             "not a url",
+            "http://[fec0::1]/",
+            "http://[2002:7f00:1::]/",
+            "http://[::ffff:0:7f00:1]/",
+            "http://198.18.0.1/",
+            "http://[100::1]/",
+            "http://localhost.localdomain/",
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "http://api.localhost/",
+            "http://printer.local/",
+            "http://intranet/",
         ] {
             assert!(check_url(url, false).is_err(), "{url}");
         }

@@ -124,19 +124,18 @@ pub fn check_feature(
 
 /// Refuses more concurrent runs than `plan` includes, naming the plan that has them.
 pub fn require_run_slots(config: &Config, plan: &str, wanted: u32) -> Result<(), Refusal> {
-    let current = config.plan(plan);
-    if wanted <= current.max_concurrent_runs {
+    let limit = config.plan(plan).max_concurrent_runs;
+    if wanted <= limit {
         return Ok(());
     }
-    Err(Refusal::Gated(FeatureCheck {
-        feature_key: "maxConcurrentRuns".into(),
-        allowed: false,
-        plan: plan.to_string(),
-        required_plan: config
-            .lowest_plan(|p| p.max_concurrent_runs >= wanted)
-            .map(str::to_string),
-        limits: limits(current),
-    }))
+    let above = match config.lowest_plan(|p| p.max_concurrent_runs >= wanted) {
+        Some(needed) => format!(" (the {needed} plan allows {wanted})"),
+        None => String::new(),
+    };
+    Err(invalid(
+        "max_concurrent_runs",
+        format!("must be at most {limit}, the {plan} plan's limit{above}"),
+    ))
 }
 
 /// Refuses a feature the tenant may not use.

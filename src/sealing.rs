@@ -1,5 +1,9 @@
 //! Secrets at rest: sealed with AES-256-GCM (random 96-bit nonce, stored before the
 //! ciphertext, base64), optionally bound to a context such as the owning tenant.
+//!
+//! A sealer holds the current key and, during a rotation, previous ones: values open with
+//! any of them and are sealed with the current one ([`Sealer::reseal_bound`] rewrites a
+//! value that only a previous key opens).
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -10,17 +14,37 @@ use rand::Rng;
 #[derive(Clone)]
 pub struct Sealer {
     cipher: Aes256Gcm,
+    /// Keys that still open values sealed before a rotation; never used to seal.
+    previous: Vec<Aes256Gcm>,
+}
+
+fn cipher(key: &str) -> Result<Aes256Gcm, String> {
+    let bytes = STANDARD
+        .decode(key.trim())
+        .map_err(|e| format!("is not base64: {e}"))?;
+    Aes256Gcm::new_from_slice(&bytes).map_err(|_| "must be 32 bytes (base64)".to_string())
 }
 
 impl Sealer {
     /// A sealer with a 32-byte key, given as base64.
     pub fn from_base64(key: &str) -> Result<Self, String> {
-        let bytes = STANDARD
-            .decode(key.trim())
-            .map_err(|e| format!("secrets.key is not base64: {e}"))?;
-        let cipher = Aes256Gcm::new_from_slice(&bytes)
-            .map_err(|_| "secrets.key must be 32 bytes".to_string())?;
-        Ok(Self { cipher })
+        Self::with_previous(key, &[])
+    }
+
+    /// A sealer with the current key and the keys it replaced (all base64).
+    pub fn with_previous(key: &str, previous: &[String]) -> Result<Self, String> {
+        Ok(Self {
+            cipher: cipher(key).map_err(|e| format!("secrets.key {e}"))?,
+            previous: previous
+                .iter()
+                .map(|k| cipher(k).map_err(|e| format!("secrets.previous_keys: a key {e}")))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Whether previous keys are held (values sealed with them may need resealing).
+    pub fn has_previous(&self) -> bool {
+        !self.previous.is_empty()
     }
 
     /// A new random key, base64.
@@ -53,23 +77,40 @@ impl Sealer {
     }
 
     pub fn open_bound(&self, sealed: &str, context: &str) -> Result<String, String> {
+        self.open_with_any(sealed, context).map(|(plain, _)| plain)
+    }
+
+    /// `sealed` sealed again with the current key when only a previous key opens it;
+    /// `None` when it needs nothing (or opens with no key held: it is left as it is).
+    pub fn reseal_bound(&self, sealed: &str, context: &str) -> Option<String> {
+        match self.open_with_any(sealed, context) {
+            Ok((plain, true)) => Some(self.seal_bound(&plain, context)),
+            _ => None,
+        }
+    }
+
+    /// The plain text, and whether a previous key (not the current one) opened it.
+    fn open_with_any(&self, sealed: &str, context: &str) -> Result<(String, bool), String> {
         let bytes = STANDARD.decode(sealed).map_err(|e| e.to_string())?;
         if bytes.len() < 12 {
             return Err("sealed secret too short".into());
         }
         let (nonce, data) = bytes.split_at(12);
         let nonce: [u8; 12] = nonce.try_into().expect("12 bytes");
-        let plain = self
-            .cipher
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: data,
-                    aad: context.as_bytes(),
-                },
-            )
-            .map_err(|_| "secret does not unseal with this key".to_string())?;
-        String::from_utf8(plain).map_err(|e| e.to_string())
+        let payload = || Payload {
+            msg: data,
+            aad: context.as_bytes(),
+        };
+        let (plain, old) = match self.cipher.decrypt(&Nonce::from(nonce), payload()) {
+            Ok(plain) => (plain, false),
+            Err(_) => self
+                .previous
+                .iter()
+                .find_map(|c| c.decrypt(&Nonce::from(nonce), payload()).ok())
+                .map(|plain| (plain, true))
+                .ok_or_else(|| "secret does not unseal with this key".to_string())?,
+        };
+        Ok((String::from_utf8(plain).map_err(|e| e.to_string())?, old))
     }
 }
 
@@ -86,6 +127,21 @@ mod tests {
         let other = Sealer::from_base64(&Sealer::generate_key()).unwrap();
         assert!(other.open(&sealed).is_err());
         assert!(Sealer::from_base64("c2hvcnQ=").is_err());
+    }
+
+    #[test]
+    fn after_a_rotation_old_values_open_and_are_resealed_with_the_new_key() {
+        let (old, new) = (Sealer::generate_key(), Sealer::generate_key());
+        let sealed = Sealer::from_base64(&old).unwrap().seal_bound("key", "t:a");
+        let rotated = Sealer::with_previous(&new, std::slice::from_ref(&old)).unwrap();
+        assert_eq!(rotated.open_bound(&sealed, "t:a").unwrap(), "key");
+        let resealed = rotated
+            .reseal_bound(&sealed, "t:a")
+            .expect("needs resealing");
+        assert_eq!(rotated.reseal_bound(&resealed, "t:a"), None);
+        let new_only = Sealer::from_base64(&new).unwrap();
+        assert_eq!(new_only.open_bound(&resealed, "t:a").unwrap(), "key");
+        assert!(new_only.open_bound(&sealed, "t:a").is_err());
     }
 
     #[test]

@@ -17,7 +17,6 @@ use dgidgi_actors::provider::ProviderSet;
 use dgidgi_actors::run::{RunDeps, Runs};
 use dgidgi_actors::webhook::{WebhookActor, WebhookSender, WebhookSettings, WebhookStore};
 use dgidgi_actors::{ActorMeta, Tenants};
-use rand::Rng;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::auth::{generate_key, JwtIssuer, KeyType};
@@ -25,7 +24,6 @@ use crate::config::Config;
 use crate::http::{self, AppState, Services};
 use crate::ids::{now_rfc3339, IdKind};
 use crate::providers::{run_settings, Providers};
-use crate::sealing::Sealer;
 use crate::storage::Storage;
 use crate::store::{NewApiKey, Store};
 use crate::webhooks::HttpSender;
@@ -56,25 +54,11 @@ impl Application {
             .with_context(|| "database.url: cannot open the database")?;
         store.migrate().await.context("applying migrations")?;
 
-        let secret = if config.auth.jwt_secret.is_empty() {
-            store
-                .setting_or_init("jwt_secret", random_secret)
-                .await
-                .context("reading the JWT secret")?
-        } else {
-            config.auth.jwt_secret.clone()
-        };
-        let jwt = JwtIssuer::new(&config.auth, secret.as_bytes());
-
-        let sealer = Sealer::from_base64(&if config.secrets.key.is_empty() {
-            store
-                .setting_or_init("secrets_key", Sealer::generate_key)
-                .await?
-        } else {
-            config.secrets.key.clone()
-        })
-        .map_err(|e| anyhow::anyhow!("secrets.key: {e}"))?;
+        let secrets = crate::secrets::load(&config, &store).await?;
+        let jwt = JwtIssuer::new(&config.auth, secrets.jwt_secret.as_bytes());
+        let sealer = secrets.sealer.clone();
         let storage = Storage::new(&config, store.clone(), sealer.clone());
+        crate::secrets::reseal(&secrets, &store, &storage).await?;
 
         let providers: Arc<dyn ProviderSet> = Arc::new(providers);
         let webhook_arbiter = Arbiter::new().handle();
@@ -127,7 +111,10 @@ impl Application {
                 .iter()
                 .map(|s| Duration::from_secs(*s))
                 .collect(),
-            disable_after: config.webhooks.disable_after_failures,
+            disable: dgidgi_actors::webhook::Disable {
+                failures: config.webhooks.disable_after_failures,
+                failing_for: Duration::from_secs(config.webhooks.disable_after_secs),
+            },
             poll_every: Duration::from_millis(config.webhooks.poll_ms),
             batch: 64,
         };
@@ -150,6 +137,31 @@ impl Application {
                 "resuming runs left unfinished by the last process"
             );
         }
+
+        let recovered = sessions
+            .recover()
+            .await
+            .context("finding unfinished chat sessions")?;
+        if recovered > 0 {
+            tracing::info!(
+                sessions = recovered,
+                "answering chat sessions left unfinished by the last process"
+            );
+        }
+        // Runs whose actor gave up (the database was out of reach) resume without a restart.
+        let reclaimer = runs.clone();
+        let every = Duration::from_secs(config.runs.reclaim_secs.max(1));
+        actix::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                ticks.tick().await;
+                match reclaimer.reclaim().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(runs = n, "resuming unfinished runs that had no actor"),
+                    Err(e) => tracing::debug!(error = %e, "unfinished runs not looked up"),
+                }
+            }
+        });
 
         let bootstrap_key = if store.count_operator_keys().await? == 0 {
             Some(create_operator_key(&store, "bootstrap").await?)
@@ -266,9 +278,4 @@ pub async fn create_operator_key(store: &Store, name: &str) -> anyhow::Result<St
         .await
         .context("creating the operator key")?;
     Ok(key.secret)
-}
-
-fn random_secret() -> String {
-    let bytes: [u8; 32] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

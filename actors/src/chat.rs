@@ -25,7 +25,7 @@ use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest, ProviderSet, Usage};
 use crate::registry::{ActorError, ActorInfo, ActorMeta, Registry};
 use crate::run::{RunError, RunSettings};
-use crate::store::StoreFailure;
+use crate::store::{retrying, StoreFailure};
 
 /// A chat session as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +73,8 @@ pub trait ChatStore: EventLog {
         &self,
         id: &str,
     ) -> Result<Option<(Session, Vec<Message>, i64)>, StoreFailure>;
+    /// The sessions a stopped process left with a reply cut off or a message unanswered.
+    async fn unfinished_sessions(&self) -> Result<Vec<String>, StoreFailure>;
     /// Stores a user message of tenant `tenant_id` (before it is queued).
     async fn add_message(&self, tenant_id: &str, message: &Message) -> Result<(), StoreFailure>;
     /// Stores `event` and, in the same transaction, inserts or updates `message`.
@@ -107,6 +109,16 @@ pub enum ChatError {
     Store(String),
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl From<StoreFailure> for ChatError {
+    fn from(e: StoreFailure) -> Self {
+        if e.unavailable {
+            ChatError::Unavailable(e.message)
+        } else {
+            ChatError::Store(e.message)
+        }
+    }
 }
 
 impl From<ActorError> for ChatError {
@@ -147,6 +159,9 @@ pub struct SessionActor {
     deps: Arc<ChatDeps>,
     state: Loaded,
     current: Current,
+    /// Held by the reply task for its whole life: a restarted actor's new task waits until
+    /// the old one has finished the reply it was writing, so two never write one stream.
+    writer: Arc<tokio::sync::Mutex<()>>,
     last_active: Instant,
     registry: Registry<SessionActor>,
     meta: Arc<ActorMeta>,
@@ -167,6 +182,9 @@ impl SessionActor {
         if idle || matches!(self.state, Loaded::Missing) {
             tracing::debug!(session_id = %self.id, "session actor passivating");
             self.registry.forget(&self.id, &ctx.address());
+            // Its reply task ends with the queue; the actor ends for good (nothing holds
+            // its address any more, so the supervisor does not bring it back).
+            self.state = Loaded::Missing;
             ctx.stop();
         }
     }
@@ -176,9 +194,17 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Dropping the old queue's sender ends a previous reply task after its reply.
         self.state = Loaded::Loading;
-        let (store, id) = (self.deps.store.clone(), self.id.clone());
-        ctx.wait(async move { store.load_session(&id).await }.into_actor(self).map(|loaded, act, ctx| {
+        let (store, id, writer) = (
+            self.deps.store.clone(),
+            self.id.clone(),
+            self.writer.clone(),
+        );
+        ctx.wait(async move {
+            let guard = writer.lock_owned().await;
+            (guard, store.load_session(&id).await)
+        }.into_actor(self).map(|(guard, loaded), act, ctx| {
             let (session, history, last_seq) = match loaded {
                 Ok(Some(found)) => found,
                 Ok(None) => {
@@ -198,12 +224,17 @@ impl Actor for SessionActor {
             let replies = reply_loop(act.deps.clone(), session, history, last_seq, incoming, act.current.clone(), act.meta.clone());
             // The reply task runs beside the actor, not inside its context: the context
             // pauses its own futures while an atomic message is handled, and a paused
-            // reply holding the store's writer would block that very message.
-            let (id, actor) = (act.id.clone(), ctx.address());
+            // reply holding the store's writer would block that very message. It holds the
+            // actor weakly: a passivated actor must not be kept alive (and restarted by its
+            // supervisor) by its own task.
+            let (id, actor) = (act.id.clone(), ctx.address().downgrade());
             actix::spawn(async move {
+                let _writing = guard;
                 if AssertUnwindSafe(replies).catch_unwind().await.is_err() {
                     tracing::error!(session_id = %id, "session reply task panicked; the actor restarts");
-                    actor.do_send(ReplyTaskEnded);
+                    if let Some(actor) = actor.upgrade() {
+                        actor.do_send(ReplyTaskEnded);
+                    }
                 }
             });
         }));
@@ -258,7 +289,7 @@ impl Handler<PostMessage> for SessionActor {
             store
                 .add_message(&tenant_id, &message)
                 .await
-                .map_err(|e| ChatError::Store(e.0))?;
+                .map_err(ChatError::from)?;
             permit.send(message.clone());
             Ok(message)
         };
@@ -316,6 +347,15 @@ async fn reply_loop(
         if message.role == "assistant" && message.status == "streaming" {
             let mut failed = message;
             failed.status = "failed".into();
+            // What was streamed before the stop is kept: the reply's token events hold it.
+            failed.content = match deps.store.events_after(&session.id, 0).await {
+                Ok(events) => events
+                    .iter()
+                    .filter(|e| e.kind == "token" && e.data["reply_id"] == failed.id.as_str())
+                    .filter_map(|e| e.data["delta"].as_str())
+                    .collect(),
+                Err(_) => failed.content,
+            };
             failed.error = Some(RunError::new(
                 "interrupted",
                 "the server stopped while this reply was streaming",
@@ -324,11 +364,11 @@ async fn reply_loop(
                 "reply.failed",
                 json!({ "reply_id": failed.id, "error": failed.error, "message": failed }),
             );
-            if deps
-                .store
-                .save_message(&session.tenant_id, &failed, &event)
-                .await
-                .is_ok()
+            if retrying(deps.settings.store_retry, || {
+                deps.store.save_message(&session.tenant_id, &failed, &event)
+            })
+            .await
+            .is_ok()
             {
                 log.publish(&event);
             }
@@ -410,9 +450,11 @@ async fn reply(
         "reply.started",
         json!({ "reply_id": reply_id, "in_reply_to": message.id }),
     );
-    deps.store
-        .save_message(&session.tenant_id, &answer, &started)
-        .await?;
+    retrying(deps.settings.store_retry, || {
+        deps.store
+            .save_message(&session.tenant_id, &answer, &started)
+    })
+    .await?;
     log.publish(&started);
 
     let request = ChatRequest {
@@ -420,6 +462,7 @@ async fn reply(
         messages: conversation(session, history),
         tools: Vec::new(),
         temperature: None,
+        max_tool_arguments: deps.settings.max_tool_arguments,
     };
     let tag = json!({ "reply_id": reply_id });
     let outcome = tokio::select! {
@@ -452,9 +495,10 @@ async fn reply(
         kind,
         json!({ "reply_id": reply_id, "message": answer, "usage": answer.usage, "error": answer.error }),
     );
-    deps.store
-        .save_message(&session.tenant_id, &answer, &ended)
-        .await?;
+    retrying(deps.settings.store_retry, || {
+        deps.store.save_message(&session.tenant_id, &answer, &ended)
+    })
+    .await?;
     log.publish(&ended);
     history.push(answer);
     Ok(())
@@ -536,6 +580,16 @@ impl Sessions {
         self.registry.activate(session_id, self.make(session_id));
     }
 
+    /// Wakes every session an earlier process left with a reply cut off or a message
+    /// unanswered, as runs are resumed at start-up; returns how many.
+    pub async fn recover(&self) -> Result<usize, StoreFailure> {
+        let ids = self.deps.store.unfinished_sessions().await?;
+        for id in &ids {
+            self.wake(id);
+        }
+        Ok(ids.len())
+    }
+
     fn make(
         &self,
         id: &str,
@@ -548,6 +602,7 @@ impl Sessions {
             deps: deps.clone(),
             state: Loaded::Loading,
             current: Arc::new(Mutex::new(None)),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
             last_active: Instant::now(),
             registry: registry.clone(),
         }

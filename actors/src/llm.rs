@@ -13,6 +13,7 @@ use crate::provider::{
     ChatChunk, ChatRequest, LlmProvider, ProviderError, ProviderSet, ToolCall, Usage,
 };
 use crate::run::{RunError, RunSettings};
+use crate::store::retrying;
 
 /// Now, in the fixed-width form the store keeps (`2026-01-07T18:00:00.000Z`).
 pub fn now() -> String {
@@ -31,6 +32,7 @@ pub struct EventWriter {
     hub: EventHub,
     flush_every: Duration,
     flush_batch: usize,
+    store_retry: Duration,
     /// The text of the token events written since the last `take_streamed`.
     streamed: String,
 }
@@ -53,6 +55,7 @@ impl EventWriter {
             hub,
             flush_every: settings.flush_every,
             flush_batch: settings.flush_batch,
+            store_retry: settings.store_retry,
             streamed: String::new(),
         }
     }
@@ -88,10 +91,16 @@ impl EventWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.log.append_events(&self.stream, &self.pending).await?;
+        let (log, stream, pending) = (&self.log, &self.stream, &self.pending);
+        retrying(self.store_retry, || log.append_events(stream, pending)).await?;
         self.hub.publish(&self.stream, &self.pending);
         self.pending.clear();
         Ok(())
+    }
+
+    /// How long writes of this stream are retried through a database outage.
+    pub fn store_retry(&self) -> Duration {
+        self.store_retry
     }
 
     /// Writes one event at once (after what is queued).
@@ -237,6 +246,7 @@ async fn stream_answer(
         let message = format!("no data from the provider for {} ms", waited.as_millis());
         ProviderError::new("timeout", message, true)
     };
+    let request_max_tool_arguments = request.max_tool_arguments;
     let mut stream =
         match tokio::time::timeout(settings.start_timeout, provider.stream_chat(request)).await {
             Ok(Ok(stream)) => stream,
@@ -280,6 +290,30 @@ async fn stream_answer(
                 idle_until = tokio::time::Instant::now() + waited;
                 match chunk {
                     ChatChunk::Delta(delta) if delta.is_empty() => {}
+                    ChatChunk::Delta(delta)
+                        if answer.text.len() + delta.len() > settings.max_step_output =>
+                    {
+                        let message = format!(
+                            "the answer passed {} bytes (llm.max_step_output_bytes)",
+                            settings.max_step_output
+                        );
+                        return Err((
+                            ProviderError::new("output_too_large", message, false),
+                            streamed,
+                        ));
+                    }
+                    ChatChunk::ToolCall(call)
+                        if call.arguments.len() > request_max_tool_arguments =>
+                    {
+                        let message = format!(
+                            "a tool call's arguments passed {} bytes (llm.max_tool_arguments_bytes)",
+                            request_max_tool_arguments
+                        );
+                        return Err((
+                            ProviderError::new("tool_arguments_too_large", message, false),
+                            streamed,
+                        ));
+                    }
                     ChatChunk::Delta(delta) => {
                         answer.text.push_str(&delta);
                         log.token(tagged(tag, &delta)).await.map_err(|e| {

@@ -54,6 +54,9 @@ pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     pub tools: Vec<ToolSpec>,
     pub temperature: Option<f32>,
+    /// The most bytes of arguments one tool call may have: a provider stops gathering a
+    /// call past it and fails the stream with `tool_arguments_too_large`.
+    pub max_tool_arguments: usize,
 }
 
 /// Token counts of one completion.

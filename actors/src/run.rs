@@ -21,7 +21,7 @@ use crate::events::{EventHub, EventLog, StreamEvent};
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest, ProviderSet, ToolCall, Usage};
 use crate::registry::{ActorError, ActorInfo, ActorMeta, Registry};
-use crate::store::StoreFailure;
+use crate::store::{retrying, StoreFailure};
 use crate::tenant::Tenants;
 use crate::tools::{self, Artifact, Workspace, Workspaces};
 
@@ -131,7 +131,7 @@ impl RunError {
 
 impl From<StoreFailure> for RunError {
     fn from(e: StoreFailure) -> Self {
-        RunError::new("store_failure", e.0)
+        RunError::new("store_failure", e.message)
     }
 }
 
@@ -197,6 +197,12 @@ pub struct RunSettings {
     pub flush_every: Duration,
     /// ... or of at most this many events.
     pub flush_batch: usize,
+    /// How long a write that fails on a database outage is retried before it counts.
+    pub store_retry: Duration,
+    /// The most text one step (or chat reply) may stream, in bytes.
+    pub max_step_output: usize,
+    /// The most arguments one tool call may carry, in bytes.
+    pub max_tool_arguments: usize,
 }
 
 /// What every run actor shares.
@@ -326,6 +332,23 @@ impl Runs {
             self.start(id);
         }
         Ok(ids.len())
+    }
+
+    /// Resumes the unfinished runs that have no live actor (one gave up when the store was
+    /// out of reach, or its process died); returns how many.
+    pub async fn reclaim(&self) -> Result<usize, StoreFailure> {
+        let orphans: Vec<String> = self
+            .deps
+            .store
+            .unfinished_runs()
+            .await?
+            .into_iter()
+            .filter(|id| self.registry.meta(id).is_none())
+            .collect();
+        for id in &orphans {
+            self.start(id);
+        }
+        Ok(orphans.len())
     }
 
     fn make(
@@ -461,7 +484,7 @@ async fn start(store: &dyn RunStore, run: &mut Run, log: &mut EventWriter) -> Re
         "run.started",
         json!({ "run_id": run.id, "agent_id": run.agent_id }),
     );
-    store.start_run(run, &event).await?;
+    retrying(log.store_retry(), || store.start_run(run, &event)).await?;
     log.publish(&event);
     Ok(())
 }
@@ -495,7 +518,7 @@ async fn finish(
     run.finished_at = Some(now());
     metrics::counter!("dgidgi_runs_finished_total", "status" => run.status.as_str()).increment(1);
     let event = log.event(kind, data);
-    match store.finish_run(run, &event).await {
+    match retrying(log.store_retry(), || store.finish_run(run, &event)).await {
         Ok(()) => log.publish(&event),
         Err(e) => {
             tracing::error!(run_id = %run.id, error = %e, "run end not saved; it resumes at the next start")
@@ -526,6 +549,7 @@ async fn run_steps(
             messages: conversation(run),
             tools: tool_specs.clone(),
             temperature: run.spec.temperature,
+            max_tool_arguments: deps.settings.max_tool_arguments,
         };
         let answer = complete(
             &*deps.providers,
@@ -578,9 +602,11 @@ async fn run_steps(
             json!({ "step": index, "usage": step.usage, "tool_calls": step.tool_calls.len() }),
         );
         run.steps.push(step);
-        deps.store
-            .save_step(run, run.steps.last().expect("just pushed"), &event)
-            .await?;
+        let step = run.steps.last().expect("just pushed");
+        retrying(deps.settings.store_retry, || {
+            deps.store.save_step(run, step, &event)
+        })
+        .await?;
         log.publish(&event);
         if done {
             return Ok(run.steps.last().map(|s| s.text.clone()).unwrap_or_default());

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::registry::{ActorError, ActorInfo, ActorMeta, Registry};
-use crate::store::TenantStore;
+use crate::store::{StoreFailure, TenantStore};
 
 /// A tenant: an organisation whose data no other tenant ever sees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +122,16 @@ pub enum TenantError {
     Unavailable(String),
 }
 
+impl From<StoreFailure> for TenantError {
+    fn from(e: StoreFailure) -> Self {
+        if e.unavailable {
+            TenantError::Unavailable(e.message)
+        } else {
+            TenantError::Store(e.message)
+        }
+    }
+}
+
 impl From<ActorError> for TenantError {
     fn from(e: ActorError) -> Self {
         TenantError::Unavailable(e.to_string())
@@ -149,7 +159,7 @@ enum State {
     Loading,
     Live(Box<Tenant>),
     Missing,
-    Failed(String),
+    Failed(StoreFailure),
 }
 
 /// The single writer of one tenant's live state.
@@ -180,7 +190,7 @@ impl TenantActor {
         match &self.state {
             State::Live(t) => Ok(t.as_ref().clone()),
             State::Missing => Err(TenantError::NotFound),
-            State::Failed(e) => Err(TenantError::Store(e.clone())),
+            State::Failed(e) => Err(e.clone().into()),
             State::Loading => Err(TenantError::Unavailable("tenant is loading".into())),
         }
     }
@@ -198,8 +208,8 @@ impl TenantActor {
                         Ok(Some(t)) => State::Live(Box::new(t)),
                         Ok(None) => State::Missing,
                         Err(e) => {
-                            act.meta.record_error(&e.0);
-                            State::Failed(e.0)
+                            act.meta.record_error(&e.message);
+                            State::Failed(e)
                         }
                     };
                     act.meta.set_state(match act.state {
@@ -280,7 +290,7 @@ impl Handler<UpdateTenant> for TenantActor {
                         act.state = State::Missing;
                         Err(TenantError::NotFound)
                     }
-                    Err(e) => Err(TenantError::Store(e.0)),
+                    Err(e) => Err(e.into()),
                 }),
         ))
     }
@@ -496,7 +506,7 @@ mod tests {
             settings: &TenantSettings,
         ) -> Result<Option<Tenant>, StoreFailure> {
             if self.failing.load(Ordering::SeqCst) {
-                return Err(StoreFailure("disk on fire".into()));
+                return Err(StoreFailure::new("disk on fire"));
             }
             let mut tenants = self.tenants.lock().unwrap();
             Ok(tenants.get_mut(id).map(|t| {

@@ -49,13 +49,13 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// Pending deliveries due now, of enabled endpoints.
     async fn due_deliveries(&self, limit: usize) -> Result<Vec<DueDelivery>, StoreFailure>;
     /// Records an attempt: its outcome, the next retry (`None`: no more), and the
-    /// endpoint's health (`disable_after` consecutive failures disable it).
+    /// endpoint's health (see [`Disable`]).
     async fn record_attempt(
         &self,
         delivery: &DueDelivery,
         outcome: &Outcome,
         next_retry_in: Option<Duration>,
-        disable_after: u32,
+        disable: Disable,
     ) -> Result<(), StoreFailure>;
 }
 
@@ -65,12 +65,22 @@ pub trait WebhookSender: Send + Sync + 'static {
     async fn send(&self, delivery: &DueDelivery) -> Outcome;
 }
 
+/// When failures disable an endpoint: after `failures` failed attempts in a row that have
+/// gone on for at least `failing_for` (an outage of a second during a burst fails many
+/// attempts at once, and must not disable an endpoint for good; Standard Webhooks senders
+/// disable after days of failure). A 410 Gone disables at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Disable {
+    pub failures: u32,
+    pub failing_for: Duration,
+}
+
 /// How deliveries are retried.
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
     /// The wait before attempt n+2 after attempt n+1 failed; after the last, give up.
     pub retry_schedule: Vec<Duration>,
-    pub disable_after: u32,
+    pub disable: Disable,
     pub poll_every: Duration,
     /// Deliveries sent at once in one round.
     pub batch: usize,
@@ -178,7 +188,7 @@ async fn round(
                 Outcome::Failed { .. } => next_retry(&settings.retry_schedule, delivery.attempts + 1, rand_unit()),
                 _ => None,
             };
-            if let Err(e) = store.record_attempt(&delivery, &outcome, next, settings.disable_after).await {
+            if let Err(e) = store.record_attempt(&delivery, &outcome, next, settings.disable).await {
                 tracing::error!(delivery = %delivery.id, error = %e, "webhook attempt not recorded");
             }
         }

@@ -51,6 +51,15 @@ pub fn start_server(workers: usize, env: &[(&str, &str)]) -> Server {
         .env("DGIDGI__PLANS__ENTERPRISE__RATE_LIMIT__PER_KEY", huge)
         .env("DGIDGI__PLANS__ENTERPRISE__RATE_LIMIT__PER_TENANT", huge)
         .env("RUST_LOG", "warn,dgidgi=info")
+        // PostgreSQL takes its secrets from configuration only (SQLite uses its key file).
+        .env(
+            "DGIDGI__AUTH__JWT_SECRET",
+            "bench-jwt-secret-bench-jwt-secret-0000",
+        )
+        .env(
+            "DGIDGI__SECRETS__KEY",
+            "YmVuY2gtc2VhbGluZy1rZXktMzItYnl0ZXMtbG9uZyE=",
+        )
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -112,7 +112,8 @@ pub async fn create_key(
     Ok(Reply::created(CreatedKey {
         record,
         key: secret.secret,
-    }))
+    })
+    .carrying_secret())
 }
 
 #[utoipa::path(
@@ -153,6 +154,16 @@ pub async fn revoke_key(
     id: Path<String>,
 ) -> Result<Reply<ApiKeyRecord>, ApiError> {
     require(&principal, "keys:write")?;
+    // A key may revoke only keys whose scopes it holds itself, as it may only create those.
+    if let Some(target) = state.store.key_by_id(&id).await? {
+        if target.key.tenant_id.is_some() && target.key.tenant_id == principal.tenant_id {
+            if let Some(scope) = target.key.scopes.iter().find(|s| !principal.has(s)) {
+                return Err(ApiError::Forbidden(format!(
+                    "A key cannot revoke a key with the '{scope}' scope it lacks"
+                )));
+            }
+        }
+    }
     let revoked = state
         .store
         .revoke_key(&id, principal.tenant_id.as_deref(), &now_rfc3339())

@@ -75,5 +75,6 @@ pub async fn issue_token(
         expires_at,
         tenant_id: principal.tenant_id,
         scopes: principal.scopes,
-    }))
+    })
+    .carrying_secret())
 }

@@ -254,16 +254,26 @@ pub async fn stream_session(
 ) -> Result<HttpResponse, ApiError> {
     let tenant_id = in_tenant(&state, &principal, &query, "chat:read").await?;
     let session = find_session(&state, &tenant_id, &id).await?;
-    let after = sse::last_event_id(&req)?;
+    // A new subscriber starts at the reply in flight (if any), then follows live; the
+    // whole history is replayed only when asked for (`Last-Event-ID: 0`).
+    let after = match sse::last_event_id(&req)? {
+        Some(after) => after,
+        None => state.store.last_seq(&session.id, REPLY_ENDS).await?,
+    };
+    let slot = sse::StreamSlot::take(&state, &principal)?;
     // A subscription brings a passivated session back (it answers what is left unanswered).
     state.sessions.wake(&session.id);
     Ok(sse::respond(
         &state,
+        slot,
         state.sessions.hub().clone(),
         session.id,
         after,
     ))
 }
+
+/// The events that end a reply.
+const REPLY_ENDS: &[&str] = &["reply.completed", "reply.failed", "reply.cancelled"];
 
 async fn find_session(state: &AppState, tenant_id: &str, id: &str) -> Result<Session, ApiError> {
     state

@@ -55,6 +55,8 @@ pub struct Reply<T> {
     status: StatusCode,
     data: T,
     next_cursor: Option<String>,
+    /// The answer carries a secret: `Cache-Control: no-store`.
+    secret: bool,
 }
 
 impl<T: Serialize> Reply<T> {
@@ -63,6 +65,7 @@ impl<T: Serialize> Reply<T> {
             status: StatusCode::OK,
             data,
             next_cursor: None,
+            secret: false,
         }
     }
 
@@ -71,6 +74,7 @@ impl<T: Serialize> Reply<T> {
             status: StatusCode::CREATED,
             data,
             next_cursor: None,
+            secret: false,
         }
     }
 
@@ -79,6 +83,7 @@ impl<T: Serialize> Reply<T> {
             status,
             data,
             next_cursor: None,
+            secret: false,
         }
     }
 
@@ -88,7 +93,14 @@ impl<T: Serialize> Reply<T> {
             status: StatusCode::OK,
             data,
             next_cursor,
+            secret: false,
         }
+    }
+
+    /// Marks an answer that carries a secret (a key, a token): no cache may keep it.
+    pub fn carrying_secret(mut self) -> Self {
+        self.secret = true;
+        self
     }
 }
 
@@ -103,12 +115,19 @@ impl<T: Serialize> Responder for Reply<T> {
     type Body = BoxBody;
 
     fn respond_to(self, _: &HttpRequest) -> HttpResponse {
-        json_response(
+        let mut res = json_response(
             self.status,
             &Envelope {
                 data: &self.data,
                 meta: Meta::now(self.next_cursor),
             },
-        )
+        );
+        if self.secret {
+            res.headers_mut().insert(
+                actix_web::http::header::CACHE_CONTROL,
+                actix_web::http::header::HeaderValue::from_static("no-store"),
+            );
+        }
+        res
     }
 }

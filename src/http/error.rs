@@ -145,7 +145,14 @@ impl ResponseError for ApiError {
             },
             meta: Meta::now(None),
         };
-        json_response(self.status_code(), &body)
+        let mut res = json_response(self.status_code(), &body);
+        if matches!(self, ApiError::Unavailable(_)) {
+            res.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static("2"),
+            );
+        }
+        res
     }
 }
 
@@ -156,6 +163,7 @@ impl From<store::Error> for ApiError {
                 message,
                 details: json!({}),
             },
+            store::Error::Unavailable(cause) => ApiError::Unavailable(cause.to_string()),
             other => ApiError::internal(other),
         }
     }

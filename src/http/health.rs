@@ -18,12 +18,13 @@ pub async fn healthz() -> Reply<serde_json::Value> {
     Reply::ok(json!({ "status": "ok" }))
 }
 
-/// The process can reach its database.
+/// The process can reach its database and write to it (a full disk or a read-only
+/// database is not ready).
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "health",
-    responses((status = 200, body = crate::http::openapi::Envelope<serde_json::Value>, description = "Ready (the database answers)"), (status = 503, body = crate::http::openapi::ErrorEnvelope, description = "The database does not answer")),
+    responses((status = 200, body = crate::http::openapi::Envelope<serde_json::Value>, description = "Ready (the database takes writes)"), (status = 503, body = crate::http::openapi::ErrorEnvelope, description = "The database does not answer or takes no writes")),
     security(())
 )]
 pub async fn readyz(state: Data<AppState>) -> Result<Reply<serde_json::Value>, ApiError> {
@@ -31,6 +32,6 @@ pub async fn readyz(state: Data<AppState>) -> Result<Reply<serde_json::Value>, A
         .store
         .ping()
         .await
-        .map_err(|e| ApiError::Unavailable(format!("database unreachable: {e}")))?;
+        .map_err(|e| ApiError::Unavailable(format!("database not writable: {e}")))?;
     Ok(Reply::ok(json!({ "status": "ready", "database": "ok" })))
 }

@@ -121,13 +121,11 @@ pub async fn authenticate(
         .app_data::<Data<AppState>>()
         .expect("AppState is registered")
         .clone();
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| query_token(&req));
-    let principal = match state.authenticate(header.as_deref()).await {
+    let credentials = match credentials(&req) {
+        Ok(c) => c,
+        Err(e) => return Ok(req.error_response(e)),
+    };
+    let principal = match state.authenticate(credentials.as_deref()).await {
         Ok(p) => p,
         Err(e) => return Ok(req.error_response(e)),
     };
@@ -155,18 +153,41 @@ pub async fn authenticate(
     Ok(res)
 }
 
-/// A browser's `EventSource` cannot send headers: on GET, a JWT (never an API key, which
-/// would then sit in logs and histories) may come as `?access_token=`.
-fn query_token(req: &ServiceRequest) -> Option<String> {
-    if req.method() != Method::GET {
-        return None;
+/// The request's credentials as an `Authorization` value: the one header (two are
+/// refused), or on an event stream's GET a JWT in `?access_token=` (a browser's
+/// `EventSource` cannot send headers). API keys are never taken from a URL, where they
+/// would sit in logs and histories; nor is a token anywhere but on the stream routes.
+fn credentials(req: &ServiceRequest) -> Result<Option<String>, ApiError> {
+    let mut headers = req.headers().get_all(AUTHORIZATION);
+    if let Some(first) = headers.next() {
+        if headers.next().is_some() {
+            return Err(ApiError::Unauthorized(
+                "Send one Authorization header, not several".into(),
+            ));
+        }
+        return Ok(first.to_str().ok().map(str::to_string));
     }
-    serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
-        .ok()?
+    let token = serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
+        .unwrap_or_default()
         .into_iter()
-        .find_map(|(k, v)| {
-            (k == "access_token" && !v.starts_with("chy_")).then(|| format!("Bearer {v}"))
-        })
+        .find_map(|(k, v)| (k == "access_token").then(|| v.trim().to_string()));
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    if token.starts_with("chy_") {
+        return Err(ApiError::Unauthorized(
+            "API keys are not accepted in URLs: send the key in the Authorization header, \
+             or exchange it at POST /api/v1/auth/token for a JWT to put in ?access_token="
+                .into(),
+        ));
+    }
+    if req.method() != Method::GET || !req.path().ends_with("/stream") {
+        return Err(ApiError::Unauthorized(
+            "?access_token= is accepted on event streams only; send the Authorization header"
+                .into(),
+        ));
+    }
+    Ok(Some(format!("Bearer {token}")))
 }
 
 fn rate_limit_headers(headers: &mut actix_web::http::header::HeaderMap, d: &Decision) {

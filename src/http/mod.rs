@@ -30,7 +30,7 @@ use dgidgi_actors::provider::ProviderSet;
 use dgidgi_actors::run::Runs;
 use dgidgi_actors::Tenants;
 
-use crate::auth::{hash_key, parse_key, JwtIssuer, Principal};
+use crate::auth::{hash_key, parse_key, JwtIssuer, KeyType, Principal};
 use crate::config::{Config, PlanLimits, OPERATOR_PLAN};
 use crate::ids::{now_rfc3339, IdKind};
 use crate::ratelimit::RateLimiter;
@@ -63,6 +63,8 @@ pub struct AppState {
     /// authenticate without a query. Revocations and plan changes on this node clear them
     /// at once; another node sees them within the cache's age.
     key_cache: DashMap<String, (KeyWithPlan, u64)>,
+    /// Event streams open now, by `k:<key id>` and `t:<tenant id>` (see `sse::StreamSlot`).
+    pub open_streams: Arc<DashMap<String, usize>>,
 }
 
 /// How often `last_used_at` is written for one key.
@@ -115,6 +117,7 @@ impl AppState {
             shutdown: tokio_util::sync::CancellationToken::new(),
             key_touched: DashMap::new(),
             key_cache: DashMap::new(),
+            open_streams: Arc::new(DashMap::new()),
         })
     }
 
@@ -153,10 +156,19 @@ impl AppState {
                     self.store.key_by_id(&claims.sub),
                 )
                 .await?;
+            // The token must name a live key of its kind: a tenant token a key of that
+            // tenant, an operator token an operator key; and it carries no scope its key
+            // does not hold.
             let found = found
                 .filter(|k| k.key.tenant_id == claims.tid)
+                .filter(|k| (k.key.key_type == KeyType::Operator.as_str()) == claims.tid.is_none())
                 .ok_or_else(|| unauthorized("Invalid or expired token"))?;
-            (found, claims.scp)
+            let scopes = claims
+                .scp
+                .into_iter()
+                .filter(|s| found.key.scopes.contains(s))
+                .collect();
+            (found, scopes)
         };
         self.check_usable(&found)?;
         self.touch(&found.key.id);

@@ -216,6 +216,7 @@ pub async fn actors_stream(
     state: Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     operator_only(&principal)?;
+    let slot = super::sse::StreamSlot::take(&state, &principal)?;
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     let shutdown = state.shutdown.clone();
     let state = state.into_inner();
@@ -253,11 +254,7 @@ pub async fn actors_stream(
         }
     });
     let stream = ReceiverStream::new(rx).map(Ok::<_, actix_web::Error>);
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("cache-control", "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(super::sse::Counted::new(stream)))
+    Ok(super::sse::body(stream, slot))
 }
 
 /// `GET /ops`: the dashboard (a static page; it asks for the operator key and keeps it

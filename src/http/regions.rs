@@ -59,9 +59,10 @@ pub struct Region {
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<Region>>), crate::http::openapi::Errors)
 )]
 pub async fn list_regions(
-    _: Principal,
+    principal: Principal,
     state: Data<AppState>,
 ) -> Result<Reply<Vec<Region>>, ApiError> {
+    require(&principal, "regions:read")?;
     let regions = state
         .config
         .regions
@@ -449,6 +450,18 @@ fn byos_config(
             state.storage.seal(tenant_id, &s),
             mask(&a),
         ),
+        // Stored keys go only where they went before: a new provider, endpoint or bucket
+        // needs them again, or a regions:write key could send them to a server it names.
+        (None, None, Some(stored))
+            if stored.provider != provider
+                || stored.endpoint != endpoint
+                || stored.bucket != bucket =>
+        {
+            return Err(ApiError::invalid(
+                "byosAccessKey",
+                "is required again (with byosSecretKey) when the provider, endpoint or bucket changes",
+            ))
+        }
         (None, None, Some(stored)) => (
             stored.access_key_sealed.clone(),
             stored.secret_key_sealed.clone(),
@@ -579,6 +592,7 @@ pub async fn routing_info(
     state: Data<AppState>,
     query: ListQuery,
 ) -> Result<Reply<Value>, ApiError> {
+    require(&principal, "regions:read")?;
     let node = json!({ "id": state.config.node_id(), "region": state.config.node.region });
     let tenant_id = match (&principal.tenant_id, &query.tenant_id) {
         (None, None) => None,

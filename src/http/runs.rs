@@ -237,9 +237,15 @@ pub async fn stream_run(
 ) -> Result<HttpResponse, ApiError> {
     let tenant_id = in_tenant(&state, &principal, &query, "agents:read").await?;
     let run = reload(&state, &tenant_id, &ids.0, &ids.1).await?;
-    let after = sse::last_event_id(&req)?;
+    let after = sse::last_event_id(&req)?.unwrap_or(0);
+    // A finished run resumed at (or past) its last event has nothing more to send.
+    if run.status.is_terminal() && after >= state.store.last_seq(&run.id, &[]).await? {
+        return Ok(sse::finished());
+    }
+    let slot = sse::StreamSlot::take(&state, &principal)?;
     Ok(sse::respond(
         &state,
+        slot,
         state.runs.hub().clone(),
         run.id,
         after,

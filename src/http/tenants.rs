@@ -56,11 +56,16 @@ pub async fn create_tenant(
     let name = text("name", &body.name, 1, 200)?;
     let plan = checked_plan(&state, body.plan.as_deref().unwrap_or("free"))?;
     let now = now_rfc3339();
+    let slots = state.config.plan(&plan).max_concurrent_runs;
     let tenant = Tenant {
         id: IdKind::Tenant.new_id(),
         name,
         plan,
-        settings: TenantSettings::default(),
+        // As many runs at once as the plan allows; a tenant may lower it.
+        settings: TenantSettings {
+            max_concurrent_runs: slots,
+            ..TenantSettings::default()
+        },
         created_at: now.clone(),
         updated_at: now.clone(),
     };
@@ -84,7 +89,8 @@ pub async fn create_tenant(
             record,
             key: secret.secret,
         },
-    }))
+    })
+    .carrying_secret())
 }
 
 #[utoipa::path(
@@ -185,14 +191,8 @@ pub async fn update_tenant_settings(
             .display_name
             .map(|v| optional_text("display_name", v.as_deref(), 200))
             .transpose()?,
-        timezone: body
-            .timezone
-            .map(|v| token("timezone", &v, 64, "/_+-"))
-            .transpose()?,
-        locale: body
-            .locale
-            .map(|v| token("locale", &v, 35, "-"))
-            .transpose()?,
+        timezone: body.timezone.map(|v| timezone(&v)).transpose()?,
+        locale: body.locale.map(|v| locale(&v)).transpose()?,
         default_provider: body
             .default_provider
             .map(|v| {
@@ -277,6 +277,30 @@ fn token(field: &str, value: &str, max: usize, extra: &str) -> Result<String, Ap
             format!("must be 1 to {max} letters, digits or '{extra}'"),
         ))
     }
+}
+
+/// An IANA time zone name (`Europe/Paris`, `UTC`), from the tz database chrono-tz ships.
+fn timezone(value: &str) -> Result<String, ApiError> {
+    value
+        .parse::<chrono_tz::Tz>()
+        .map(|tz| tz.name().to_string())
+        .map_err(|_| {
+            ApiError::invalid(
+                "timezone",
+                "must be an IANA time zone such as Europe/Paris or UTC",
+            )
+        })
+}
+
+/// A well-formed BCP 47 language tag (`en-US`, `zh-Hant-TW`) whose subtags are registered.
+fn locale(value: &str) -> Result<String, ApiError> {
+    let invalid = || ApiError::invalid("locale", "must be a BCP 47 language tag such as en-US");
+    if value.len() > 35 {
+        return Err(invalid());
+    }
+    let tag = language_tags::LanguageTag::parse(value).map_err(|_| invalid())?;
+    tag.validate().map_err(|_| invalid())?;
+    Ok(tag.to_string())
 }
 
 fn range(field: &str, n: u32, min: u32, max: u32) -> Result<u32, ApiError> {

@@ -76,7 +76,7 @@ pub async fn create_endpoint(
             secret_hint: signing::hint(&secret),
         })
         .await?;
-    Ok(Reply::created(WithSecret { endpoint, secret }))
+    Ok(Reply::created(WithSecret { endpoint, secret }).carrying_secret())
 }
 
 #[utoipa::path(
@@ -279,7 +279,8 @@ pub async fn rotate_secret(
     Ok(Reply::ok(WithSecret {
         endpoint: find(&state, &principal, &id).await?,
         secret,
-    }))
+    })
+    .carrying_secret())
 }
 
 /// Endpoint `id` if the caller may see it: its tenant's, or any for an operator.

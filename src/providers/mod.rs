@@ -123,5 +123,8 @@ pub fn run_settings(config: &Config) -> dgidgi_actors::run::RunSettings {
         start_timeout: Duration::from_millis(config.llm.request_timeout_ms),
         flush_every: Duration::from_millis(config.llm.flush_ms),
         flush_batch: config.llm.flush_batch,
+        store_retry: Duration::from_secs(config.runs.store_retry_secs),
+        max_step_output: config.llm.max_step_output_bytes,
+        max_tool_arguments: config.llm.max_tool_arguments_bytes,
     }
 }

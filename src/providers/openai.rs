@@ -131,6 +131,8 @@ struct Assembly {
     ready: VecDeque<Result<ChatChunk, ProviderError>>,
     finished: bool,
     done: bool,
+    /// The most bytes of arguments one call may gather (the request's limit).
+    max_arguments: usize,
 }
 
 impl Assembly {
@@ -150,6 +152,18 @@ impl Assembly {
                         partial.name.push_str(&name);
                     }
                     if let Some(arguments) = function.arguments {
+                        if partial.arguments.len() + arguments.len() > self.max_arguments {
+                            // Not gathered further: the step fails rather than hold it all.
+                            self.ready.push_back(Err(ProviderError::new(
+                                "tool_arguments_too_large",
+                                format!(
+                                    "a tool call's arguments passed {} bytes",
+                                    self.max_arguments
+                                ),
+                                false,
+                            )));
+                            return;
+                        }
                         partial.arguments.push_str(&arguments);
                     }
                 }
@@ -213,6 +227,7 @@ impl LlmProvider for OpenAiProvider {
             ready: VecDeque::new(),
             finished: false,
             done: false,
+            max_arguments: request.max_tool_arguments,
         };
         Ok(Box::pin(futures_util::stream::unfold(
             assembly,

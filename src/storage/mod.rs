@@ -137,6 +137,38 @@ impl Storage {
         self.sealer.seal_bound(key, &binding(tenant_id))
     }
 
+    /// Seals every tenant's bucket keys again with the current key where only a previous
+    /// key opens them (a rotation of `secrets.key`); answers how many tenants changed.
+    pub async fn reseal(&self) -> crate::store::Result<usize> {
+        let mut changed = 0;
+        for (tenant_id, mut record) in self
+            .store
+            .placements::<StorageRecord>(Placement::Storage)
+            .await?
+        {
+            let Some(byos) = record.byos.as_mut() else {
+                continue;
+            };
+            let context = binding(&tenant_id);
+            let access = self.sealer.reseal_bound(&byos.access_key_sealed, &context);
+            let secret = self.sealer.reseal_bound(&byos.secret_key_sealed, &context);
+            if access.is_none() && secret.is_none() {
+                continue;
+            }
+            if let Some(a) = access {
+                byos.access_key_sealed = a;
+            }
+            if let Some(s) = secret {
+                byos.secret_key_sealed = s;
+            }
+            self.store
+                .save_placement(&tenant_id, Placement::Storage, &record)
+                .await?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
     /// The tenant's storage configuration (platform storage when it never set one).
     pub async fn record(&self, tenant_id: &str) -> Result<StorageRecord, Failure> {
         self.store
@@ -321,12 +353,70 @@ impl Workspaces for Storage {
             .await
             .map_err(|f| f.message)?;
         let project = PrefixStore::new(root, format!("projects/{project_id}"));
-        Ok(Arc::new(ObjectFiles(Arc::new(project))))
+        let files = ObjectFiles(Arc::new(project));
+        if record.mode != StorageMode::Platform {
+            return Ok(Arc::new(files));
+        }
+        // A local folder: a symbolic link in it must not lead a tool out of it.
+        let region = self.platform_region(tenant_id, &record).await;
+        let folder = self
+            .platform_root
+            .join(region)
+            .join(tenant_id)
+            .join("projects")
+            .join(project_id);
+        Ok(Arc::new(NoLinks { folder, files }))
     }
 }
 
 /// A [`FileStore`] over an object store.
 pub struct ObjectFiles(pub Arc<dyn ObjectStore>);
+
+/// Platform storage's files, refusing any path that passes through a symbolic link (the
+/// local file system would follow it wherever it points).
+struct NoLinks {
+    folder: std::path::PathBuf,
+    files: ObjectFiles,
+}
+
+impl NoLinks {
+    fn check(&self, path: &str) -> Result<(), String> {
+        let mut at = self.folder.clone();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            at.push(part);
+            match std::fs::symlink_metadata(&at) {
+                Ok(meta) if meta.file_type().is_symlink() => return Err(format!(
+                    "'{path}' passes through a symbolic link, which workspace tools do not follow"
+                )),
+                Ok(_) => {}
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl FileStore for NoLinks {
+    async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<(), String> {
+        self.check(path)?;
+        self.files.put(path, bytes).await
+    }
+
+    async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        self.check(path)?;
+        self.files.get(path).await
+    }
+
+    async fn list(&self, prefix: &str, max: usize) -> Result<Vec<String>, String> {
+        self.check(prefix)?;
+        let found = self.files.list(prefix, max).await?;
+        Ok(found
+            .into_iter()
+            .filter(|p| self.check(p).is_ok())
+            .collect())
+    }
+}
 
 fn object_path(path: &str) -> Result<Path, String> {
     Path::parse(path).map_err(|e| e.to_string())

@@ -6,10 +6,11 @@
 //! append, so one stream's error never fails another's.
 
 use dgidgi_actors::events::StreamEvent;
+use dgidgi_actors::StoreFailure;
 use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{to_json, Error, Result};
+use super::{failure, to_json, Error, Result};
 
 /// Appends written in one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -17,7 +18,7 @@ const MAX_BATCH: usize = 512;
 pub(super) struct Job {
     pub stream: String,
     pub events: Vec<StreamEvent>,
-    pub done: oneshot::Sender<std::result::Result<(), String>>,
+    pub done: oneshot::Sender<std::result::Result<(), StoreFailure>>,
 }
 
 /// Starts the appender on the current runtime; appends go through the returned sender.
@@ -40,7 +41,7 @@ pub(super) fn start(writer: AnyPool) -> mpsc::UnboundedSender<Job> {
                     // Alone, so that only the append at fault fails.
                     Err(_) => write(&writer, std::slice::from_ref(&job))
                         .await
-                        .map_err(|e| e.to_string()),
+                        .map_err(failure),
                 };
                 let _ = job.done.send(outcome);
             }

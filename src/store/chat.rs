@@ -7,7 +7,7 @@ use dgidgi_actors::StoreFailure;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{json_column, to_json, Error, Page, Paged, Result, Store};
+use super::{failure, json_column, to_json, Error, Page, Paged, Result, Store};
 
 const SESSION_COLUMNS: &str =
     "id, tenant_id, project_id, agent_id, title, system_prompt, model, providers, created_at, updated_at";
@@ -49,11 +49,6 @@ fn message_from_row(row: &AnyRow) -> Result<Message> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
-}
-
-fn failure(e: Error) -> StoreFailure {
-    tracing::error!(error = %e, "chat store failure");
-    StoreFailure(e.to_string())
 }
 
 impl Store {
@@ -193,15 +188,25 @@ impl ChatStore for Store {
                 .iter()
                 .map(message_from_row)
                 .collect::<Result<Vec<_>>>()?;
-            let last = sqlx::query(
-                "SELECT COALESCE(MAX(seq), 0) AS last FROM stream_events WHERE stream_id = $1",
-            )
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await?;
-            Ok(Some((session, messages, last.try_get("last")?)))
+            let last = self.last_seq(id, &[]).await?;
+            Ok(Some((session, messages, last)))
         };
         load.await.map_err(failure)
+    }
+
+    async fn unfinished_sessions(&self) -> Result<Vec<String>, StoreFailure> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT m.session_id FROM chat_messages m WHERE \
+             (m.role = 'assistant' AND m.status = 'streaming') OR \
+             (m.role = 'user' AND m.reply_id IS NOT NULL AND NOT EXISTS \
+                (SELECT 1 FROM chat_messages r WHERE r.id = m.reply_id))",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| failure(e.into()))?;
+        rows.iter()
+            .map(|r| r.try_get("session_id").map_err(|e| failure(e.into())))
+            .collect()
     }
 
     async fn add_message(&self, tenant_id: &str, message: &Message) -> Result<(), StoreFailure> {

@@ -47,13 +47,55 @@ pub enum Error {
     /// A uniqueness rule was broken (an email already used in the tenant, say).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The database cannot take the request now (it is unreachable, refuses connections,
+    /// or its disk is full): a 503 the client may retry; nothing was written.
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     /// A stored value could not be read back (bad JSON in a column, say).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        if is_unavailable(&e) {
+            Error::Unavailable(e)
+        } else {
+            Error::Database(e)
+        }
+    }
+}
+
+/// Whether `e` says the database is out of reach or out of space rather than that the
+/// request was wrong: connection and pool failures, SQLite's SQLITE_FULL, SQLITE_IOERR,
+/// SQLITE_BUSY and SQLITE_CANTOPEN, PostgreSQL's connection (08), operator intervention
+/// (57P01-57P05), insufficient resources (53) and "not accepting connections" (55000).
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            if code.chars().all(|c| c.is_ascii_digit()) && code.len() < 5 {
+                // SQLite's (extended) result code: the primary code is the low byte.
+                let primary = code.parse::<u32>().unwrap_or(0) & 0xff;
+                matches!(primary, 5 | 10 | 13 | 14)
+            } else {
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P")
+                    || code == "55000"
+            }
+        }
+        _ => false,
+    }
 }
 
 impl Error {
@@ -62,12 +104,22 @@ impl Error {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 Error::Conflict(what.to_string())
             }
-            _ => Error::Database(e),
+            _ => Error::from(e),
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A store error as actors see it: opaque, but telling an outage from anything else.
+pub(crate) fn failure(e: Error) -> dgidgi_actors::StoreFailure {
+    tracing::debug!(error = %e, "store failure");
+    if matches!(e, Error::Unavailable(_)) {
+        dgidgi_actors::StoreFailure::unavailable(e.to_string())
+    } else {
+        dgidgi_actors::StoreFailure::new(e.to_string())
+    }
+}
 
 /// A page request: at most `limit` rows older than `cursor` (the last id of the page before).
 #[derive(Debug, Clone)]
@@ -132,7 +184,22 @@ impl Store {
         let options = |max: u32| {
             AnyPoolOptions::new()
                 .max_connections(max)
-                .acquire_timeout(Duration::from_secs(30))
+                .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+                // A connection that still counts itself inside a transaction when it is taken
+                // again had its rollback fail (SQLite rolls a transaction back by itself on
+                // SQLITE_FULL, and sqlx's ROLLBACK then fails): it is closed and replaced,
+                // so that no later write runs inside a transaction that never commits.
+                .before_acquire(|conn, _| {
+                    Box::pin(async move {
+                        let clean = !sqlx::Connection::is_in_transaction(conn);
+                        if !clean {
+                            tracing::warn!(
+                                "a database connection was left inside a transaction; replacing it"
+                            );
+                        }
+                        Ok(clean)
+                    })
+                })
                 // A connection to a local SQLite file does not go stale: checking it before
                 // each use would cost two thread hops per query for nothing.
                 .test_before_acquire(backend == Backend::Postgres)
@@ -186,9 +253,17 @@ impl Store {
         self.backend
     }
 
-    /// Whether the database answers (`/readyz`).
+    /// Whether the database answers and takes a write, through the writer (`/readyz`).
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO runtime_settings (name, value) VALUES ('readyz', $1) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(crate::ids::now_rfc3339())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -199,7 +274,7 @@ impl Store {
     }
 
     /// A runtime setting, created with `init` the first time it is asked for. Every node
-    /// sharing the database gets the same value.
+    /// sharing the database gets the same value. Never a secret: see `crate::secrets`.
     pub async fn setting_or_init(
         &self,
         name: &str,
@@ -215,6 +290,31 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get("value")?)
+    }
+
+    /// Whether the database still holds the secrets it kept before they moved out of it,
+    /// and the legacy sealing key if it does.
+    pub async fn legacy_secrets(&self) -> Result<(bool, Option<String>)> {
+        let rows = sqlx::query(
+            "SELECT name, value FROM runtime_settings WHERE name IN ('jwt_secret', 'secrets_key')",
+        )
+        .fetch_all(&self.writer)
+        .await?;
+        let mut key = None;
+        for row in &rows {
+            if row.try_get::<String, _>("name")? == "secrets_key" {
+                key = Some(row.try_get("value")?);
+            }
+        }
+        Ok((!rows.is_empty(), key))
+    }
+
+    /// Deletes the legacy secrets (once what they sealed is sealed again).
+    pub async fn forget_legacy_secrets(&self) -> Result<()> {
+        sqlx::query("DELETE FROM runtime_settings WHERE name IN ('jwt_secret', 'secrets_key')")
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 }
 

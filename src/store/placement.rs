@@ -49,6 +49,25 @@ impl Store {
             .map_err(|e| Error::Corrupt(format!("tenant_placement.{column}: {e}")))
     }
 
+    /// Every tenant's `which` document, by tenant.
+    pub async fn placements<T: DeserializeOwned>(
+        &self,
+        which: Placement,
+    ) -> Result<Vec<(String, T)>> {
+        let column = which.column();
+        let sql =
+            format!("SELECT tenant_id, {column} FROM tenant_placement WHERE {column} IS NOT NULL");
+        let rows = sqlx::query(&sql).fetch_all(&self.writer).await?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get(column)?;
+                let doc = serde_json::from_str(&text)
+                    .map_err(|e| Error::Corrupt(format!("tenant_placement.{column}: {e}")))?;
+                Ok((r.try_get("tenant_id")?, doc))
+            })
+            .collect()
+    }
+
     /// Replaces the tenant's `which` document.
     pub async fn save_placement<T: Serialize>(
         &self,

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::outbox::record_event;
-use super::{json_column, to_json, Error, Page, Paged, Result, Store};
+use super::{failure, json_column, to_json, Error, Page, Paged, Result, Store};
 use crate::ids::now_rfc3339;
 
 const COLUMNS: &str =
@@ -140,14 +140,26 @@ impl Store {
         };
         let mut run = run_from_row(&row)?;
         run.steps = self.steps(id).await?;
-        let last = sqlx::query(
-            "SELECT COALESCE(MAX(seq), 0) AS last FROM stream_events WHERE stream_id = $1",
-        )
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await?;
-        run.last_seq = last.try_get("last")?;
+        run.last_seq = self.last_seq(id, &[]).await?;
         Ok(Some(run))
+    }
+
+    /// The seq of the last event of `stream` (of one of `kinds`, when any are named); 0
+    /// when there is none.
+    pub async fn last_seq(&self, stream: &str, kinds: &[&str]) -> Result<i64> {
+        let mut sql = String::from(
+            "SELECT COALESCE(MAX(seq), 0) AS last FROM stream_events WHERE stream_id = $1",
+        );
+        if !kinds.is_empty() {
+            let marks: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 2)).collect();
+            sql.push_str(&format!(" AND event_type IN ({})", marks.join(", ")));
+        }
+        let mut query = sqlx::query(&sql).bind(stream);
+        for kind in kinds {
+            query = query.bind(*kind);
+        }
+        let row = query.fetch_one(&self.pool).await?;
+        Ok(row.try_get("last")?)
     }
 
     /// Appends events in one statement (a batch of tokens is one write).
@@ -181,11 +193,6 @@ impl Store {
     }
 }
 
-fn failure(e: Error) -> StoreFailure {
-    tracing::error!(error = %e, "run store failure");
-    StoreFailure(e.to_string())
-}
-
 /// The run as the API returns it, for the `agent.*` domain events.
 fn domain_payload(run: &Run) -> serde_json::Value {
     serde_json::to_value(run).expect("a run serializes")
@@ -206,12 +213,11 @@ impl EventLog for Store {
             done,
         };
         if self.appender.send(job).is_err() {
-            return Err(StoreFailure("the event appender has stopped".into()));
+            return Err(StoreFailure::new("the event appender has stopped"));
         }
         committed
             .await
-            .map_err(|_| StoreFailure("the event appender has stopped".into()))?
-            .map_err(StoreFailure)
+            .map_err(|_| StoreFailure::new("the event appender has stopped"))?
     }
 
     async fn events_after(

@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::keys::{insert_key, ApiKeyRecord, NewApiKey};
 use super::outbox::record_event;
-use super::{json_column, to_json, Error, Page, Paged, Result, Store};
+use super::{failure, json_column, to_json, Error, Page, Paged, Result, Store};
 use crate::ids::now_rfc3339;
 
 const COLUMNS: &str = "id, name, plan, settings, created_at, updated_at";
@@ -116,9 +116,4 @@ impl TenantStore for Store {
             .await
             .map_err(failure)
     }
-}
-
-fn failure(e: Error) -> StoreFailure {
-    tracing::error!(error = %e, "tenant store failure");
-    StoreFailure(e.to_string())
 }

@@ -3,14 +3,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dgidgi_actors::webhook::{DueDelivery, Outcome, WebhookStore};
+use dgidgi_actors::webhook::{Disable, DueDelivery, Outcome, WebhookStore};
 use dgidgi_actors::StoreFailure;
 use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{json_column, to_json, Error, Page, Paged, Result, Store};
+use super::{failure, json_column, to_json, Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
 
 /// An endpoint as the API shows it (never its secret).
@@ -92,12 +92,12 @@ fn endpoint_from_row(row: &AnyRow) -> Result<Endpoint> {
     })
 }
 
-fn failure(e: Error) -> StoreFailure {
-    tracing::error!(error = %e, "webhook store failure");
-    StoreFailure(e.to_string())
+/// `now` plus `after`, in the stored form.
+fn earlier(before: Duration) -> String {
+    let at = chrono::Utc::now() - chrono::Duration::from_std(before).unwrap_or_default();
+    at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-/// `now` plus `after`, in the stored form.
 fn later(after: Duration) -> String {
     let at = chrono::Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
     at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
@@ -178,6 +178,7 @@ impl Store {
             "UPDATE webhook_endpoints SET url = $2, events = $3, description = $4, enabled = $5, \
              disabled_reason = CASE WHEN $5 = 1 THEN NULL ELSE disabled_reason END, \
              consecutive_failures = CASE WHEN $5 = 1 AND enabled = 0 THEN 0 ELSE consecutive_failures END, \
+             failing_since = CASE WHEN $5 = 1 AND enabled = 0 THEN NULL ELSE failing_since END, \
              updated_at = $6 WHERE id = $1",
         )
         .bind(&endpoint.id)
@@ -202,6 +203,38 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every endpoint's sealed secrets: (id, secret, previous secret).
+    pub async fn webhook_secrets(&self) -> Result<Vec<(String, String, Option<String>)>> {
+        let rows = sqlx::query("SELECT id, secret, previous_secret FROM webhook_endpoints")
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("secret")?,
+                    r.try_get("previous_secret")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Replaces an endpoint's sealed secrets (after they were sealed again).
+    pub async fn set_webhook_secrets(
+        &self,
+        id: &str,
+        secret: &str,
+        previous: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE webhook_endpoints SET secret = $2, previous_secret = $3 WHERE id = $1")
+            .bind(id)
+            .bind(secret)
+            .bind(previous)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
@@ -430,7 +463,7 @@ impl WebhookStore for Store {
         delivery: &DueDelivery,
         outcome: &Outcome,
         next_retry_in: Option<Duration>,
-        disable_after: u32,
+        disable: Disable,
     ) -> Result<(), StoreFailure> {
         let write = async {
             let now = now_rfc3339();
@@ -485,7 +518,7 @@ impl WebhookStore for Store {
             match outcome {
                 Outcome::Delivered { .. } => {
                     sqlx::query(
-                        "UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = $1",
+                        "UPDATE webhook_endpoints SET consecutive_failures = 0, failing_since = NULL WHERE id = $1",
                     )
                     .bind(&delivery.endpoint_id)
                     .execute(&mut *tx)
@@ -502,14 +535,21 @@ impl WebhookStore for Store {
                     .await?;
                 }
                 Outcome::Failed { .. } => {
+                    // Disabled only once the failures have gone on long enough: a burst
+                    // during a short outage fails many attempts within seconds.
+                    let cutoff = earlier(disable.failing_for);
                     sqlx::query(
                         "UPDATE webhook_endpoints SET consecutive_failures = consecutive_failures + 1, \
-                         enabled = CASE WHEN consecutive_failures + 1 >= $2 THEN 0 ELSE enabled END, \
-                         disabled_reason = CASE WHEN consecutive_failures + 1 >= $2 \
-                         THEN 'too many consecutive failed attempts' ELSE disabled_reason END WHERE id = $1",
+                         failing_since = COALESCE(failing_since, $3), \
+                         enabled = CASE WHEN consecutive_failures + 1 >= $2 AND COALESCE(failing_since, $3) <= $4 \
+                         THEN 0 ELSE enabled END, \
+                         disabled_reason = CASE WHEN consecutive_failures + 1 >= $2 AND COALESCE(failing_since, $3) <= $4 \
+                         THEN 'consecutive failed attempts for longer than webhooks.disable_after_secs' ELSE disabled_reason END WHERE id = $1",
                     )
                     .bind(&delivery.endpoint_id)
-                    .bind(i64::from(disable_after))
+                    .bind(i64::from(disable.failures))
+                    .bind(&now)
+                    .bind(&cutoff)
                     .execute(&mut *tx)
                     .await?;
                 }

@@ -152,12 +152,7 @@ fn claims(app: &TestApp, tenant_id: &str, key_id: &str, now: u64) -> Claims {
 
 async fn forged_expired_and_foreign_tokens_are_401(app: &TestApp) {
     let tenant = app.tenant("Acme", "free").await;
-    let secret = app
-        .state
-        .store
-        .setting_or_init("jwt_secret", String::new)
-        .await
-        .unwrap();
+    let secret = app.jwt_secret.clone();
     let now = dgidgi::http::unix_now();
     let sign = |c: &Claims, key: &[u8]| {
         encode(&Header::default(), c, &EncodingKey::from_secret(key)).unwrap()

@@ -66,10 +66,28 @@ pub struct TestApp {
     /// The operator key the first start created.
     pub operator_key: String,
     pub state: Arc<AppState>,
+    /// The secret the server signs JWTs with (tests forge tokens with it).
+    pub jwt_secret: String,
+    pub database_url: String,
     handle: actix_web::dev::ServerHandle,
-    /// Keeps the SQLite folder alive for the test's duration.
-    _dir: tempfile::TempDir,
+    /// The test's folder (SQLite database, key file, storage).
+    path: std::path::PathBuf,
+    /// Keeps the folder alive for the test's duration (held by the first server only).
+    _dir: Option<tempfile::TempDir>,
     postgres_db: Option<String>,
+}
+
+/// The secrets PostgreSQL tests configure.
+pub const TEST_JWT_SECRET: &str = "test-jwt-secret-test-jwt-secret-0000";
+pub const TEST_SEALING_KEY: &str = "dGVzdC1zZWFsaW5nLWtleS0zMi1ieXRlcy1sb25nISE=";
+
+/// A `name=` line of a key file.
+pub fn key_file_value(path: &std::path::Path, name: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
+        l.split_once('=')
+            .filter(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+    })
 }
 
 async fn drop_database(name: String) {
@@ -185,7 +203,34 @@ impl TestApp {
                 }
             }
         };
-        let figment = Config::defaults()
+        let config = Self::config(dir.path(), &url, postgres_db.is_some(), configure);
+        let configured = Providers::from_config(&config).expect("providers build");
+        let app = Application::build_with(config, providers(configured))
+            .await
+            .expect("application builds");
+        let operator_key = app
+            .bootstrap_key
+            .clone()
+            .expect("a fresh database gets an operator key");
+        let path = dir.path().to_path_buf();
+        Some(Self::serve(
+            app,
+            operator_key,
+            path,
+            Some(dir),
+            url,
+            postgres_db,
+        ))
+    }
+
+    /// The test defaults for a server on `url` whose files live in `dir`, and `configure`.
+    pub fn config(
+        dir: &std::path::Path,
+        url: &str,
+        postgres: bool,
+        configure: impl FnOnce(Figment) -> Figment,
+    ) -> Config {
+        let mut figment = Config::defaults()
             .merge(Serialized::default("server.port", 0))
             .merge(Serialized::default("server.workers", 1))
             .merge(Serialized::default("actors.arbiters", 1))
@@ -193,30 +238,81 @@ impl TestApp {
             .merge(Serialized::default("database.max_connections", 4))
             .merge(Serialized::default(
                 "storage.platform_root",
-                dir.path().join("storage").display().to_string(),
+                dir.join("storage").display().to_string(),
             ));
-        let config = Config::from_figment(configure(figment)).expect("test configuration is valid");
-        let configured = Providers::from_config(&config).expect("providers build");
-        let app = Application::build_with(config, providers(configured))
-            .await
-            .expect("application builds");
+        if postgres {
+            // PostgreSQL takes its secrets from configuration (SQLite: its key file).
+            figment = figment
+                .merge(Serialized::default("auth.jwt_secret", TEST_JWT_SECRET))
+                .merge(Serialized::default("secrets.key", TEST_SEALING_KEY));
+        }
+        Config::from_figment(configure(figment)).expect("test configuration is valid")
+    }
+
+    fn serve(
+        app: Application,
+        operator_key: String,
+        path: std::path::PathBuf,
+        dir: Option<tempfile::TempDir>,
+        database_url: String,
+        postgres_db: Option<String>,
+    ) -> Self {
         let address = format!("http://127.0.0.1:{}", app.port());
-        let operator_key = app
-            .bootstrap_key
-            .clone()
-            .expect("a fresh database gets an operator key");
         let state = app.state.clone();
         let handle = app.handle();
+        let jwt_secret = match state.config.auth.jwt_secret.as_str() {
+            "" => key_file_value(&path.join("nested/dgidgi.keys"), "jwt_secret")
+                .expect("the SQLite key file holds the JWT secret"),
+            configured => configured.to_string(),
+        };
         actix_web::rt::spawn(app.run_until_stopped());
-        Some(Self {
+        Self {
             address,
             client: reqwest::Client::new(),
             operator_key,
             state,
             handle,
+            jwt_secret,
+            database_url,
+            path,
             _dir: dir,
             postgres_db,
-        })
+        }
+    }
+
+    /// The folder the test's files (SQLite database, key file, storage) live in.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Stops this server and starts another on the same database and folder, with the test
+    /// defaults and `configure` (the operator key stays the same). The first server keeps
+    /// owning the folder and the PostgreSQL database.
+    pub async fn restart(&self, configure: impl FnOnce(Figment) -> Figment) -> TestApp {
+        self.handle.stop(false).await;
+        self.state.store.close().await;
+        let url = self.database_url.clone();
+        let config = Self::config(&self.path, &url, !url.starts_with("sqlite:"), configure);
+        let providers = Providers::from_config(&config).expect("providers build");
+        let app = Application::build_with(config, providers)
+            .await
+            .expect("application builds again");
+        Self::serve(
+            app,
+            self.operator_key.clone(),
+            self.path.clone(),
+            None,
+            url,
+            None,
+        )
+    }
+
+    /// A connection pool of the test's own to its database (to look at rows directly).
+    pub async fn database(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.database_url)
+            .await
+            .expect("the test database opens")
     }
 
     /// Stops the server and drops the test's PostgreSQL database.
@@ -344,5 +440,16 @@ impl TestApp {
             .await;
         assert_eq!(res.status, 201, "{}", res.body);
         res.data()["id"].as_str().unwrap().to_string()
+    }
+}
+
+impl TestApp {
+    /// The key the server seals stored secrets with (configured, or from its key file).
+    pub fn sealing_key(&self) -> String {
+        match self.state.config.secrets.key.as_str() {
+            "" => key_file_value(&self.dir().join("nested/dgidgi.keys"), "secrets_key")
+                .expect("the SQLite key file holds the sealing key"),
+            configured => configured.to_string(),
+        }
     }
 }

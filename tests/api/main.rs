@@ -23,6 +23,7 @@ mod regions;
 mod restart;
 mod runs;
 mod s3;
+mod secrets;
 mod tenants;
 mod users;
 mod webhooks;

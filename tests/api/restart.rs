@@ -195,7 +195,7 @@ async fn a_run_killed_mid_step_resumes_after_its_last_finished_step() {
 }
 
 #[actix_web::test]
-async fn a_chat_session_killed_mid_reply_fails_that_reply_and_answers_what_waits() {
+async fn a_chat_session_killed_mid_reply_is_settled_at_start_up_keeping_its_partial_text() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/dgidgi.db", dir.path().display());
     let llm = FakeLlm::start().await;
@@ -247,10 +247,40 @@ async fn a_chat_session_killed_mid_reply_fails_that_reply_and_answers_what_waits
 
     llm.push(Script::Text(vec!["second ", "answer"]));
     let (mut second, _) = start(&db, &llm, dir.path(), false, &[]);
-    // A subscription brings the session back; it settles what the crash left.
+    // The new process settles what the crash left by itself, with no client asking: the
+    // cut reply fails keeping the text it had streamed, and the waiting message is answered.
+    let mut messages_now = Value::Null;
+    for _ in 0..500 {
+        messages_now = call(
+            reqwest::Method::GET,
+            format!("{}/chat/sessions/{session}/messages", second.base),
+            &key,
+            None,
+        )
+        .await;
+        let done = messages_now
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == second_reply.as_str() && m["status"] == "complete");
+        if done {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cut = messages_now
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "assistant" && m["status"] == "failed")
+        .unwrap_or_else(|| panic!("the cut reply failed: {messages_now}"));
+    assert_eq!(cut["error"]["code"], "interrupted");
+    assert_eq!(cut["content"], "half an ans", "the partial text is kept");
+    // The whole log, replayed on request (Last-Event-ID: 0).
     let mut stream = reqwest::Client::new()
         .get(format!("{}/chat/sessions/{session}/stream", second.base))
         .bearer_auth(&key)
+        .header("Last-Event-ID", "0")
         .send()
         .await
         .unwrap();
@@ -313,9 +343,15 @@ async fn a_chat_session_killed_mid_reply_fails_that_reply_and_answers_what_waits
         .iter()
         .map(|m| m["content"].as_str().unwrap())
         .collect();
+    // The cut reply's partial text is part of the conversation, as a cancelled one's is.
     assert_eq!(
         contents,
-        ["You are a helpful assistant.", "first", "second"]
+        [
+            "You are a helpful assistant.",
+            "first",
+            "half an ans",
+            "second"
+        ]
     );
 
     unsafe { libc_kill(second.child.id() as i32, 15) };

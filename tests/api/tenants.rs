@@ -109,15 +109,28 @@ async fn an_operator_lists_every_tenant_and_a_tenant_sees_itself(app: &TestApp) 
 async fn settings_are_validated_and_kept(app: &TestApp) {
     let tenant = app.tenant("Acme", "starter").await;
     let path = format!("/api/v1/tenants/{}/settings", tenant.id);
-    // More concurrent runs than the plan includes: refused, naming the plan needed.
+    // A new tenant may run as many at once as its plan allows.
+    let read = app
+        .get(&format!("/api/v1/tenants/{}", tenant.id), &tenant.key)
+        .await;
+    assert_eq!(read.data()["settings"]["max_concurrent_runs"], 10);
+    let growth = app.tenant("Big", "growth").await;
+    let read = app
+        .get(&format!("/api/v1/tenants/{}", growth.id), &growth.key)
+        .await;
+    assert_eq!(read.data()["settings"]["max_concurrent_runs"], 50);
+    // More concurrent runs than the plan includes: a 400 that states the limit.
     let res = app
         .patch(&path, &tenant.key, json!({ "max_concurrent_runs": 11 }))
         .await;
-    assert_eq!(res.status, 403, "{}", res.body);
-    assert_eq!(res.body["error"]["code"], "FORBIDDEN");
-    assert_eq!(res.body["error"]["details"]["feature"], "maxConcurrentRuns");
-    assert_eq!(res.body["error"]["details"]["plan"], "starter");
-    assert_eq!(res.body["error"]["details"]["requiredPlan"], "growth");
+    assert_eq!(res.status, 400, "{}", res.body);
+    assert_eq!(res.code(), "VALIDATION_ERROR");
+    assert_eq!(res.body["error"]["details"]["field"], "max_concurrent_runs");
+    let reason = res.body["error"]["details"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("at most 10") && reason.contains("starter"),
+        "{reason}"
+    );
     let res = app
         .patch(
             &path,
@@ -142,6 +155,23 @@ async fn settings_are_validated_and_kept(app: &TestApp) {
     assert!(settings["display_name"].is_null());
     assert_eq!(settings["timezone"], "Europe/Paris");
     assert_eq!(settings["features"], json!({ "beta.tools": true }));
+    // IANA time zones and BCP 47 language tags are accepted as such.
+    let res = app
+        .patch(
+            &path,
+            &tenant.key,
+            json!({ "timezone": "America/Argentina/Buenos_Aires", "locale": "zh-Hant-TW" }),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let res = app
+        .patch(
+            &path,
+            &tenant.key,
+            json!({ "timezone": "Europe/Paris", "locale": "fr-FR" }),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
     for (body, field) in [
         (json!({ "max_concurrent_runs": 0 }), "max_concurrent_runs"),
         (json!({ "max_concurrent_runs": -1 }), "max_concurrent_runs"),
@@ -150,7 +180,12 @@ async fn settings_are_validated_and_kept(app: &TestApp) {
             "data_retention_days",
         ),
         (json!({ "timezone": "Mars/Olympus Mons" }), "timezone"),
+        (json!({ "timezone": "Mars/Olympus" }), "timezone"),
+        (json!({ "timezone": "Europe/Pariss" }), "timezone"),
         (json!({ "locale": "" }), "locale"),
+        (json!({ "locale": "english-please" }), "locale"),
+        (json!({ "locale": "en-US-" }), "locale"),
+        (json!({ "locale": "x1-US" }), "locale"),
         (json!({ "features": { "has space": true } }), "features"),
         (json!({ "colour": "red" }), "colour"),
     ] {

@@ -522,6 +522,16 @@ async fn internal_addresses_are_refused_at_registration_and_at_delivery() {
         "http://[fe80::1]/hooks",
         "ftp://example.com/hooks",
         "not a url",
+        // Site-local, 6to4 and SIIT forms of loopback, benchmarking and discard ranges,
+        // localhost-like and .internal names.
+        "http://[fec0::1]/hooks",
+        "http://[2002:7f00:1::]/hooks",
+        "http://[::ffff:0:7f00:1]/hooks",
+        "http://198.18.0.1/hooks",
+        "http://[100::1]/hooks",
+        "http://localhost/hooks",
+        "http://localhost.localdomain/hooks",
+        "http://metadata.google.internal/computeMetadata/v1/",
     ] {
         let res = app
             .post(
@@ -543,18 +553,40 @@ async fn internal_addresses_are_refused_at_registration_and_at_delivery() {
     assert_eq!(res.status, 400);
     assert_eq!(res.body["error"]["details"]["field"], "events");
 
-    // A name is checked on what it resolves to, when delivering: localhost is refused and
-    // nothing reaches the (loopback) receiver.
+    // The registration refusal names the setting that allows private targets.
+    let res = app
+        .post(
+            "/api/v1/webhooks",
+            &tenant.key,
+            json!({ "url": "http://127.0.0.1:9/hooks", "events": ["project.created"] }),
+        )
+        .await;
+    let reason = res.body["error"]["details"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("outbound.allow_private_targets"),
+        "{reason}"
+    );
+
+    // Names are checked again when delivering: an endpoint whose URL names this machine by
+    // the time it is delivered to (stored before these rules, say) reaches nothing.
     let receiver = Receiver::start().await;
     let by_name = receiver.url.replace("127.0.0.1", "localhost");
     let (id, _) = endpoint(
         &app,
         &tenant.key,
-        &by_name,
+        "https://hooks.example.com/in",
         json!(["project.created"]),
         None,
     )
     .await;
+    let db = app.database().await;
+    sqlx::query("UPDATE webhook_endpoints SET url = $2 WHERE id = $1")
+        .bind(&id)
+        .bind(&by_name)
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
     app.project(&tenant.key, "p").await;
     let mut error = String::new();
     for _ in 0..200 {
@@ -637,8 +669,44 @@ async fn test_pings_redelivery_and_secret_rotation() {
 }
 
 #[actix_web::test]
-async fn consecutive_failures_disable_the_endpoint() {
+async fn a_short_outage_during_a_burst_does_not_disable_the_endpoint() {
+    // Two failures would disable it, but only once failures have gone on for a day.
     let app = sqlite(|f| f.merge(Serialized::default("webhooks.disable_after_failures", 2))).await;
+    let receiver = Receiver::start().await;
+    for _ in 0..6 {
+        receiver.answer(503, 0);
+    }
+    let tenant = app.tenant("Acme", "free").await;
+    let (id, _) = endpoint(
+        &app,
+        &tenant.key,
+        &receiver.url,
+        json!(["project.created"]),
+        None,
+    )
+    .await;
+    for n in 0..3 {
+        app.project(&tenant.key, &format!("p{n}")).await;
+    }
+    // Every event is delivered in the end; the endpoint stays enabled and healthy.
+    // Six failed attempts and three that passed (each delivery has four attempts).
+    let got = receiver.wait_for(|g| g.len() >= 9).await;
+    assert_eq!(got.len(), 9);
+    let shown = app
+        .get(&format!("/api/v1/webhooks/{id}"), &tenant.key)
+        .await;
+    assert_eq!(shown.data()["enabled"], true, "{}", shown.body);
+    receiver.stop().await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn consecutive_failures_disable_the_endpoint() {
+    let app = sqlite(|f| {
+        f.merge(Serialized::default("webhooks.disable_after_failures", 2))
+            .merge(Serialized::default("webhooks.disable_after_secs", 0))
+    })
+    .await;
     let receiver = Receiver::start().await;
     for _ in 0..10 {
         receiver.answer(500, 0);
