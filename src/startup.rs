@@ -205,9 +205,11 @@ impl Application {
         })
         // Streams are many small writes (tokens): send each at once rather than wait for
         // the previous one's acknowledgement (Nagle's algorithm).
-        .on_connect(|conn, _| {
+        .on_connect(|conn, extensions| {
             if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
                 let _ = tcp.set_nodelay(true);
+                use std::os::fd::AsRawFd;
+                extensions.insert(http::sse::Connection(tcp.as_raw_fd()));
             }
         })
         .listen(listener)?

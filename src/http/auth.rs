@@ -25,13 +25,14 @@ pub struct TokenResponse {
     scopes: Vec<String>,
 }
 
-/// The key comes in the body (`{"api_key": ...}`) or, with no body, as the Bearer header.
+/// The key comes as the Bearer header (any body is then ignored) or in the body
+/// (`{"api_key": ...}`).
 #[utoipa::path(
     post,
     path = "/api/v1/auth/token",
     tag = "auth",
     request_body = Option<TokenRequest>,
-    responses((status = 200, body = crate::http::openapi::Envelope<TokenResponse>, description = "A JWT for the key (body, or the Bearer header when there is no body)"), (status = 400, body = crate::http::openapi::ErrorEnvelope), (status = 401, body = crate::http::openapi::ErrorEnvelope)),
+    responses((status = 200, body = crate::http::openapi::Envelope<TokenResponse>, description = "A JWT for the key (the Bearer header, or the body's api_key)"), (status = 400, body = crate::http::openapi::ErrorEnvelope), (status = 401, body = crate::http::openapi::ErrorEnvelope)),
     security(())
 )]
 pub async fn issue_token(
@@ -45,14 +46,24 @@ pub async fn issue_token(
         state.config.server.max_body_bytes,
     )
     .await?;
-    let key = if body.iter().all(u8::is_ascii_whitespace) {
-        let header = req.headers().get(actix_web::http::header::AUTHORIZATION);
-        header.and_then(|v| v.to_str().ok()).map(str::to_string)
-    } else {
-        Some(format!(
+    // The Bearer header, when it carries a key, is enough whatever the body holds.
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|h| {
+            h.strip_prefix("Bearer ")
+                .is_some_and(|k| k.trim().starts_with("chy_"))
+        })
+        .map(str::to_string);
+    let key = match header {
+        Some(header) => Some(header),
+        None if body.iter().all(u8::is_ascii_whitespace) => None,
+        None => Some(format!(
             "Bearer {}",
             parse_json::<TokenRequest>(&body)?.api_key
-        ))
+        )),
     };
     let key = key.filter(|k| k.trim_start_matches("Bearer ").starts_with("chy_"));
     let key = key

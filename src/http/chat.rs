@@ -264,6 +264,7 @@ pub async fn stream_session(
     // A subscription brings a passivated session back (it answers what is left unanswered).
     state.sessions.wake(&session.id);
     Ok(sse::respond(
+        &req,
         &state,
         slot,
         state.sessions.hub().clone(),

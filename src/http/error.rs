@@ -99,8 +99,8 @@ impl ApiError {
 struct ErrorBody<'a> {
     code: &'static str,
     message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    details: Option<&'a Value>,
+    /// Always present, as the contract shows: an empty object when there is nothing more.
+    details: &'a Value,
 }
 
 #[derive(Serialize)]
@@ -137,11 +137,12 @@ impl ResponseError for ApiError {
             }
             other => other.to_string(),
         };
+        let empty = json!({});
         let body = ErrorEnvelope {
             error: ErrorBody {
                 code: self.code(),
                 message,
-                details: self.details(),
+                details: self.details().unwrap_or(&empty),
             },
             meta: Meta::now(None),
         };

@@ -71,6 +71,10 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         Some(b'{') => {}
         // serde would read a struct from an array too, by position; the API takes objects only.
         Some(b'[') => return Err(ApiError::invalid("body", "must be a JSON object")),
+        // Malformed JSON is reported as such below; any other value is not an object.
+        Some(_) if serde_json::from_slice::<serde_json::Value>(body).is_ok() => {
+            return Err(ApiError::invalid("body", "must be a JSON object"))
+        }
         Some(_) => {}
     }
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -83,7 +87,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
                 details: json!({ "field": "body", "line": inner.line(), "column": inner.column() }),
             };
         }
-        let message = strip_position(&inner.to_string());
+        let message = plain_types(&strip_position(&inner.to_string()));
         // serde names a missing or unknown field in its message, below the path it reports.
         let named = ["missing field `", "unknown field `"]
             .iter()
@@ -103,6 +107,33 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::invalid("body", format!("trailing characters after JSON: {e}")))?;
     Ok(value)
+}
+
+/// serde's message with our Rust type names put in words ("expected struct AgentConfig":
+/// "expected an object"), so that no internal name reaches the client.
+fn plain_types(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = ["struct ", "enum "]
+        .iter()
+        .filter_map(|w| rest.find(w).map(|i| (i, *w)))
+        .min()
+    {
+        let (i, word) = at;
+        out.push_str(&rest[..i]);
+        let after = &rest[i + word.len()..];
+        let name_len = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        out.push_str(if word == "struct " {
+            "an object"
+        } else {
+            "one of the accepted values"
+        });
+        rest = &after[name_len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn strip_position(message: &str) -> String {

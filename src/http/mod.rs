@@ -15,7 +15,7 @@ mod ops;
 mod projects;
 mod regions;
 mod runs;
-mod sse;
+pub mod sse;
 mod tenants;
 mod users;
 mod webhooks;

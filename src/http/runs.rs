@@ -111,6 +111,13 @@ pub async fn execute_agent(
             .timeout_seconds
             .unwrap_or(state.config.runs.default_timeout_secs),
     };
+    let max_queued = state.config.runs.max_queued_per_tenant;
+    if state.store.queued_runs(&tenant_id).await? >= i64::from(max_queued) {
+        return Err(ApiError::TooMany(format!(
+            "{max_queued} runs of this tenant already wait for a slot (runs.max_queued_per_tenant); \
+             retry when some have started"
+        )));
+    }
     let now = now_rfc3339();
     let run = Run {
         id: IdKind::Run.new_id(),
@@ -244,6 +251,7 @@ pub async fn stream_run(
     }
     let slot = sse::StreamSlot::take(&state, &principal)?;
     Ok(sse::respond(
+        &req,
         &state,
         slot,
         state.runs.hub().clone(),

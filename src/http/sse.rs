@@ -115,6 +115,7 @@ fn frame(event: &StreamEvent) -> Bytes {
 /// event `after`. It ends after the stream's terminal event, when the client goes away or
 /// stalls, or when the server shuts down (clients reconnect with `Last-Event-ID`).
 pub fn respond(
+    req: &HttpRequest,
     state: &AppState,
     slot: StreamSlot,
     hub: EventHub,
@@ -125,10 +126,15 @@ pub fn respond(
     let heartbeat = Duration::from_secs(state.config.streams.heartbeat_secs);
     let stall = Duration::from_secs(state.config.streams.stall_timeout_secs);
     let shutdown = state.shutdown.clone();
+    let connection = req.conn_data::<Connection>().copied();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     actix_web::rt::spawn(async move {
         let mut live = hub.subscribe(&stream);
-        let out = Out { tx: &tx, stall };
+        let out = Out {
+            tx: &tx,
+            stall,
+            stalled: std::cell::Cell::new(false),
+        };
         tokio::select! {
             followed = follow(&mut live, &*log, &stream, after, heartbeat, &out) => {
                 if let Err(e) = followed {
@@ -139,6 +145,14 @@ pub fn respond(
         }
         drop(live);
         hub.release(&stream);
+        // A client that reads nothing never lets the server write the end of the answer:
+        // its socket is shut down. Its body is still alive (not closed), so is its
+        // connection, on this same worker thread: the descriptor is still this socket's.
+        if out.stalled.get() && !tx.is_closed() {
+            if let Some(connection) = connection {
+                connection.shut_down();
+            }
+        }
     });
     body(ReceiverStream::new(rx).map(Ok::<_, actix_web::Error>), slot)
 }
@@ -192,6 +206,23 @@ impl<S: futures_util::Stream + Unpin> futures_util::Stream for Counted<S> {
 struct Out<'a> {
     tx: &'a mpsc::Sender<Bytes>,
     stall: Duration,
+    /// Set when the client was given up for not reading.
+    stalled: std::cell::Cell<bool>,
+}
+
+/// The socket of an HTTP connection, recorded when it is accepted (`startup`), so that a
+/// stream whose client stopped reading can be cut.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection(pub std::os::fd::RawFd);
+
+impl Connection {
+    fn shut_down(self) {
+        use std::os::fd::FromRawFd;
+        // Borrowed, never closed here: the connection owns the descriptor.
+        let socket =
+            std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(self.0) });
+        let _ = socket.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 /// Sends stored then live events until the terminal one, or until the client goes away.
@@ -264,6 +295,7 @@ async fn send(out: &Out<'_>, bytes: Bytes) -> Result<(), String> {
     match out.tx.send_timeout(bytes, out.stall).await {
         Ok(()) => Ok(()),
         Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+            out.stalled.set(true);
             tracing::info!(
                 stall_secs = out.stall.as_secs(),
                 "an event-stream subscriber stopped reading; disconnected"

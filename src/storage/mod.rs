@@ -385,9 +385,11 @@ impl NoLinks {
         for part in path.split('/').filter(|p| !p.is_empty()) {
             at.push(part);
             match std::fs::symlink_metadata(&at) {
-                Ok(meta) if meta.file_type().is_symlink() => return Err(format!(
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(format!(
                     "'{path}' passes through a symbolic link, which workspace tools do not follow"
-                )),
+                ))
+                }
                 Ok(_) => {}
                 Err(_) => return Ok(()),
             }

@@ -16,7 +16,7 @@ backend_tests!(@with crate::fake_llm::LlmApp::start;
 );
 
 /// A tenant, a project and an agent made from `agent` (plus a name).
-async fn setup(app: &TestApp, agent: Value) -> (TestTenant, String, String) {
+pub async fn setup(app: &TestApp, agent: Value) -> (TestTenant, String, String) {
     let tenant = app.tenant("Acme", "free").await;
     let project = app.project(&tenant.key, "web").await;
     let mut body =
@@ -28,7 +28,7 @@ async fn setup(app: &TestApp, agent: Value) -> (TestTenant, String, String) {
     (tenant, project, agent)
 }
 
-async fn execute(
+pub async fn execute(
     app: &TestApp,
     key: &str,
     agent: &str,
