@@ -485,7 +485,7 @@ async fn a_finished_run_resumed_at_its_end_answers_204_at_once() {
     let last: i64 = whole
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))
-        .last()
+        .next_back()
         .unwrap()
         .parse()
         .unwrap();
