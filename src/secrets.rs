@@ -34,7 +34,7 @@ pub struct Secrets {
 }
 
 /// Where `jwt_secret` and `secrets_key` lines live when configuration does not give them.
-fn key_file(config: &Config, backend: Backend) -> Option<PathBuf> {
+pub fn key_file(config: &Config, backend: Backend) -> Option<PathBuf> {
     if !config.secrets.key_file.is_empty() {
         return Some(PathBuf::from(&config.secrets.key_file));
     }

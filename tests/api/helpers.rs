@@ -81,6 +81,11 @@ pub struct TestApp {
 pub const TEST_JWT_SECRET: &str = "test-jwt-secret-test-jwt-secret-0000";
 pub const TEST_SEALING_KEY: &str = "dGVzdC1zZWFsaW5nLWtleS0zMi1ieXRlcy1sb25nISE=";
 
+/// The server's key file (SQLite).
+fn key_file(state: &AppState) -> std::path::PathBuf {
+    dgidgi::secrets::key_file(&state.config, state.store.backend()).expect("an SQLite key file")
+}
+
 /// A `name=` line of a key file.
 pub fn key_file_value(path: &std::path::Path, name: &str) -> Option<String> {
     std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
@@ -261,7 +266,7 @@ impl TestApp {
         let state = app.state.clone();
         let handle = app.handle();
         let jwt_secret = match state.config.auth.jwt_secret.as_str() {
-            "" => key_file_value(&path.join("nested/dgidgi.keys"), "jwt_secret")
+            "" => key_file_value(&key_file(&state), "jwt_secret")
                 .expect("the SQLite key file holds the JWT secret"),
             configured => configured.to_string(),
         };
@@ -447,7 +452,7 @@ impl TestApp {
     /// The key the server seals stored secrets with (configured, or from its key file).
     pub fn sealing_key(&self) -> String {
         match self.state.config.secrets.key.as_str() {
-            "" => key_file_value(&self.dir().join("nested/dgidgi.keys"), "secrets_key")
+            "" => key_file_value(&key_file(&self.state), "secrets_key")
                 .expect("the SQLite key file holds the sealing key"),
             configured => configured.to_string(),
         }

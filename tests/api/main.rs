@@ -11,6 +11,7 @@ mod chat;
 mod cli;
 mod cli_client;
 mod errors;
+mod faults;
 mod hardening;
 mod health;
 mod idempotency;
