@@ -34,8 +34,9 @@ pub struct ErrorBody {
     /// INTERNAL_ERROR.
     pub code: String,
     pub message: String,
-    /// What the error is about (`field`, the resource id, the plan needed...).
-    pub details: Option<Value>,
+    /// What the error is about (`field`, the resource id, the plan needed...); always an
+    /// object, empty when there is nothing more to say.
+    pub details: Value,
 }
 
 /// A deleted resource.
@@ -182,8 +183,95 @@ impl Modify for Security {
 pub struct ApiDoc;
 
 /// The document, with the 3.1 version marker.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    with_camel_case_spellings(&mut doc);
+    doc
+}
+
+/// Request bodies accept each snake_case field under its camelCase spelling too (serde
+/// aliases: `projectId` for `project_id`, as the contract's SDK sends them), which utoipa
+/// cannot express: each such property gets its camelCase twin in the document. A twin of
+/// a required field makes both optional, with the rule said in words.
+fn with_camel_case_spellings(doc: &mut Value) {
+    fn refs(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v.as_str()) {
+                        ("$ref", Some(r)) => {
+                            found.push(r.trim_start_matches("#/components/schemas/").to_string())
+                        }
+                        _ => refs(v, found),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+            _ => {}
+        }
+    }
+    let mut requests = Vec::new();
+    if let Some(paths) = doc["paths"].as_object() {
+        for operation in paths
+            .values()
+            .filter_map(Value::as_object)
+            .flat_map(|p| p.values())
+        {
+            refs(&operation["requestBody"], &mut requests);
+        }
+    }
+    let camel = |snake: &str| {
+        let mut out = String::new();
+        let mut upper = false;
+        for c in snake.chars() {
+            match c {
+                '_' => upper = true,
+                c if upper => {
+                    out.extend(c.to_uppercase());
+                    upper = false;
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    };
+    for name in requests {
+        let schema = &mut doc["components"]["schemas"][&name];
+        let Some(properties) = schema["properties"].as_object().cloned() else {
+            continue;
+        };
+        let mut required: Vec<Value> = schema["required"].as_array().cloned().unwrap_or_default();
+        for (field, property) in properties.iter().filter(|(f, _)| f.contains('_')) {
+            let twin = camel(field);
+            if properties.contains_key(&twin) {
+                continue;
+            }
+            let was_required = required.iter().any(|r| r == field.as_str());
+            required.retain(|r| r != field.as_str());
+            let rule = if was_required {
+                "; one of the two is required"
+            } else {
+                ""
+            };
+            let mut described = property.clone();
+            if let Some(object) = described.as_object_mut() {
+                object.insert(
+                    "description".into(),
+                    Value::from(format!(
+                        "The same as `{field}`: either spelling is accepted{rule}."
+                    )),
+                );
+            }
+            schema["properties"][&twin] = described;
+            if was_required {
+                let note = format!("Required: `{field}` or `{twin}`.");
+                schema["properties"][field.as_str()]["description"] = Value::from(note);
+            }
+        }
+        if schema.get("required").is_some() {
+            schema["required"] = Value::Array(required);
+        }
+    }
 }
 
 /// `GET /api/v1/openapi.json`
@@ -192,9 +280,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
 pub async fn openapi_json() -> HttpResponse {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let body = DOC.get_or_init(|| {
-        document()
-            .to_pretty_json()
-            .expect("the document serializes")
+        serde_json::to_string_pretty(&document()).expect("the document serializes")
     });
     HttpResponse::Ok()
         .content_type("application/json")

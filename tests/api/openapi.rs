@@ -90,6 +90,36 @@ async fn the_document_lists_every_route_and_every_listed_route_is_served() {
         doc["openapi"]
     );
 
+    // The camelCase spellings the contract's SDK sends are in the request schemas too.
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field, twin) in [
+        ("CreateAgent", "project_id", "projectId"),
+        ("CreateAgent", "system_prompt", "systemPrompt"),
+        ("Execute", "project_id", "projectId"),
+        ("CreateSession", "project_id", "projectId"),
+        ("CreateSession", "system_prompt", "systemPrompt"),
+        ("SettingsBody", "max_concurrent_runs", "maxConcurrentRuns"),
+    ] {
+        let properties = &schemas[schema]["properties"];
+        assert!(properties[field].is_object(), "{schema}.{field}");
+        assert!(
+            properties[twin].is_object(),
+            "{schema}.{twin}: {properties}"
+        );
+    }
+    let required = schemas["CreateSession"]["required"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !required.contains(&Value::from("project_id")),
+        "either spelling may be sent"
+    );
+    assert!(schemas["ErrorBody"]["required"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("details")));
+
     let mut listed = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {

@@ -532,6 +532,39 @@ mod byos {
             .await;
         assert_eq!(res.status, 200, "{}", res.body);
         all_passed(&res.data()["validation"]);
+        // Stored keys go nowhere new: another endpoint, bucket or provider without the keys
+        // is refused before anything is sent, and the stored configuration stays.
+        let elsewhere = S3Server::start(&["acme-data", "other"]).expect("a second S3 server");
+        let mut other_provider = byos(&s3.endpoint, "acme-data", None);
+        other_provider["byosProvider"] = json!("r2");
+        for (what, body) in [
+            ("endpoint", byos(&elsewhere.endpoint, "acme-data", None)),
+            ("bucket", byos(&s3.endpoint, "other", None)),
+            ("provider", other_provider),
+        ] {
+            let res = app.put(&path, &t.key, body).await;
+            assert_eq!(res.status, 400, "{what}: {}", res.body);
+            assert_eq!(
+                res.body["error"]["details"]["field"], "byosAccessKey",
+                "{what}"
+            );
+        }
+        let stats = std::fs::read_dir(elsewhere.root.path().join("acme-data"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(stats, 0, "nothing reached the other server");
+        let res = app.get(&path, &t.key).await;
+        assert_eq!(res.data()["byosEndpoint"], s3.endpoint.as_str());
+        // With the keys given again, the new endpoint is accepted (after its round trip).
+        let res = app
+            .put(
+                &path,
+                &t.key,
+                byos(&elsewhere.endpoint, "acme-data", Some(SECRET_KEY)),
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        all_passed(&res.data()["validation"]);
         // Only one key of the pair is refused.
         let mut half = byos(&s3.endpoint, "acme-data", None);
         half["byosAccessKey"] = json!("AKIAONLYONE");
