@@ -14,7 +14,8 @@ use crate::telemetry::LogFormat;
 )]
 pub struct Cli {
     /// How the server logs: `pretty` for people, `json` (one object per line) for machines.
-    #[arg(long, global = true, value_enum, default_value = "pretty")]
+    /// A server flag: give it before the command (`dgidgi --log-format json serve`).
+    #[arg(long, value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -50,10 +51,21 @@ pub enum Command {
         #[command(subcommand)]
         action: RunAction,
     },
-    /// Chat in a session: type a message, watch the reply stream (end with Ctrl-D).
+    /// Chat in a session: type a message, watch the reply stream (end with Ctrl-D). Names
+    /// a session, or creates one in --project (its id is printed first).
     Chat {
-        /// The session id (`ses_...`).
-        session: String,
+        /// The session id (`ses_...`); leave it out to create a session in --project.
+        #[arg(required_unless_present = "project")]
+        session: Option<String>,
+        /// Create a new session in this project.
+        #[arg(long, conflicts_with = "session")]
+        project: Option<String>,
+        /// The new session's title.
+        #[arg(long, requires = "project")]
+        title: Option<String>,
+        /// The new session's instructions to the model.
+        #[arg(long, requires = "project")]
+        system_prompt: Option<String>,
     },
 }
 
@@ -81,31 +93,44 @@ pub enum AdminTask {
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectAction {
+    /// List the tenant's projects, newest first.
     List,
+    /// Create a project and print it.
     Create {
+        /// The project's name.
         name: String,
         #[arg(long)]
         description: Option<String>,
         #[arg(long)]
         language: Option<String>,
     },
+    /// Show one project.
     Get {
+        /// The project id (`proj_...`).
         id: String,
     },
+    /// Delete a project.
     Delete {
+        /// The project id (`proj_...`).
         id: String,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AgentAction {
+    /// List the tenant's agents, newest first.
     List,
+    /// Create an agent and print it.
     Create {
+        /// The agent's name.
         name: String,
+        /// Its instructions to the model.
         #[arg(long)]
         system_prompt: Option<String>,
+        /// The configured provider it uses (the server's default when left out).
         #[arg(long)]
         provider: Option<String>,
+        /// The model it asks for (the provider's default when left out).
         #[arg(long)]
         model: Option<String>,
         /// Built-in tools, comma-separated (write_file,read_file,list_files).
@@ -117,6 +142,7 @@ pub enum AgentAction {
     },
     /// Run an agent on a goal and wait for its end (or follow it with --stream).
     Execute {
+        /// The agent id (`agt_...`).
         agent: String,
         /// What the agent should do.
         goal: String,
@@ -131,14 +157,19 @@ pub enum AgentAction {
 
 #[derive(Debug, Subcommand)]
 pub enum RunAction {
+    /// Show one run: status, steps, output, usage, error, artifacts.
     Get {
+        /// The run id (`run_...`).
         run: String,
         /// The agent the run belongs to.
         #[arg(long)]
         agent: String,
     },
+    /// Cancel a run (a queued one never starts; a running one stops at once).
     Cancel {
+        /// The run id (`run_...`).
         run: String,
+        /// The agent the run belongs to.
         #[arg(long)]
         agent: String,
     },

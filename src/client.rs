@@ -132,13 +132,13 @@ impl Api {
         last: i64,
         mut on: impl FnMut(i64, &str, &Value) -> bool,
     ) -> Result<i64> {
-        let mut req = self
+        // Always named, 0 included: a chat stream without it starts at the reply in
+        // flight, and the reply we wait for may already have ended.
+        let req = self
             .http
             .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
-        if last > 0 {
-            req = req.header("last-event-id", last.to_string());
-        }
+            .bearer_auth(&self.key)
+            .header("last-event-id", last.to_string());
         let mut res = req
             .send()
             .await
@@ -190,7 +190,29 @@ pub async fn run(command: Command) -> i32 {
             Command::Projects { out, action } => projects(&api, out, action).await,
             Command::Agents { out, action } => agents(&api, out, action).await,
             Command::Runs { out, action } => runs(&api, out, action).await,
-            Command::Chat { session } => chat(&api, &session).await,
+            Command::Chat {
+                session,
+                project,
+                title,
+                system_prompt,
+            } => {
+                let session = match (session, project) {
+                    (Some(session), _) => session,
+                    (None, project) => {
+                        let created = api
+                            .call(
+                                Method::POST,
+                                "/chat/sessions",
+                                Some(json!({ "projectId": project, "title": title, "systemPrompt": system_prompt })),
+                            )
+                            .await?;
+                        let id = text(&created["id"]);
+                        eprintln!("session {id}");
+                        id
+                    }
+                };
+                chat(&api, &session).await
+            }
             Command::Serve | Command::Admin { .. } => unreachable!("server commands"),
         }
     }
@@ -367,6 +389,8 @@ async fn agents(api: &Api, out: Output, action: AgentAction) -> Result<i32> {
                 )
                 .await?;
             let run_id = text(&run["id"]);
+            // On stderr, so that stdout is the answer alone.
+            eprintln!("run {run_id}");
             let path = format!("/agents/{agent}/runs/{run_id}");
             if stream {
                 follow_run(api, &path).await?;
@@ -374,16 +398,18 @@ async fn agents(api: &Api, out: Output, action: AgentAction) -> Result<i32> {
                 wait_for_run(api, &path).await?;
             }
             let run = api.call(Method::GET, &path, None).await?;
-            finished(out, &run)
+            // A streamed answer is already on stdout.
+            finished(out, &run, !stream)
         }
     }
 }
 
-/// Prints a finished run; a failed or cancelled one ends with exit code 1.
-fn finished(out: Output, run: &Value) -> Result<i32> {
+/// Prints a finished run (its output, unless `print_output` is false because it streamed);
+/// a failed or cancelled one ends with exit code 1.
+fn finished(out: Output, run: &Value, print_output: bool) -> Result<i32> {
     if out.json {
         println!("{run}");
-    } else if !run["output"].is_null() && run["status"] == "completed" {
+    } else if print_output && !run["output"].is_null() && run["status"] == "completed" {
         println!("{}", text(&run["output"]));
     }
     match run["status"].as_str() {

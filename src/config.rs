@@ -97,8 +97,10 @@ pub struct ProviderConfig {
     /// The name of the environment variable that holds the key (never the key itself).
     pub api_key_env: Option<String>,
     pub model: Option<String>,
-    /// `offline` only: a pause before each token, in milliseconds (benchmarks use it).
+    /// `offline` only: a pause before each token, in milliseconds (benchmarks and demos).
     pub token_delay_ms: Option<u64>,
+    /// `offline` only: an agent's first step calls `write_file` (demos of tools).
+    pub tool_calls: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

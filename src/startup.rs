@@ -254,7 +254,19 @@ impl Application {
             shutdown.cancel();
             handle.stop(true).await;
         });
-        tracing::info!(port = self.port, "dgidgi serving");
+        let config = &self.state.config;
+        let key_file = crate::secrets::key_file(config, self.state.store.backend())
+            .filter(|_| config.auth.jwt_secret.is_empty() || config.secrets.key.is_empty())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none (secrets from configuration)".into());
+        tracing::info!(
+            port = self.port,
+            url = %format!("http://{}:{}", config.server.host, self.port),
+            database = %crate::store::redact(&config.database.url),
+            storage = %config.storage.platform_root,
+            key_file = %key_file,
+            "dgidgi serving"
+        );
         let served = self.server.await;
         store.close().await;
         served

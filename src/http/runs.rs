@@ -233,7 +233,7 @@ pub async fn cancel_run(
     path = "/api/v1/agents/{id}/runs/{run_id}/stream",
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), ("run_id" = String, Path, description = "Run id"), crate::http::openapi::TenantParam, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
-    responses((status = 200, description = "Server-Sent Events of the run: run.started, step.started, token {step, delta}, tool.called, tool.result, step.completed, run.resumed, then run.completed | run.failed | run.cancelled; id: <seq>; resume with Last-Event-ID", content_type = "text/event-stream"), crate::http::openapi::Errors)
+    responses((status = 200, description = "Server-Sent Events of the run: run.started, step.started, token {step, delta}, tool.called, tool.result, step.completed, run.resumed, then run.completed | run.failed | run.cancelled; id: <seq>; resume with Last-Event-ID", content_type = "text/event-stream"), (status = 204, description = "The run has finished and Last-Event-ID is at or past its last event: nothing more to send"), crate::http::openapi::Errors)
 )]
 pub async fn stream_run(
     req: HttpRequest,

@@ -65,7 +65,14 @@ impl Providers {
                 "offline" => {
                     let token_delay =
                         std::time::Duration::from_millis(provider.token_delay_ms.unwrap_or(0));
-                    by_name.insert(name.clone(), Arc::new(OfflineProvider { token_delay }));
+                    let tool_calls = provider.tool_calls.unwrap_or(false);
+                    by_name.insert(
+                        name.clone(),
+                        Arc::new(OfflineProvider {
+                            token_delay,
+                            tool_calls,
+                        }),
+                    );
                 }
                 other => {
                     return Err(ConfigError(format!(

@@ -391,7 +391,7 @@ fn sqlite_url(url: &str) -> Result<String> {
 }
 
 /// The URL with any password replaced, for logs.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];

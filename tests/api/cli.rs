@@ -98,7 +98,23 @@ fn the_first_serve_on_an_empty_database_prints_an_operator_key_once() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        wait_for_port(BufReader::new(server.stderr.take().unwrap()));
+        let mut log = BufReader::new(server.stderr.take().unwrap());
+        // The start-up line says where it serves, its database and its data.
+        let mut serving = String::new();
+        while !serving.contains("dgidgi serving") {
+            serving.clear();
+            assert!(log.read_line(&mut serving).unwrap() > 0, "no start-up line");
+        }
+        for part in [
+            "url=http://127.0.0.1:",
+            "database=sqlite://",
+            "storage=",
+            "key_file=",
+        ] {
+            assert!(serving.contains(part), "{part} missing: {serving}");
+        }
+        assert!(serving.contains("dgidgi.keys"), "{serving}");
+        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
         unsafe { libc_kill(server.id() as i32, 2) };
         let status =
             wait(&mut server, Duration::from_secs(20)).expect("the server stops on SIGINT");

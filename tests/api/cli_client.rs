@@ -164,6 +164,31 @@ async fn agents_execute_with_and_without_streaming_and_runs_are_read_back() {
     .await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     assert!(ran.stdout.contains("offline provider"), "{}", ran.stdout);
+    // The run's id is said (on stderr, so that stdout is the answer alone).
+    assert!(ran.stderr.contains("run run_"), "{}", ran.stderr);
+    // Streamed, the answer is printed once.
+    let plain_stream = client(
+        &app,
+        &tenant.key,
+        &[
+            "agents",
+            "execute",
+            &agent,
+            "Say hello",
+            "--project",
+            &project,
+            "--stream",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(plain_stream.code, 0, "{}", plain_stream.stderr);
+    assert_eq!(
+        plain_stream.stdout.matches("offline provider").count(),
+        1,
+        "{}",
+        plain_stream.stdout
+    );
 
     let streamed = client(
         &app,
@@ -272,5 +297,50 @@ async fn chat_sends_each_line_and_prints_the_reply_as_it_streams() {
     .await;
     assert_eq!(missing.code, 1);
     assert!(missing.stderr.contains("RESOURCE_NOT_FOUND"));
+    // Without a session, --project creates one (its id printed first) and chats in it.
+    let fresh = client(
+        &app,
+        &tenant.key,
+        &["chat", "--project", &project, "--title", "From the CLI"],
+        "hi
+",
+    )
+    .await;
+    assert_eq!(fresh.code, 0, "{}", fresh.stderr);
+    assert!(fresh.stderr.starts_with("session ses_"), "{}", fresh.stderr);
+    assert!(
+        fresh.stdout.contains("offline provider"),
+        "{}",
+        fresh.stdout
+    );
     app.stop().await;
+}
+
+#[actix_web::test]
+async fn every_client_command_has_help_and_no_server_flag() {
+    for args in [
+        vec!["projects", "list"],
+        vec!["projects", "create"],
+        vec!["projects", "get"],
+        vec!["projects", "delete"],
+        vec!["agents", "list"],
+        vec!["agents", "create"],
+        vec!["agents", "execute"],
+        vec!["runs", "get"],
+        vec!["runs", "cancel"],
+        vec!["chat"],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        let about = help.lines().next().unwrap_or("");
+        assert!(
+            !about.starts_with("Usage:") && !about.is_empty(),
+            "{args:?} has no help: {help}"
+        );
+        assert!(!help.contains("--log-format"), "{args:?}: {help}");
+    }
 }

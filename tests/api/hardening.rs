@@ -716,3 +716,66 @@ async fn a_subscriber_that_stops_reading_is_disconnected() {
     assert!(ended, "the stalled stream was still open");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn the_offline_provider_can_be_slow_call_a_tool_and_fail_on_request() {
+    let app = sqlite(|f| {
+        f.merge(Serialized::default("providers.demo.kind", "offline"))
+            .merge(Serialized::default("providers.demo.token_delay_ms", 100))
+            .merge(Serialized::default("providers.demo.tool_calls", true))
+            .merge(Serialized::default("llm.default_provider", "demo"))
+    })
+    .await;
+    let tenant = app.tenant("Acme", "free").await;
+    let project = app.project(&tenant.key, "p").await;
+    let agent = app
+        .agent(
+            &tenant.key,
+            json!({ "name": "demo", "tools": ["write_file", "read_file"], "config": { "autonomyLevel": "medium" } }),
+        )
+        .await;
+    let execute = |goal: &'static str, wait: Value| {
+        let (app, key, agent, project) = (&app, tenant.key.clone(), agent.clone(), project.clone());
+        async move {
+            app.post(
+                &format!("/api/v1/agents/{agent}/execute"),
+                &key,
+                json!({ "goal": goal, "projectId": project, "wait": wait }),
+            )
+            .await
+        }
+    };
+    // A tool call, an artifact, then the answer.
+    let done = execute("Summarise the plan", json!(30)).await;
+    assert_eq!(done.data()["status"], "completed", "{}", done.body);
+    assert_eq!(
+        done.data()["steps"][0]["tool_calls"][0]["name"],
+        "write_file"
+    );
+    assert_eq!(done.data()["artifacts"][0]["path"], "offline-notes.md");
+    assert_eq!(done.data()["steps"].as_array().unwrap().len(), 2);
+    // Slow enough to cancel mid-answer.
+    let queued = execute("Take your time", json!(false)).await;
+    assert_eq!(queued.status, 202);
+    let run = queued.data()["id"].as_str().unwrap().to_string();
+    actix_web::rt::time::sleep(Duration::from_millis(350)).await;
+    let res = app
+        .post(
+            &format!("/api/v1/agents/{agent}/runs/{run}/cancel"),
+            &tenant.key,
+            json!({}),
+        )
+        .await;
+    assert!(res.status < 300, "{}", res.body);
+    let cancelled = app
+        .run_until(&tenant.key, &agent, &run, |r| {
+            r["status"] != "running" && r["status"] != "queued"
+        })
+        .await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    // And a failure on request.
+    let failed = execute("Please [fail] now", json!(30)).await;
+    assert_eq!(failed.data()["status"], "failed", "{}", failed.body);
+    assert_eq!(failed.data()["error"]["code"], "provider_bad_request");
+    app.stop().await;
+}

@@ -195,3 +195,24 @@ async fn the_document_lists_every_route_and_every_listed_route_is_served() {
     assert!(docs.text().await.unwrap().contains("/api/v1/openapi.json"));
     app.stop().await;
 }
+
+#[test]
+fn the_readme_and_architecture_links_resolve_inside_the_repository() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for doc in ["README.md", "ARCHITECTURE.md", "BENCHMARKS.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for (at, _) in text.match_indices("](") {
+            let target = &text[at + 2..];
+            let target = &target[..target.find(')').unwrap_or(target.len())];
+            let path = target.split('#').next().unwrap_or("");
+            if path.is_empty() || path.contains("://") || path.starts_with("mailto:") {
+                continue;
+            }
+            let resolved = root.join(path);
+            assert!(
+                resolved.exists() && resolved.starts_with(root) && !path.contains(".."),
+                "{doc} links to {target}, which is not in the repository"
+            );
+        }
+    }
+}
