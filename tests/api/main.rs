@@ -29,3 +29,4 @@ mod secrets;
 mod tenants;
 mod users;
 mod webhooks;
+mod wire;
