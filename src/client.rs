@@ -5,6 +5,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
+use dgidgi_actors::events::{RunEvent, SessionEvent};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -458,21 +459,21 @@ async fn follow_run(api: &Api, path: &str) -> Result<()> {
     let mut stdout = std::io::stdout();
     api.follow(&format!("{path}/stream"), 0, |_, event, data| {
         match event {
-            "token" => {
+            RunEvent::TOKEN => {
                 let _ = write!(stdout, "{}", text(&data["delta"]));
                 let _ = stdout.flush();
             }
-            "tool.called" => eprintln!(
+            RunEvent::TOOL_CALLED => eprintln!(
                 "\n[tool] {} {}",
                 text(&data["name"]),
                 text(&data["arguments"])
             ),
-            "step.completed" => {
+            RunEvent::STEP_COMPLETED => {
                 let _ = writeln!(stdout);
             }
             _ => {}
         }
-        !matches!(event, "run.completed" | "run.failed" | "run.cancelled")
+        !RunEvent::is_end(event)
     })
     .await?;
     Ok(())
@@ -537,13 +538,13 @@ async fn chat(api: &Api, session: &str) -> Result<i32> {
                         return true;
                     }
                     match event {
-                        "token" => {
+                        SessionEvent::TOKEN => {
                             let _ = write!(stdout, "{}", text(&data["delta"]));
                             let _ = stdout.flush();
                             true
                         }
-                        "reply.completed" | "reply.cancelled" => false,
-                        "reply.failed" => {
+                        SessionEvent::REPLY_COMPLETED | SessionEvent::REPLY_CANCELLED => false,
+                        SessionEvent::REPLY_FAILED => {
                             failed = Some(format!(
                                 "{}: {}",
                                 text(&data["error"]["code"]),

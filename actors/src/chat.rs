@@ -16,11 +16,10 @@ use actix::prelude::*;
 use async_trait::async_trait;
 use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{EventHub, EventLog, StreamEvent};
+use crate::events::{EventHub, EventLog, ReplyEnd, SessionEvent, StreamEvent};
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest, ProviderSet, Usage};
 use crate::registry::{ActorError, ActorInfo, ActorMeta, Registry};
@@ -351,7 +350,9 @@ async fn reply_loop(
             failed.content = match deps.store.events_after(&session.id, 0).await {
                 Ok(events) => events
                     .iter()
-                    .filter(|e| e.kind == "token" && e.data["reply_id"] == failed.id.as_str())
+                    .filter(|e| {
+                        e.kind == SessionEvent::TOKEN && e.data["reply_id"] == failed.id.as_str()
+                    })
                     .filter_map(|e| e.data["delta"].as_str())
                     .collect(),
                 Err(_) => failed.content,
@@ -360,10 +361,7 @@ async fn reply_loop(
                 "interrupted",
                 "the server stopped while this reply was streaming",
             ));
-            let event = log.event(
-                "reply.failed",
-                json!({ "reply_id": failed.id, "error": failed.error, "message": failed }),
-            );
+            let event = log.event(&SessionEvent::ended(ReplyEnd::Failed, &failed));
             if retrying(deps.settings.store_retry, || {
                 deps.store.save_message(&session.tenant_id, &failed, &event)
             })
@@ -430,8 +428,10 @@ async fn reply(
     cancel: &CancellationToken,
 ) -> Result<(), RunError> {
     let reply_id = message.reply_id.clone().unwrap_or_default();
-    log.emit("message.created", json!({ "message": message }))
-        .await?;
+    log.emit(&SessionEvent::MessageCreated {
+        message: message.clone(),
+    })
+    .await?;
     let stamp = now();
     let mut answer = Message {
         id: reply_id.clone(),
@@ -446,10 +446,10 @@ async fn reply(
         created_at: stamp.clone(),
         updated_at: stamp,
     };
-    let started = log.event(
-        "reply.started",
-        json!({ "reply_id": reply_id, "in_reply_to": message.id }),
-    );
+    let started = log.event(&SessionEvent::ReplyStarted {
+        reply_id: reply_id.clone(),
+        in_reply_to: message.id.clone(),
+    });
     retrying(deps.settings.store_retry, || {
         deps.store
             .save_message(&session.tenant_id, &answer, &started)
@@ -464,37 +464,37 @@ async fn reply(
         temperature: None,
         max_tool_arguments: deps.settings.max_tool_arguments,
     };
-    let tag = json!({ "reply_id": reply_id });
+    let token = |delta: &str| SessionEvent::Token {
+        reply_id: reply_id.clone(),
+        delta: delta.to_string(),
+    };
     let outcome = tokio::select! {
-        done = complete(&*deps.providers, &deps.settings, &session.providers, request, &tag, log) => Some(done),
+        done = complete(&*deps.providers, &deps.settings, &session.providers, request, &token, log) => Some(done),
         _ = cancel.cancelled() => None,
     };
     log.flush().await?;
     let streamed = log.take_streamed();
-    let kind = match outcome {
+    let how = match outcome {
         Some(Ok(done)) => {
             answer.status = "complete".into();
             answer.content = done.text;
             answer.usage = Some(done.usage);
-            "reply.completed"
+            ReplyEnd::Completed
         }
         None => {
             answer.status = "cancelled".into();
             answer.content = streamed;
-            "reply.cancelled"
+            ReplyEnd::Cancelled
         }
         Some(Err(error)) => {
             answer.status = "failed".into();
             answer.content = streamed;
             answer.error = Some(error);
-            "reply.failed"
+            ReplyEnd::Failed
         }
     };
     answer.updated_at = now();
-    let ended = log.event(
-        kind,
-        json!({ "reply_id": reply_id, "message": answer, "usage": answer.usage, "error": answer.error }),
-    );
+    let ended = log.event(&SessionEvent::ended(how, &answer));
     retrying(deps.settings.store_retry, || {
         deps.store.save_message(&session.tenant_id, &answer, &ended)
     })

@@ -13,25 +13,242 @@ use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::chat::Message;
+use crate::provider::Usage;
+use crate::run::RunError;
 use crate::store::StoreFailure;
 
-/// One event of a stream.
+/// One event of a stream, as stored and sent: its seq, its kind (the SSE `event:`) and
+/// its data (the SSE `data:`). Producers make them from a [`RunEvent`] or a
+/// [`SessionEvent`]; the kinds are named nowhere else.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StreamEvent {
     pub seq: i64,
-    /// `run.started`, `token`, `step.completed`, ...
     pub kind: String,
     pub data: serde_json::Value,
     pub created_at: String,
 }
 
 impl StreamEvent {
-    /// Whether this event ends its stream (`run.completed|failed|cancelled`).
+    /// Whether this event ends its stream (a run's end; a session's stream never ends).
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self.kind.as_str(),
-            "run.completed" | "run.failed" | "run.cancelled"
-        )
+        RunEvent::is_end(&self.kind)
+    }
+}
+
+/// What can be written to a stream's log: each value is one event of one kind.
+pub trait Event: Serialize {
+    /// The event's name on the wire (SSE `event:`).
+    fn kind(&self) -> &'static str;
+    /// The event's data on the wire (SSE `data:`): its fields, as a JSON object.
+    fn data(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("events serialize")
+    }
+}
+
+/// What happens in an agent run, one variant per SSE event type of its stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum RunEvent {
+    RunStarted {
+        run_id: String,
+        agent_id: String,
+    },
+    /// A run picked up again after a crash, after its last finished step.
+    RunResumed {
+        after_step: usize,
+    },
+    StepStarted {
+        step: u32,
+    },
+    Token {
+        step: u32,
+        delta: String,
+    },
+    ToolCalled {
+        step: u32,
+        id: String,
+        name: String,
+        arguments: String,
+    },
+    ToolResult {
+        step: u32,
+        id: String,
+        name: String,
+        output: String,
+        is_error: bool,
+    },
+    StepCompleted {
+        step: u32,
+        usage: Usage,
+        tool_calls: usize,
+    },
+    RunCompleted {
+        output: String,
+        usage: Usage,
+    },
+    RunFailed {
+        error: RunError,
+    },
+    RunCancelled {
+        steps: usize,
+    },
+}
+
+impl RunEvent {
+    pub const STARTED: &'static str = "run.started";
+    pub const RESUMED: &'static str = "run.resumed";
+    pub const STEP_STARTED: &'static str = "step.started";
+    pub const TOKEN: &'static str = "token";
+    pub const TOOL_CALLED: &'static str = "tool.called";
+    pub const TOOL_RESULT: &'static str = "tool.result";
+    pub const STEP_COMPLETED: &'static str = "step.completed";
+    pub const COMPLETED: &'static str = "run.completed";
+    pub const FAILED: &'static str = "run.failed";
+    pub const CANCELLED: &'static str = "run.cancelled";
+
+    /// Whether events of `kind` end a run's stream.
+    pub fn is_end(kind: &str) -> bool {
+        [Self::COMPLETED, Self::FAILED, Self::CANCELLED].contains(&kind)
+    }
+}
+
+impl Event for RunEvent {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::RunStarted { .. } => Self::STARTED,
+            Self::RunResumed { .. } => Self::RESUMED,
+            Self::StepStarted { .. } => Self::STEP_STARTED,
+            Self::Token { .. } => Self::TOKEN,
+            Self::ToolCalled { .. } => Self::TOOL_CALLED,
+            Self::ToolResult { .. } => Self::TOOL_RESULT,
+            Self::StepCompleted { .. } => Self::STEP_COMPLETED,
+            Self::RunCompleted { .. } => Self::COMPLETED,
+            Self::RunFailed { .. } => Self::FAILED,
+            Self::RunCancelled { .. } => Self::CANCELLED,
+        }
+    }
+}
+
+/// What happens in a chat session, one variant per SSE event type of its stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum SessionEvent {
+    /// A user message, written when the reply task takes it.
+    MessageCreated {
+        message: Message,
+    },
+    ReplyStarted {
+        reply_id: String,
+        in_reply_to: String,
+    },
+    Token {
+        reply_id: String,
+        delta: String,
+    },
+    /// The reply's end: `message` as stored, with its status (complete, cancelled, failed).
+    ReplyEnded {
+        #[serde(skip)]
+        how: ReplyEnd,
+        reply_id: String,
+        message: Message,
+        usage: Option<Usage>,
+        error: Option<RunError>,
+    },
+}
+
+/// How a reply ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplyEnd {
+    #[default]
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl SessionEvent {
+    /// The end of the reply `message` (as stored), `how` it ended.
+    pub fn ended(how: ReplyEnd, message: &Message) -> Self {
+        Self::ReplyEnded {
+            how,
+            reply_id: message.id.clone(),
+            message: message.clone(),
+            usage: message.usage,
+            error: message.error.clone(),
+        }
+    }
+
+    pub const MESSAGE_CREATED: &'static str = "message.created";
+    pub const REPLY_STARTED: &'static str = "reply.started";
+    pub const TOKEN: &'static str = "token";
+    pub const REPLY_COMPLETED: &'static str = "reply.completed";
+    pub const REPLY_FAILED: &'static str = "reply.failed";
+    pub const REPLY_CANCELLED: &'static str = "reply.cancelled";
+    /// The kinds that end a reply.
+    pub const REPLY_ENDS: [&'static str; 3] = [
+        Self::REPLY_COMPLETED,
+        Self::REPLY_FAILED,
+        Self::REPLY_CANCELLED,
+    ];
+}
+
+impl Event for SessionEvent {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::MessageCreated { .. } => Self::MESSAGE_CREATED,
+            Self::ReplyStarted { .. } => Self::REPLY_STARTED,
+            Self::Token { .. } => Self::TOKEN,
+            Self::ReplyEnded { how, .. } => match how {
+                ReplyEnd::Completed => Self::REPLY_COMPLETED,
+                ReplyEnd::Failed => Self::REPLY_FAILED,
+                ReplyEnd::Cancelled => Self::REPLY_CANCELLED,
+            },
+        }
+    }
+}
+
+/// The domain events webhooks deliver, written to the outbox with the change they report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainEvent {
+    TenantCreated,
+    UserCreated,
+    ProjectCreated,
+    ProjectUpdated,
+    ProjectDeleted,
+    AgentStarted,
+    AgentCompleted,
+    AgentFailed,
+}
+
+impl DomainEvent {
+    /// Every domain event, in the order the contract lists them.
+    pub const ALL: [DomainEvent; 8] = [
+        Self::ProjectCreated,
+        Self::ProjectUpdated,
+        Self::ProjectDeleted,
+        Self::AgentStarted,
+        Self::AgentCompleted,
+        Self::AgentFailed,
+        Self::TenantCreated,
+        Self::UserCreated,
+    ];
+
+    /// The event's name (a webhook's `type`, an endpoint's subscription).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TenantCreated => "tenant.created",
+            Self::UserCreated => "user.created",
+            Self::ProjectCreated => "project.created",
+            Self::ProjectUpdated => "project.updated",
+            Self::ProjectDeleted => "project.deleted",
+            Self::AgentStarted => "agent.started",
+            Self::AgentCompleted => "agent.completed",
+            Self::AgentFailed => "agent.failed",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == name)
     }
 }
 

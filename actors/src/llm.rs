@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::events::{EventHub, EventLog, StreamEvent};
+use crate::events::{Event, EventHub, EventLog, StreamEvent};
 use crate::provider::{
     ChatChunk, ChatRequest, LlmProvider, ProviderError, ProviderSet, ToolCall, Usage,
 };
@@ -61,23 +61,21 @@ impl EventWriter {
     }
 
     /// The next event, with its seq; the caller persists it.
-    pub fn event(&mut self, kind: &str, data: Value) -> StreamEvent {
+    pub fn event(&mut self, event: &impl Event) -> StreamEvent {
         let seq = self.next_seq;
         self.next_seq += 1;
         StreamEvent {
             seq,
-            kind: kind.into(),
-            data,
+            kind: event.kind().into(),
+            data: event.data(),
             created_at: now(),
         }
     }
 
-    /// Queues a token; writes the batch when it is big or old enough.
-    pub async fn token(&mut self, data: Value) -> Result<(), RunError> {
-        if let Some(delta) = data.get("delta").and_then(Value::as_str) {
-            self.streamed.push_str(delta);
-        }
-        let event = self.event("token", data);
+    /// Queues a token event carrying `delta`; writes the batch when it is big or old enough.
+    pub async fn token(&mut self, delta: &str, token: &impl Event) -> Result<(), RunError> {
+        self.streamed.push_str(delta);
+        let event = self.event(token);
         self.pending.push(event);
         if self.pending.len() >= self.flush_batch || self.last_flush.elapsed() >= self.flush_every {
             self.flush().await?;
@@ -104,8 +102,8 @@ impl EventWriter {
     }
 
     /// Writes one event at once (after what is queued).
-    pub async fn emit(&mut self, kind: &str, data: Value) -> Result<(), RunError> {
-        let event = self.event(kind, data);
+    pub async fn emit(&mut self, event: &impl Event) -> Result<(), RunError> {
+        let event = self.event(event);
         self.pending.push(event);
         self.flush().await
     }
@@ -138,14 +136,14 @@ pub struct Answer {
     pub usage: Usage,
 }
 
-/// One completion, streamed as `token` events: each provider in order, each retried with
-/// backoff while its errors are retryable and nothing has been streamed yet.
-pub async fn complete(
+/// One completion, streamed as `token(delta)` events: each provider in order, each retried
+/// with backoff while its errors are retryable and nothing has been streamed yet.
+pub async fn complete<E: Event>(
     set: &dyn ProviderSet,
     settings: &RunSettings,
     providers: &[String],
     request: ChatRequest,
-    tag: &Value,
+    token: &(impl Fn(&str) -> E + Sync),
     log: &mut EventWriter,
 ) -> Result<Answer, RunError> {
     let mut failures = Vec::new();
@@ -171,20 +169,26 @@ pub async fn complete(
                 tool_calls: Vec::new(),
                 usage: Usage::default(),
             };
-            let failure =
-                match stream_answer(&*provider, request.clone(), &mut answer, tag, log, settings)
-                    .await
-                {
-                    Ok(()) => {
-                        count_tokens(&answer);
-                        return Ok(answer);
-                    }
-                    Err((error, streamed)) if streamed => {
-                        // Tokens of this answer are already out: a retry would repeat them.
-                        return Err(provider_failure(name, error));
-                    }
-                    Err((error, _)) => error,
-                };
+            let failure = match stream_answer(
+                &*provider,
+                request.clone(),
+                &mut answer,
+                token,
+                log,
+                settings,
+            )
+            .await
+            {
+                Ok(()) => {
+                    count_tokens(&answer);
+                    return Ok(answer);
+                }
+                Err((error, streamed)) if streamed => {
+                    // Tokens of this answer are already out: a retry would repeat them.
+                    return Err(provider_failure(name, error));
+                }
+                Err((error, _)) => error,
+            };
             tracing::warn!(provider = %name, attempt, error = %failure, "provider call failed");
             if failure.retryable && attempt < settings.max_retries {
                 tokio::time::sleep(settings.retry_base * 2u32.pow(attempt)).await;
@@ -234,11 +238,11 @@ enum Next {
 }
 
 /// Reads one streamed answer into `answer`. The error says whether any token went out.
-async fn stream_answer(
+async fn stream_answer<E: Event>(
     provider: &dyn LlmProvider,
     request: ChatRequest,
     answer: &mut Answer,
-    tag: &Value,
+    token: &(impl Fn(&str) -> E + Sync),
     log: &mut EventWriter,
     settings: &RunSettings,
 ) -> Result<(), (ProviderError, bool)> {
@@ -316,7 +320,7 @@ async fn stream_answer(
                     }
                     ChatChunk::Delta(delta) => {
                         answer.text.push_str(&delta);
-                        log.token(tagged(tag, &delta)).await.map_err(|e| {
+                        log.token(&delta, &token(&delta)).await.map_err(|e| {
                             (ProviderError::new("store_failure", e.message, false), true)
                         })?;
                     }
@@ -326,13 +330,4 @@ async fn stream_answer(
             }
         }
     }
-}
-
-/// `tag` (an object such as `{"step": 0}`) with `delta` added.
-fn tagged(tag: &Value, delta: &str) -> Value {
-    let mut data = tag.clone();
-    if let Some(object) = data.as_object_mut() {
-        object.insert("delta".into(), json!(delta));
-    }
-    data
 }

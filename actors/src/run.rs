@@ -14,10 +14,10 @@ use actix::prelude::*;
 use async_trait::async_trait;
 use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{EventHub, EventLog, StreamEvent};
+use crate::events::{DomainEvent, EventHub, EventLog, RunEvent, StreamEvent};
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest, ProviderSet, ToolCall, Usage};
 use crate::registry::{ActorError, ActorInfo, ActorMeta, Registry};
@@ -168,7 +168,13 @@ pub trait RunStore: EventLog {
     /// The run with its finished steps and last event seq.
     async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure>;
     /// Marks the run running, with `event` (`run.started`) and the `agent.started` domain event.
-    async fn start_run(&self, run: &Run, event: &StreamEvent) -> Result<(), StoreFailure>;
+    /// Stores the run as started, `event` and (in the same transaction) `domain`.
+    async fn start_run(
+        &self,
+        run: &Run,
+        event: &StreamEvent,
+        domain: DomainEvent,
+    ) -> Result<(), StoreFailure>;
     /// Records a finished step, the run's artifacts and usage so far, and `event`.
     async fn save_step(
         &self,
@@ -177,7 +183,13 @@ pub trait RunStore: EventLog {
         event: &StreamEvent,
     ) -> Result<(), StoreFailure>;
     /// Records the run's end (status, output, error, usage), `event`, and the domain event.
-    async fn finish_run(&self, run: &Run, event: &StreamEvent) -> Result<(), StoreFailure>;
+    /// Stores the run's end, `event` and (in the same transaction) `domain`, if any.
+    async fn finish_run(
+        &self,
+        run: &Run,
+        event: &StreamEvent,
+        domain: Option<DomainEvent>,
+    ) -> Result<(), StoreFailure>;
     /// Runs left `queued` or `running` (by a stop or a crash).
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure>;
 }
@@ -474,17 +486,20 @@ enum Ending {
 async fn start(store: &dyn RunStore, run: &mut Run, log: &mut EventWriter) -> Result<(), RunError> {
     if run.status == RunStatus::Running {
         return log
-            .emit("run.resumed", json!({ "after_step": run.steps.len() }))
+            .emit(&RunEvent::RunResumed {
+                after_step: run.steps.len(),
+            })
             .await;
     }
     run.status = RunStatus::Running;
     run.started_at = Some(now());
     metrics::counter!("dgidgi_runs_started_total").increment(1);
-    let event = log.event(
-        "run.started",
-        json!({ "run_id": run.id, "agent_id": run.agent_id }),
-    );
-    retrying(log.store_retry(), || store.start_run(run, &event)).await?;
+    let event = log.event(&RunEvent::RunStarted {
+        run_id: run.id.clone(),
+        agent_id: run.agent_id.clone(),
+    });
+    let started = DomainEvent::AgentStarted;
+    retrying(log.store_retry(), || store.start_run(run, &event, started)).await?;
     log.publish(&event);
     Ok(())
 }
@@ -495,30 +510,35 @@ async fn finish(
     log: &mut EventWriter,
     ending: Result<Ending, RunError>,
 ) {
-    let (kind, data) = match ending {
+    // The run's end decides its event on the stream and the domain event webhooks get.
+    let (ended, domain) = match ending {
         Ok(Ending::Completed(output)) => {
             run.status = RunStatus::Completed;
             run.output = Some(output.clone());
+            let usage = run.usage;
             (
-                "run.completed",
-                json!({ "output": output, "usage": run.usage }),
+                RunEvent::RunCompleted { output, usage },
+                Some(DomainEvent::AgentCompleted),
             )
         }
         Ok(Ending::Cancelled) => {
             run.status = RunStatus::Cancelled;
-            ("run.cancelled", json!({ "steps": run.steps.len() }))
+            let steps = run.steps.len();
+            (RunEvent::RunCancelled { steps }, None)
         }
         Err(error) => {
             run.status = RunStatus::Failed;
-            let data = json!({ "error": error });
-            run.error = Some(error);
-            ("run.failed", data)
+            run.error = Some(error.clone());
+            (
+                RunEvent::RunFailed { error },
+                Some(DomainEvent::AgentFailed),
+            )
         }
     };
     run.finished_at = Some(now());
     metrics::counter!("dgidgi_runs_finished_total", "status" => run.status.as_str()).increment(1);
-    let event = log.event(kind, data);
-    match retrying(log.store_retry(), || store.finish_run(run, &event)).await {
+    let event = log.event(&ended);
+    match retrying(log.store_retry(), || store.finish_run(run, &event, domain)).await {
         Ok(()) => log.publish(&event),
         Err(e) => {
             tracing::error!(run_id = %run.id, error = %e, "run end not saved; it resumes at the next start")
@@ -543,7 +563,7 @@ async fn run_steps(
         let index = run.steps.len() as u32;
         let started_at = now();
         let step_began = std::time::Instant::now();
-        log.emit("step.started", json!({ "step": index })).await?;
+        log.emit(&RunEvent::StepStarted { step: index }).await?;
         let request = ChatRequest {
             model: run.spec.model.clone(),
             messages: conversation(run),
@@ -556,7 +576,10 @@ async fn run_steps(
             &deps.settings,
             &run.spec.providers,
             request,
-            &json!({ "step": index }),
+            &|delta: &str| RunEvent::Token {
+                step: index,
+                delta: delta.to_string(),
+            },
             log,
         )
         .await?;
@@ -572,17 +595,25 @@ async fn run_steps(
             finished_at: String::new(),
         };
         for call in &step.tool_calls {
-            log.emit("tool.called", json!({ "step": index, "id": call.id, "name": call.name, "arguments": call.arguments }))
-                .await?;
+            log.emit(&RunEvent::ToolCalled {
+                step: index,
+                id: call.id.clone(),
+                name: call.name.clone(),
+                arguments: call.arguments.clone(),
+            })
+            .await?;
             let outcome = workspace.run(call).await;
             if let Some(artifact) = outcome.artifact {
                 run.artifacts.retain(|a| a.path != artifact.path);
                 run.artifacts.push(artifact);
             }
-            log.emit(
-                "tool.result",
-                json!({ "step": index, "id": call.id, "name": call.name, "output": outcome.output, "is_error": outcome.is_error }),
-            )
+            log.emit(&RunEvent::ToolResult {
+                step: index,
+                id: call.id.clone(),
+                name: call.name.clone(),
+                output: outcome.output.clone(),
+                is_error: outcome.is_error,
+            })
             .await?;
             step.tool_results.push(ToolResult {
                 tool_call_id: call.id.clone(),
@@ -597,10 +628,11 @@ async fn run_steps(
         run.usage.add(step.usage);
         log.flush().await?;
         let done = step.tool_calls.is_empty();
-        let event = log.event(
-            "step.completed",
-            json!({ "step": index, "usage": step.usage, "tool_calls": step.tool_calls.len() }),
-        );
+        let event = log.event(&RunEvent::StepCompleted {
+            step: index,
+            usage: step.usage,
+            tool_calls: step.tool_calls.len(),
+        });
         run.steps.push(step);
         let step = run.steps.last().expect("just pushed");
         retrying(deps.settings.store_retry, || {

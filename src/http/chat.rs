@@ -4,6 +4,7 @@
 use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
 use dgidgi_actors::chat::{ChatError, Message, PostMessage, Session};
+use dgidgi_actors::events::SessionEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -258,7 +259,10 @@ pub async fn stream_session(
     // whole history is replayed only when asked for (`Last-Event-ID: 0`).
     let after = match sse::last_event_id(&req)? {
         Some(after) => after,
-        None => state.store.last_seq(&session.id, REPLY_ENDS).await?,
+        None => {
+            let ends = SessionEvent::REPLY_ENDS;
+            state.store.last_seq(&session.id, &ends).await?
+        }
     };
     let slot = sse::StreamSlot::take(&state, &principal)?;
     // A subscription brings a passivated session back (it answers what is left unanswered).
@@ -272,9 +276,6 @@ pub async fn stream_session(
         after,
     ))
 }
-
-/// The events that end a reply.
-const REPLY_ENDS: &[&str] = &["reply.completed", "reply.failed", "reply.cancelled"];
 
 async fn find_session(state: &AppState, tenant_id: &str, id: &str) -> Result<Session, ApiError> {
     state

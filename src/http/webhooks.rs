@@ -12,7 +12,8 @@ use super::{acting_tenant, optional_text, require, ApiError, AppState};
 use crate::auth::Principal;
 use crate::outbound as guard;
 use crate::store::{Delivery, Endpoint, NewEndpoint};
-use crate::webhooks::{signing, EVENTS};
+use crate::webhooks::signing;
+use dgidgi_actors::events::DomainEvent;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -307,10 +308,11 @@ fn events(names: Vec<String>) -> Result<Vec<String>, ApiError> {
     }
     let mut out = Vec::new();
     for name in names {
-        if !EVENTS.contains(&name.as_str()) {
+        if DomainEvent::parse(&name).is_none() {
+            let known: Vec<&str> = DomainEvent::ALL.iter().map(|e| e.as_str()).collect();
             return Err(ApiError::invalid(
                 "events",
-                format!("unknown event '{name}'; known: {}", EVENTS.join(", ")),
+                format!("unknown event '{name}'; known: {}", known.join(", ")),
             ));
         }
         if !out.contains(&name) {

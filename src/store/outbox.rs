@@ -1,6 +1,7 @@
 //! The domain-event outbox: events written in the transaction of the change they describe,
 //! for the webhook actor to deliver.
 
+use dgidgi_actors::events::DomainEvent;
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
@@ -21,7 +22,7 @@ pub struct OutboxEvent {
 pub(super) async fn record_event<T: Serialize>(
     tx: &mut Transaction<'_, Any>,
     tenant_id: &str,
-    event_type: &str,
+    event: DomainEvent,
     payload: &T,
 ) -> Result<()> {
     sqlx::query(
@@ -29,7 +30,7 @@ pub(super) async fn record_event<T: Serialize>(
     )
     .bind(IdKind::Event.new_id())
     .bind(tenant_id)
-    .bind(event_type)
+    .bind(event.as_str())
     .bind(to_json(payload))
     .bind(now_rfc3339())
     .execute(&mut **tx)

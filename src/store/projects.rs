@@ -7,6 +7,7 @@ use sqlx::Row;
 use super::outbox::record_event;
 use super::{json_column, to_json, Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
+use dgidgi_actors::events::DomainEvent;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Project {
@@ -81,7 +82,7 @@ impl Store {
         .bind(&project.updated_at)
         .execute(&mut *tx)
         .await?;
-        record_event(&mut tx, tenant_id, "project.created", &project).await?;
+        record_event(&mut tx, tenant_id, DomainEvent::ProjectCreated, &project).await?;
         tx.commit().await?;
         Ok(project)
     }
@@ -130,7 +131,7 @@ impl Store {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let project = project_from_row(&row)?;
-        record_event(&mut tx, tenant_id, "project.updated", &project).await?;
+        record_event(&mut tx, tenant_id, DomainEvent::ProjectUpdated, &project).await?;
         tx.commit().await?;
         Ok(Some(project))
     }
@@ -146,7 +147,7 @@ impl Store {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let project = project_from_row(&row)?;
-        record_event(&mut tx, tenant_id, "project.deleted", &project).await?;
+        record_event(&mut tx, tenant_id, DomainEvent::ProjectDeleted, &project).await?;
         tx.commit().await?;
         Ok(Some(project))
     }

@@ -1,7 +1,7 @@
 //! Agent runs, their finished steps and the ordered event logs (`stream_events`) behind SSE.
 
 use async_trait::async_trait;
-use dgidgi_actors::events::{EventLog, StreamEvent};
+use dgidgi_actors::events::{DomainEvent, EventLog, StreamEvent};
 use dgidgi_actors::run::{Run, RunStatus, RunStore, Step};
 use dgidgi_actors::StoreFailure;
 use sqlx::any::AnyRow;
@@ -264,19 +264,18 @@ impl RunStore for Store {
         self.load(id).await.map_err(failure)
     }
 
-    async fn start_run(&self, run: &Run, event: &StreamEvent) -> Result<(), StoreFailure> {
+    async fn start_run(
+        &self,
+        run: &Run,
+        event: &StreamEvent,
+        domain: DomainEvent,
+    ) -> Result<(), StoreFailure> {
         let write = async {
             let mut tx = self.writer.begin().await?;
             self.update_progress(&mut tx, run).await?;
             self.append(&mut tx, &run.id, std::slice::from_ref(event))
                 .await?;
-            record_event(
-                &mut tx,
-                &run.tenant_id,
-                "agent.started",
-                &domain_payload(run),
-            )
-            .await?;
+            record_event(&mut tx, &run.tenant_id, domain, &domain_payload(run)).await?;
             tx.commit().await?;
             Ok(())
         };
@@ -309,19 +308,19 @@ impl RunStore for Store {
         write.await.map_err(failure)
     }
 
-    async fn finish_run(&self, run: &Run, event: &StreamEvent) -> Result<(), StoreFailure> {
+    async fn finish_run(
+        &self,
+        run: &Run,
+        event: &StreamEvent,
+        domain: Option<DomainEvent>,
+    ) -> Result<(), StoreFailure> {
         let write = async {
             let mut tx = self.writer.begin().await?;
             self.update_progress(&mut tx, run).await?;
             self.append(&mut tx, &run.id, std::slice::from_ref(event))
                 .await?;
-            let domain = match run.status {
-                RunStatus::Completed => Some("agent.completed"),
-                RunStatus::Failed => Some("agent.failed"),
-                _ => None,
-            };
-            if let Some(kind) = domain {
-                record_event(&mut tx, &run.tenant_id, kind, &domain_payload(run)).await?;
+            if let Some(domain) = domain {
+                record_event(&mut tx, &run.tenant_id, domain, &domain_payload(run)).await?;
             }
             tx.commit().await?;
             Ok(())

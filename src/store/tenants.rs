@@ -9,6 +9,7 @@ use super::keys::{insert_key, ApiKeyRecord, NewApiKey};
 use super::outbox::record_event;
 use super::{failure, json_column, to_json, Error, Page, Paged, Result, Store};
 use crate::ids::now_rfc3339;
+use dgidgi_actors::events::DomainEvent;
 
 const COLUMNS: &str = "id, name, plan, settings, created_at, updated_at";
 
@@ -45,7 +46,7 @@ impl Store {
         .await
         .map_err(|e| Error::from_write(e, "tenant already exists"))?;
         let key = insert_key(&mut tx, first_key).await?;
-        record_event(&mut tx, &tenant.id, "tenant.created", tenant).await?;
+        record_event(&mut tx, &tenant.id, DomainEvent::TenantCreated, tenant).await?;
         tx.commit().await?;
         Ok(key)
     }

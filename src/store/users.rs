@@ -7,6 +7,7 @@ use sqlx::Row;
 use super::outbox::record_event;
 use super::{Error, Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
+use dgidgi_actors::events::DomainEvent;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
@@ -68,7 +69,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| Error::from_write(e, "a user with this email already exists in the tenant"))?;
-        record_event(&mut tx, tenant_id, "user.created", &user).await?;
+        record_event(&mut tx, tenant_id, DomainEvent::UserCreated, &user).await?;
         tx.commit().await?;
         Ok(user)
     }

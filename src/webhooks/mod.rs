@@ -11,18 +11,6 @@ use dgidgi_actors::webhook::{DueDelivery, Outcome, WebhookSender};
 use crate::outbound as guard;
 use crate::sealing::Sealer;
 
-/// The seed's webhook events; an endpoint subscribes to some of them.
-pub const EVENTS: [&str; 8] = [
-    "project.created",
-    "project.updated",
-    "project.deleted",
-    "agent.started",
-    "agent.completed",
-    "agent.failed",
-    "tenant.created",
-    "user.created",
-];
-
 /// Sends deliveries over HTTP: signed, with a timeout, no redirects, and the address guard.
 pub struct HttpSender {
     client: reqwest::Client,
