@@ -156,7 +156,10 @@ pub async fn update_endpoint(
     if let Some(enabled) = body.enabled {
         endpoint.enabled = enabled;
     }
-    state.store.save_endpoint(&endpoint).await?;
+    state
+        .store
+        .save_endpoint(&endpoint, principal.tenant_id.as_deref())
+        .await?;
     Ok(Reply::ok(find(&state, &principal, &id).await?))
 }
 
@@ -174,7 +177,10 @@ pub async fn delete_endpoint(
 ) -> Result<Reply<Value>, ApiError> {
     require(&principal, "webhooks:write")?;
     find(&state, &principal, &id).await?;
-    state.store.delete_endpoint(&id).await?;
+    state
+        .store
+        .delete_endpoint(&id, principal.tenant_id.as_deref())
+        .await?;
     Ok(Reply::ok(json!({ "id": id.as_str(), "deleted": true })))
 }
 
@@ -272,6 +278,7 @@ pub async fn rotate_secret(
         .store
         .rotate_secret(
             &id,
+            principal.tenant_id.as_deref(),
             &state.sealer.seal(&secret),
             &signing::hint(&secret),
             &until,

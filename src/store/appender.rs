@@ -10,7 +10,7 @@ use dgidgi_actors::StoreFailure;
 use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{failure, to_json, Error, Result};
+use super::{to_json, Error, Result};
 
 /// Appends written in one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -41,7 +41,7 @@ pub(super) fn start(writer: AnyPool) -> mpsc::UnboundedSender<Job> {
                     // Alone, so that only the append at fault fails.
                     Err(_) => write(&writer, std::slice::from_ref(&job))
                         .await
-                        .map_err(failure),
+                        .map_err(StoreFailure::from),
                 };
                 let _ = job.done.send(outcome);
             }

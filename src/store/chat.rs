@@ -7,7 +7,7 @@ use dgidgi_actors::StoreFailure;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{failure, json_column, to_json, Error, Page, Paged, Result, Store};
+use super::{for_actors, json_column, to_json, Error, Page, Paged, Result, Store};
 
 const SESSION_COLUMNS: &str =
     "id, tenant_id, project_id, agent_id, title, system_prompt, model, providers, created_at, updated_at";
@@ -191,7 +191,7 @@ impl ChatStore for Store {
             let last = self.last_seq(id, &[]).await?;
             Ok(Some((session, messages, last)))
         };
-        load.await.map_err(failure)
+        for_actors(load.await)
     }
 
     async fn unfinished_sessions(&self) -> Result<Vec<String>, StoreFailure> {
@@ -203,9 +203,12 @@ impl ChatStore for Store {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| failure(e.into()))?;
+        .map_err(|e| StoreFailure::from(Error::from(e)))?;
         rows.iter()
-            .map(|r| r.try_get("session_id").map_err(|e| failure(e.into())))
+            .map(|r| {
+                r.try_get("session_id")
+                    .map_err(|e| StoreFailure::from(Error::from(e)))
+            })
             .collect()
     }
 
@@ -216,7 +219,7 @@ impl ChatStore for Store {
             tx.commit().await?;
             Ok(())
         };
-        write.await.map_err(failure)
+        for_actors(write.await)
     }
 
     async fn save_message(
@@ -233,6 +236,6 @@ impl ChatStore for Store {
             tx.commit().await?;
             Ok(())
         };
-        write.await.map_err(failure)
+        for_actors(write.await)
     }
 }

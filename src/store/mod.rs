@@ -7,6 +7,7 @@
 mod agents;
 mod appender;
 mod chat;
+mod events;
 mod idempotency;
 mod keys;
 mod outbox;
@@ -112,14 +113,23 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A store error as actors see it: opaque, but telling an outage from anything else.
-pub(crate) fn failure(e: Error) -> dgidgi_actors::StoreFailure {
-    tracing::debug!(error = %e, "store failure");
-    if matches!(e, Error::Unavailable(_)) {
-        dgidgi_actors::StoreFailure::unavailable(e.to_string())
-    } else {
-        dgidgi_actors::StoreFailure::new(e.to_string())
+impl From<Error> for dgidgi_actors::StoreFailure {
+    fn from(e: Error) -> Self {
+        if matches!(e, Error::Unavailable(_)) {
+            dgidgi_actors::StoreFailure::unavailable(e.to_string())
+        } else {
+            dgidgi_actors::StoreFailure::new(e.to_string())
+        }
     }
 }
+
+/// A store result as actors see it (the error converted with `From`).
+pub(crate) fn for_actors<T>(result: Result<T>) -> Result<T, dgidgi_actors::StoreFailure> {
+    result.map_err(Into::into)
+}
+
+/// A transaction on the writer.
+pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// A page request: at most `limit` rows older than `cursor` (the last id of the page before).
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 
 use dgidgi_actors::events::DomainEvent;
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use super::{json_column, to_json, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
@@ -20,7 +20,7 @@ pub struct OutboxEvent {
 
 /// Records `event_type` with `payload` for `tenant_id` inside the caller's transaction.
 pub(super) async fn record_event<T: Serialize>(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut super::Tx,
     tenant_id: &str,
     event: DomainEvent,
     payload: &T,

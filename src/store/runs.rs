@@ -1,14 +1,14 @@
 //! Agent runs, their finished steps and the ordered event logs (`stream_events`) behind SSE.
 
 use async_trait::async_trait;
-use dgidgi_actors::events::{DomainEvent, EventLog, StreamEvent};
+use dgidgi_actors::events::{DomainEvent, StreamEvent};
 use dgidgi_actors::run::{Run, RunStatus, RunStore, Step};
 use dgidgi_actors::StoreFailure;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::outbox::record_event;
-use super::{failure, json_column, to_json, Error, Page, Paged, Result, Store};
+use super::{for_actors, json_column, to_json, Error, Page, Paged, Result, Store};
 use crate::ids::now_rfc3339;
 
 const COLUMNS: &str =
@@ -154,36 +154,9 @@ impl Store {
         run.last_seq = self.last_seq(id, &[]).await?;
         Ok(Some(run))
     }
+}
 
-    /// The seq of the last event of `stream` (of one of `kinds`, when any are named); 0
-    /// when there is none.
-    pub async fn last_seq(&self, stream: &str, kinds: &[&str]) -> Result<i64> {
-        let mut sql = String::from(
-            "SELECT COALESCE(MAX(seq), 0) AS last FROM stream_events WHERE stream_id = $1",
-        );
-        if !kinds.is_empty() {
-            let marks: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 2)).collect();
-            sql.push_str(&format!(" AND event_type IN ({})", marks.join(", ")));
-        }
-        let mut query = sqlx::query(&sql).bind(stream);
-        for kind in kinds {
-            query = query.bind(*kind);
-        }
-        let row = query.fetch_one(&self.pool).await?;
-        Ok(row.try_get("last")?)
-    }
-
-    /// Appends events in one statement (a batch of tokens is one write).
-    pub(super) async fn append(
-        &self,
-        tx: &mut Transaction<'_, Any>,
-        stream: &str,
-        events: &[StreamEvent],
-    ) -> Result<()> {
-        let rows: Vec<(&str, &StreamEvent)> = events.iter().map(|e| (stream, e)).collect();
-        super::appender::insert(tx, &rows).await
-    }
-
+impl Store {
     async fn update_progress(&self, tx: &mut Transaction<'_, Any>, run: &Run) -> Result<()> {
         sqlx::query(
             "UPDATE runs SET status = $2, output = $3, error = $4, usage = $5, artifacts = $6, started_at = $7, \
@@ -210,58 +183,9 @@ fn domain_payload(run: &Run) -> serde_json::Value {
 }
 
 #[async_trait]
-impl EventLog for Store {
-    async fn append_events(
-        &self,
-        stream: &str,
-        events: &[StreamEvent],
-    ) -> Result<(), StoreFailure> {
-        // Through the appender: committed together with other streams' waiting appends.
-        let (done, committed) = tokio::sync::oneshot::channel();
-        let job = super::appender::Job {
-            stream: stream.to_string(),
-            events: events.to_vec(),
-            done,
-        };
-        if self.appender.send(job).is_err() {
-            return Err(StoreFailure::new("the event appender has stopped"));
-        }
-        committed
-            .await
-            .map_err(|_| StoreFailure::new("the event appender has stopped"))?
-    }
-
-    async fn events_after(
-        &self,
-        stream: &str,
-        after: i64,
-    ) -> Result<Vec<StreamEvent>, StoreFailure> {
-        let rows = sqlx::query(
-            "SELECT seq, event_type, data, created_at FROM stream_events WHERE stream_id = $1 AND seq > $2 ORDER BY seq",
-        )
-        .bind(stream)
-        .bind(after)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| failure(e.into()))?;
-        rows.iter()
-            .map(|row| {
-                Ok(StreamEvent {
-                    seq: row.try_get("seq")?,
-                    kind: row.try_get("event_type")?,
-                    data: json_column(row, "data")?,
-                    created_at: row.try_get("created_at")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()
-            .map_err(failure)
-    }
-}
-
-#[async_trait]
 impl RunStore for Store {
     async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure> {
-        self.load(id).await.map_err(failure)
+        for_actors(self.load(id).await)
     }
 
     async fn start_run(
@@ -279,7 +203,7 @@ impl RunStore for Store {
             tx.commit().await?;
             Ok(())
         };
-        write.await.map_err(failure)
+        for_actors(write.await)
     }
 
     async fn save_step(
@@ -305,7 +229,7 @@ impl RunStore for Store {
             tx.commit().await?;
             Ok(())
         };
-        write.await.map_err(failure)
+        for_actors(write.await)
     }
 
     async fn finish_run(
@@ -325,7 +249,7 @@ impl RunStore for Store {
             tx.commit().await?;
             Ok(())
         };
-        write.await.map_err(failure)
+        for_actors(write.await)
     }
 
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure> {
@@ -333,9 +257,12 @@ impl RunStore for Store {
             sqlx::query("SELECT id FROM runs WHERE status IN ('queued', 'running') ORDER BY id")
                 .fetch_all(&self.pool)
                 .await
-                .map_err(|e| failure(e.into()))?;
+                .map_err(|e| StoreFailure::from(Error::from(e)))?;
         rows.iter()
-            .map(|r| r.try_get("id").map_err(|e| failure(e.into())))
+            .map(|r| {
+                r.try_get("id")
+                    .map_err(|e| StoreFailure::from(Error::from(e)))
+            })
             .collect()
     }
 }

@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::keys::{insert_key, ApiKeyRecord, NewApiKey};
 use super::outbox::record_event;
-use super::{failure, json_column, to_json, Error, Page, Paged, Result, Store};
+use super::{for_actors, json_column, to_json, Error, Page, Paged, Result, Store};
 use crate::ids::now_rfc3339;
 use dgidgi_actors::events::DomainEvent;
 
@@ -104,7 +104,7 @@ impl Store {
 #[async_trait]
 impl TenantStore for Store {
     async fn load_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreFailure> {
-        self.get_tenant(id).await.map_err(failure)
+        for_actors(self.get_tenant(id).await)
     }
 
     async fn save_tenant(
@@ -115,6 +115,6 @@ impl TenantStore for Store {
     ) -> Result<Option<Tenant>, StoreFailure> {
         self.update_tenant(id, plan, settings)
             .await
-            .map_err(failure)
+            .map_err(StoreFailure::from)
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{failure, json_column, to_json, Page, Paged, Result, Store};
+use super::{for_actors, json_column, to_json, Error, Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
 
 /// An endpoint as the API shows it (never its secret).
@@ -173,13 +173,15 @@ impl Store {
 
     /// Stores an endpoint's changed url, events, description and enabled flag
     /// (enabling again clears the failure count and reason).
-    pub async fn save_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
+    /// Saves the endpoint's settings; `owner` (the caller's tenant, `None` for an operator)
+    /// must own it, like every write of a tenant's row.
+    pub async fn save_endpoint(&self, endpoint: &Endpoint, owner: Option<&str>) -> Result<()> {
         sqlx::query(
             "UPDATE webhook_endpoints SET url = $2, events = $3, description = $4, enabled = $5, \
              disabled_reason = CASE WHEN $5 = 1 THEN NULL ELSE disabled_reason END, \
              consecutive_failures = CASE WHEN $5 = 1 AND enabled = 0 THEN 0 ELSE consecutive_failures END, \
              failing_since = CASE WHEN $5 = 1 AND enabled = 0 THEN NULL ELSE failing_since END, \
-             updated_at = $6 WHERE id = $1",
+             updated_at = $6 WHERE id = $1 AND ($7 = '' OR tenant_id = $7)",
         )
         .bind(&endpoint.id)
         .bind(&endpoint.url)
@@ -187,17 +189,25 @@ impl Store {
         .bind(&endpoint.description)
         .bind(i64::from(endpoint.enabled))
         .bind(now_rfc3339())
+        .bind(owner.unwrap_or(""))
         .execute(&self.writer)
         .await?;
         Ok(())
     }
 
-    pub async fn delete_endpoint(&self, id: &str) -> Result<()> {
+    /// Deletes the endpoint (`owner` as for [`Store::save_endpoint`]) and fails what it had pending.
+    pub async fn delete_endpoint(&self, id: &str, owner: Option<&str>) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let deleted = sqlx::query(
+            "DELETE FROM webhook_endpoints WHERE id = $1 AND ($2 = '' OR tenant_id = $2)",
+        )
+        .bind(id)
+        .bind(owner.unwrap_or(""))
+        .execute(&mut *tx)
+        .await?;
+        if deleted.rows_affected() == 0 {
+            return Ok(());
+        }
         sqlx::query("UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL WHERE endpoint_id = $1 AND status = 'pending'")
             .bind(id)
             .execute(&mut *tx)
@@ -242,19 +252,21 @@ impl Store {
     pub async fn rotate_secret(
         &self,
         id: &str,
+        owner: Option<&str>,
         sealed: &str,
         hint: &str,
         previous_until: &str,
     ) -> Result<()> {
         sqlx::query(
             "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = $4, secret = $2, \
-             secret_hint = $3, updated_at = $5 WHERE id = $1",
+             secret_hint = $3, updated_at = $5 WHERE id = $1 AND ($6 = '' OR tenant_id = $6)",
         )
         .bind(id)
         .bind(sealed)
         .bind(hint)
         .bind(previous_until)
         .bind(now_rfc3339())
+        .bind(owner.unwrap_or(""))
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -424,7 +436,7 @@ impl Store {
 #[async_trait]
 impl WebhookStore for Store {
     async fn fan_out(&self, limit: usize) -> Result<usize, StoreFailure> {
-        self.fan_out_events(limit).await.map_err(failure)
+        for_actors(self.fan_out_events(limit).await)
     }
 
     async fn due_deliveries(&self, limit: usize) -> Result<Vec<DueDelivery>, StoreFailure> {
@@ -438,7 +450,7 @@ impl WebhookStore for Store {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| failure(e.into()))?;
+        .map_err(|e| StoreFailure::from(Error::from(e)))?;
         rows.iter()
             .map(|row| {
                 let previous: Option<String> = row.try_get("previous_secret")?;
@@ -455,7 +467,7 @@ impl WebhookStore for Store {
                 })
             })
             .collect::<Result<Vec<_>>>()
-            .map_err(failure)
+            .map_err(StoreFailure::from)
     }
 
     async fn record_attempt(
@@ -557,6 +569,6 @@ impl WebhookStore for Store {
             tx.commit().await?;
             Ok(())
         };
-        write.await.map_err(failure)
+        for_actors(write.await)
     }
 }
