@@ -8,6 +8,7 @@
 //! This crate knows nothing of HTTP, JSON over the wire or SQL: actors reach durable state
 //! through the traits in [`store`], which the `dgidgi` crate implements.
 //!
+//! - [`agent`]: agents, their autonomy, and the rule that makes a run's spec of one.
 //! - [`tenant`]: the tenant domain (plan, settings) and the `TenantActor`.
 //! - [`registry`]: activation, passivation and addressing of keyed actors.
 //! - [`chat`]: chat sessions and the `SessionActor` that streams replies.
@@ -18,6 +19,7 @@
 //! - [`tools`]: the built-in workspace tools.
 //! - [`store`]: the persistence traits actors talk through.
 
+pub mod agent;
 pub mod chat;
 pub mod events;
 pub mod llm;

@@ -166,6 +166,8 @@ pub struct Run {
 #[async_trait]
 pub trait RunStore: EventLog {
     /// The run with its finished steps and last event seq.
+    /// Stores a new (queued) run.
+    async fn create_run(&self, run: &Run) -> Result<(), StoreFailure>;
     async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure>;
     /// Marks the run running, with `event` (`run.started`) and the `agent.started` domain event.
     /// Stores the run as started, `event` and (in the same transaction) `domain`.
@@ -325,6 +327,13 @@ impl Runs {
     /// Calls `f` with each live actor's metadata, copying nothing.
     pub fn for_each(&self, f: impl FnMut(&ActorMeta)) {
         self.registry.for_each(f)
+    }
+
+    /// Stores the new run and starts it: it waits for one of its tenant's slots, then runs.
+    pub async fn create(&self, run: &Run) -> Result<(), StoreFailure> {
+        self.deps.store.create_run(run).await?;
+        self.start(&run.id);
+        Ok(())
     }
 
     /// Starts (or finds) the actor of stored run `id`.

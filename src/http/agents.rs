@@ -11,8 +11,7 @@ use super::{in_tenant, optional_text, text, ApiError, AppState};
 use crate::auth::Principal;
 use crate::ids::{now_rfc3339, IdKind};
 use crate::store::{Agent, AgentConfig};
-
-pub const AUTONOMY_LEVELS: [&str; 3] = ["low", "medium", "high"];
+use dgidgi_actors::agent::Autonomy;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -81,7 +80,7 @@ pub async fn create_agent(
     let body = body.0;
     let now = now_rfc3339();
     let base = AgentConfig {
-        autonomy_level: "medium".into(),
+        autonomy_level: Autonomy::Medium,
         max_steps: None,
         temperature: None,
         timeout_seconds: None,
@@ -289,13 +288,9 @@ fn tools(names: Vec<String>) -> Result<Vec<String>, ApiError> {
 fn config(mut base: AgentConfig, body: Option<ConfigBody>) -> Result<AgentConfig, ApiError> {
     let Some(body) = body else { return Ok(base) };
     if let Some(level) = body.autonomy_level {
-        if !AUTONOMY_LEVELS.contains(&level.as_str()) {
-            return Err(ApiError::invalid(
-                "config.autonomyLevel",
-                "must be low, medium or high",
-            ));
-        }
-        base.autonomy_level = level;
+        base.autonomy_level = Autonomy::parse(&level).ok_or_else(|| {
+            ApiError::invalid("config.autonomyLevel", "must be low, medium or high")
+        })?;
     }
     if let Some(n) = body.max_steps {
         if !(1..=64).contains(&n) {

@@ -3,6 +3,7 @@
 
 use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
+use dgidgi_actors::agent;
 use dgidgi_actors::chat::{ChatError, Message, PostMessage, Session};
 use dgidgi_actors::events::SessionEvent;
 use serde::{Deserialize, Serialize};
@@ -52,21 +53,11 @@ pub async fn create_session(
         None => None,
     };
     let tenant = state.tenants.get(&tenant_id).await?;
-    let mut providers = vec![agent
-        .as_ref()
-        .and_then(|a| a.provider.clone())
-        .or(tenant.settings.default_provider.clone())
-        .unwrap_or_else(|| state.providers.default_name().to_string())];
-    if let Some(agent) = &agent {
-        providers.extend(
-            agent
-                .fallbacks
-                .iter()
-                .filter(|f| !providers.contains(f))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
-    }
+    let providers = agent::providers(
+        agent.as_ref(),
+        &tenant.settings,
+        state.providers.default_name(),
+    );
     let now = now_rfc3339();
     let session = Session {
         id: IdKind::Session.new_id(),
@@ -77,8 +68,7 @@ pub async fn create_session(
         system_prompt: optional_text("system_prompt", body.system_prompt.as_deref(), 32_000)?
             .or(agent.as_ref().and_then(|a| a.system_prompt.clone())),
         model: optional_text("model", body.model.as_deref(), 200)?
-            .or(agent.as_ref().and_then(|a| a.model.clone()))
-            .or(tenant.settings.default_model.clone()),
+            .or(agent::model(agent.as_ref(), &tenant.settings)),
         providers,
         created_at: now.clone(),
         updated_at: now,

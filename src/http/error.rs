@@ -170,6 +170,16 @@ impl From<store::Error> for ApiError {
     }
 }
 
+impl From<dgidgi_actors::StoreFailure> for ApiError {
+    fn from(e: dgidgi_actors::StoreFailure) -> Self {
+        if e.unavailable {
+            ApiError::Unavailable(e.message)
+        } else {
+            ApiError::Internal(e.message)
+        }
+    }
+}
+
 impl From<TenantError> for ApiError {
     fn from(e: TenantError) -> Self {
         match e {

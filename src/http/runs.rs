@@ -6,6 +6,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
+use dgidgi_actors::agent::RunDefaults;
 use dgidgi_actors::run::{Run, RunSpec, RunStatus};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -34,15 +35,6 @@ pub struct Execute {
     project_id: Option<String>,
     input: Option<Value>,
     wait: Option<Wait>,
-}
-
-/// Steps allowed by an autonomy level when the agent sets no `maxSteps`.
-fn step_budget(level: &str) -> u32 {
-    match level {
-        "low" => 1,
-        "high" => 32,
-        _ => 8,
-    }
 }
 
 #[utoipa::path(
@@ -79,38 +71,11 @@ pub async fn execute_agent(
     .min(state.config.runs.max_wait_secs);
 
     let tenant = state.tenants.get(&tenant_id).await?;
-    let low = agent.config.autonomy_level == "low";
-    let mut providers = vec![agent
-        .provider
-        .clone()
-        .or(tenant.settings.default_provider.clone())
-        .unwrap_or_else(|| state.providers.default_name().to_string())];
-    providers.extend(
-        agent
-            .fallbacks
-            .iter()
-            .filter(|f| !providers.contains(f))
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
-    let spec = RunSpec {
-        system_prompt: agent.system_prompt.clone(),
-        providers,
-        model: agent
-            .model
-            .clone()
-            .or(tenant.settings.default_model.clone()),
-        tools: if low { Vec::new() } else { agent.tools.clone() },
-        max_steps: agent
-            .config
-            .max_steps
-            .unwrap_or_else(|| step_budget(&agent.config.autonomy_level)),
-        temperature: agent.config.temperature,
-        timeout_secs: agent
-            .config
-            .timeout_seconds
-            .unwrap_or(state.config.runs.default_timeout_secs),
+    let defaults = RunDefaults {
+        provider: state.providers.default_name().to_string(),
+        timeout_secs: state.config.runs.default_timeout_secs,
     };
+    let spec = RunSpec::for_agent(&agent, &tenant.settings, &defaults);
     let max_queued = state.config.runs.max_queued_per_tenant;
     if state.store.queued_runs(&tenant_id).await? >= i64::from(max_queued) {
         return Err(ApiError::TooMany(format!(
@@ -139,15 +104,17 @@ pub async fn execute_agent(
         spec,
         last_seq: 0,
     };
-    state.store.create_run(&run).await?;
-    let ended = if wait_secs > 0 {
-        // Subscribed before the run starts, so its end cannot be missed.
-        let events = state.runs.hub().subscribe(&run.id);
-        state.runs.start(&run.id);
-        wait_for_end(&state, &run.id, events, Duration::from_secs(wait_secs)).await
-    } else {
-        state.runs.start(&run.id);
-        false
+    // Subscribed before the run starts, so its end cannot be missed.
+    let events = (wait_secs > 0).then(|| state.runs.hub().subscribe(&run.id));
+    if let Err(e) = state.runs.create(&run).await {
+        if events.is_some() {
+            state.runs.hub().release(&run.id);
+        }
+        return Err(e.into());
+    }
+    let ended = match events {
+        Some(events) => wait_for_end(&state, &run.id, events, Duration::from_secs(wait_secs)).await,
+        None => false,
     };
     let run = reload(&state, &tenant_id, &agent.id, &run.id).await?;
     let status = if ended {

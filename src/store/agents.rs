@@ -1,43 +1,10 @@
 //! Agents: what a run is made from (instructions, provider, model, tools, autonomy).
 
-use serde::{Deserialize, Serialize};
+pub use dgidgi_actors::agent::{Agent, AgentConfig};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{json_column, to_json, Page, Paged, Result, Store};
-
-/// How an agent behaves; camelCase both ways, as the SDK sends it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AgentConfig {
-    /// `low` (1 step, no tools), `medium` (8 steps) or `high` (32 steps).
-    pub autonomy_level: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_steps: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout_seconds: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Agent {
-    pub id: String,
-    pub tenant_id: String,
-    pub project_id: Option<String>,
-    pub name: String,
-    pub description: Option<String>,
-    pub system_prompt: Option<String>,
-    /// The provider by name; `None` uses the tenant's or the server's default.
-    pub provider: Option<String>,
-    pub model: Option<String>,
-    /// Providers tried in order when the first one fails.
-    pub fallbacks: Vec<String>,
-    pub tools: Vec<String>,
-    pub config: AgentConfig,
-    pub created_at: String,
-    pub updated_at: String,
-}
 
 const COLUMNS: &str =
     "id, tenant_id, project_id, name, description, system_prompt, provider, model, \

@@ -46,7 +46,7 @@ fn run_from_row(row: &AnyRow) -> Result<Run> {
 
 impl Store {
     /// Stores a new (queued) run.
-    pub async fn create_run(&self, run: &Run) -> Result<()> {
+    async fn insert_run(&self, run: &Run) -> Result<()> {
         let sql = format!(
             "INSERT INTO runs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         );
@@ -184,6 +184,10 @@ fn domain_payload(run: &Run) -> serde_json::Value {
 
 #[async_trait]
 impl RunStore for Store {
+    async fn create_run(&self, run: &Run) -> Result<(), StoreFailure> {
+        for_actors(self.insert_run(run).await)
+    }
+
     async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure> {
         for_actors(self.load(id).await)
     }
