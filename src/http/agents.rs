@@ -6,9 +6,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::envelope::Reply;
-use super::extract::{nullable, Json, ListQuery};
-use super::{in_tenant, optional_text, text, ApiError, AppState};
-use crate::auth::Principal;
+use super::extract::{nullable, scope, Acting, Json};
+use super::{optional_text, text, ApiError, AppState};
 use crate::ids::{now_rfc3339, IdKind};
 use crate::store::{Agent, AgentConfig};
 use dgidgi_actors::agent::Autonomy;
@@ -71,12 +70,11 @@ pub struct UpdateAgent {
     responses((status = 201, body = crate::http::openapi::Envelope<Agent>), crate::http::openapi::Errors)
 )]
 pub async fn create_agent(
-    principal: Principal,
+    acting: Acting<scope::AgentsWrite>,
     state: Data<AppState>,
-    query: ListQuery,
     body: Json<CreateAgent>,
 ) -> Result<Reply<Agent>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "agents:write").await?;
+    let Acting { tenant_id, .. } = acting;
     let body = body.0;
     let now = now_rfc3339();
     let base = AgentConfig {
@@ -119,11 +117,12 @@ pub async fn create_agent(
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<Agent>>), crate::http::openapi::Errors)
 )]
 pub async fn list_agents(
-    principal: Principal,
+    acting: Acting<scope::AgentsRead>,
     state: Data<AppState>,
-    query: ListQuery,
 ) -> Result<Reply<Vec<Agent>>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "agents:read").await?;
+    let Acting {
+        tenant_id, query, ..
+    } = acting;
     let page = state.store.list_agents(&tenant_id, &query.page()?).await?;
     Ok(Reply::page(page.items, page.next_cursor))
 }
@@ -136,12 +135,11 @@ pub async fn list_agents(
     responses((status = 200, body = crate::http::openapi::Envelope<Agent>), crate::http::openapi::Errors)
 )]
 pub async fn get_agent(
-    principal: Principal,
+    acting: Acting<scope::AgentsRead>,
     state: Data<AppState>,
-    query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Agent>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "agents:read").await?;
+    let Acting { tenant_id, .. } = acting;
     Ok(Reply::ok(find_agent(&state, &tenant_id, &id).await?))
 }
 
@@ -154,13 +152,12 @@ pub async fn get_agent(
     responses((status = 200, body = crate::http::openapi::Envelope<Agent>), crate::http::openapi::Errors)
 )]
 pub async fn update_agent(
-    principal: Principal,
+    acting: Acting<scope::AgentsWrite>,
     state: Data<AppState>,
-    query: ListQuery,
     id: Path<String>,
     body: Json<UpdateAgent>,
 ) -> Result<Reply<Agent>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "agents:write").await?;
+    let Acting { tenant_id, .. } = acting;
     let mut agent = find_agent(&state, &tenant_id, &id).await?;
     let body = body.0;
     if let Some(name) = body.name {
@@ -203,12 +200,11 @@ pub async fn update_agent(
     responses((status = 200, body = crate::http::openapi::Envelope<crate::http::openapi::Deleted>), crate::http::openapi::Errors)
 )]
 pub async fn delete_agent(
-    principal: Principal,
+    acting: Acting<scope::AgentsWrite>,
     state: Data<AppState>,
-    query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Value>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "agents:write").await?;
+    let Acting { tenant_id, .. } = acting;
     if !state.store.delete_agent(&tenant_id, &id).await? {
         return Err(ApiError::not_found("agent", &id));
     }

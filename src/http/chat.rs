@@ -11,9 +11,8 @@ use serde_json::{json, Value};
 
 use super::agents::{find_agent, project};
 use super::envelope::Reply;
-use super::extract::{Json, ListQuery};
-use super::{in_tenant, optional_text, sse, text, ApiError, AppState};
-use crate::auth::Principal;
+use super::extract::{scope, Acting, Json};
+use super::{optional_text, sse, text, ApiError, AppState};
 use crate::ids::{now_rfc3339, IdKind};
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -38,12 +37,11 @@ pub struct CreateSession {
     responses((status = 201, body = crate::http::openapi::Envelope<Session>), crate::http::openapi::Errors)
 )]
 pub async fn create_session(
-    principal: Principal,
+    acting: Acting<scope::ChatWrite>,
     state: Data<AppState>,
-    query: ListQuery,
     body: Json<CreateSession>,
 ) -> Result<Reply<Session>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "chat:write").await?;
+    let Acting { tenant_id, .. } = acting;
     let body = body.0;
     let project_id = project(&state, &tenant_id, Some(body.project_id))
         .await?
@@ -85,11 +83,12 @@ pub async fn create_session(
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<Session>>), crate::http::openapi::Errors)
 )]
 pub async fn list_sessions(
-    principal: Principal,
+    acting: Acting<scope::ChatRead>,
     state: Data<AppState>,
-    query: ListQuery,
 ) -> Result<Reply<Vec<Session>>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "chat:read").await?;
+    let Acting {
+        tenant_id, query, ..
+    } = acting;
     let page = state
         .store
         .list_sessions(&tenant_id, &query.page()?)
@@ -105,12 +104,11 @@ pub async fn list_sessions(
     responses((status = 200, body = crate::http::openapi::Envelope<Session>), crate::http::openapi::Errors)
 )]
 pub async fn get_session(
-    principal: Principal,
+    acting: Acting<scope::ChatRead>,
     state: Data<AppState>,
-    query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Session>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "chat:read").await?;
+    let Acting { tenant_id, .. } = acting;
     Ok(Reply::ok(find_session(&state, &tenant_id, &id).await?))
 }
 
@@ -122,12 +120,11 @@ pub async fn get_session(
     responses((status = 200, body = crate::http::openapi::Envelope<crate::http::openapi::Deleted>), crate::http::openapi::Errors)
 )]
 pub async fn delete_session(
-    principal: Principal,
+    acting: Acting<scope::ChatWrite>,
     state: Data<AppState>,
-    query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Value>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "chat:write").await?;
+    let Acting { tenant_id, .. } = acting;
     find_session(&state, &tenant_id, &id).await?;
     state.sessions.cancel(&id).await.map_err(chat_error)?;
     if !state.store.delete_session(&tenant_id, &id).await? {
@@ -158,13 +155,12 @@ pub struct Posted {
     responses((status = 202, body = crate::http::openapi::Envelope<Posted>, description = "Stored and queued; the reply streams on the session"), crate::http::openapi::Errors)
 )]
 pub async fn post_message(
-    principal: Principal,
+    acting: Acting<scope::ChatWrite>,
     state: Data<AppState>,
-    query: ListQuery,
     id: Path<String>,
     body: Json<PostBody>,
 ) -> Result<Reply<Posted>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "chat:write").await?;
+    let Acting { tenant_id, .. } = acting;
     find_session(&state, &tenant_id, &id).await?;
     let content = text("content", &body.0.content, 1, 32_000)?;
     let (message_id, reply_id) = (IdKind::Message.new_id(), IdKind::Message.new_id());
@@ -194,12 +190,13 @@ pub async fn post_message(
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<Message>>), crate::http::openapi::Errors)
 )]
 pub async fn list_messages(
-    principal: Principal,
+    acting: Acting<scope::ChatRead>,
     state: Data<AppState>,
-    query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Vec<Message>>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "chat:read").await?;
+    let Acting {
+        tenant_id, query, ..
+    } = acting;
     find_session(&state, &tenant_id, &id).await?;
     let page = state
         .store
@@ -216,12 +213,11 @@ pub async fn list_messages(
     responses((status = 200, body = crate::http::openapi::Envelope<Value>, description = "{cancelled, reply_id}"), crate::http::openapi::Errors)
 )]
 pub async fn cancel_reply(
-    principal: Principal,
+    acting: Acting<scope::ChatWrite>,
     state: Data<AppState>,
-    query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Value>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "chat:write").await?;
+    let Acting { tenant_id, .. } = acting;
     find_session(&state, &tenant_id, &id).await?;
     let cancelled = state.sessions.cancel(&id).await.map_err(chat_error)?;
     Ok(Reply::ok(
@@ -238,12 +234,15 @@ pub async fn cancel_reply(
 )]
 pub async fn stream_session(
     req: HttpRequest,
-    principal: Principal,
+    acting: Acting<scope::ChatRead>,
     state: Data<AppState>,
-    query: ListQuery,
     id: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "chat:read").await?;
+    let Acting {
+        tenant_id,
+        principal,
+        ..
+    } = acting;
     let session = find_session(&state, &tenant_id, &id).await?;
     // A new subscriber starts at the reply in flight (if any), then follows live; the
     // whole history is replayed only when asked for (`Last-Event-ID: 0`).

@@ -227,6 +227,69 @@ impl FromRequest for ListQuery {
     }
 }
 
+/// A permission a route needs, as a type (`Acting<scope::ProjectsRead>`).
+pub trait NeedsScope {
+    const SCOPE: &'static str;
+}
+
+/// The scopes routes name in their `Acting<...>` argument.
+pub mod scope {
+    macro_rules! scopes {
+        ($($name:ident = $scope:literal),+ $(,)?) => {$(
+            #[doc = concat!("The `", $scope, "` scope.")]
+            pub struct $name;
+            impl super::NeedsScope for $name {
+                const SCOPE: &'static str = $scope;
+            }
+        )+};
+    }
+    scopes! {
+        ProjectsRead = "projects:read",
+        ProjectsWrite = "projects:write",
+        AgentsRead = "agents:read",
+        AgentsWrite = "agents:write",
+        AgentsExecute = "agents:execute",
+        ChatRead = "chat:read",
+        ChatWrite = "chat:write",
+        UsersRead = "users:read",
+    }
+}
+
+/// A tenant-scoped request whose caller holds scope `S`: the tenant it acts in (the key's
+/// own, or the one an operator names in `?tenant_id=`), the caller, and the list query.
+/// The one place of the "scope, then tenant" preamble of tenant-scoped routes.
+pub struct Acting<S> {
+    pub tenant_id: String,
+    pub principal: Principal,
+    pub query: ListQuery,
+    scope: std::marker::PhantomData<S>,
+}
+
+impl<S: NeedsScope + 'static> FromRequest for Acting<S> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let principal = req.extensions().get::<Principal>().cloned();
+        let query = ListQuery::from_request_query(req);
+        let state = req.app_data::<Data<AppState>>().cloned();
+        Box::pin(async move {
+            let principal = principal.ok_or_else(|| {
+                ApiError::Unauthorized("Missing or invalid authentication".into())
+            })?;
+            let query = query?;
+            let state = state.expect("AppState is registered");
+            let tenant_id = super::in_tenant(&state, &principal, &query, S::SCOPE).await?;
+            Ok(Self {
+                tenant_id,
+                principal,
+                query,
+                scope: std::marker::PhantomData,
+            })
+        })
+    }
+}
+
 impl FromRequest for Principal {
     type Error = ApiError;
     type Future = std::future::Ready<Result<Self, ApiError>>;

@@ -5,9 +5,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::envelope::Reply;
-use super::extract::{nullable, Json, ListQuery};
-use super::{in_tenant, optional_text, text, ApiError, AppState};
-use crate::auth::Principal;
+use super::extract::{nullable, scope, Acting, Json};
+use super::{optional_text, text, ApiError, AppState};
 use crate::store::{NewProject, Project, ProjectPatch};
 
 /// Largest `metadata` object, serialized.
@@ -42,12 +41,11 @@ pub struct UpdateProject {
     responses((status = 201, body = crate::http::openapi::Envelope<Project>), crate::http::openapi::Errors)
 )]
 pub async fn create_project(
-    principal: Principal,
+    acting: Acting<scope::ProjectsWrite>,
     state: Data<AppState>,
-    query: ListQuery,
     body: Json<CreateProject>,
 ) -> Result<Reply<Project>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "projects:write").await?;
+    let Acting { tenant_id, .. } = acting;
     let body = body.0;
     let new = NewProject {
         name: text("name", &body.name, 1, 200)?,
@@ -68,11 +66,12 @@ pub async fn create_project(
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<Project>>), crate::http::openapi::Errors)
 )]
 pub async fn list_projects(
-    principal: Principal,
+    acting: Acting<scope::ProjectsRead>,
     state: Data<AppState>,
-    query: ListQuery,
 ) -> Result<Reply<Vec<Project>>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "projects:read").await?;
+    let Acting {
+        tenant_id, query, ..
+    } = acting;
     let page = state
         .store
         .list_projects(&tenant_id, &query.page()?)
@@ -88,12 +87,11 @@ pub async fn list_projects(
     responses((status = 200, body = crate::http::openapi::Envelope<Project>), crate::http::openapi::Errors)
 )]
 pub async fn get_project(
-    principal: Principal,
+    acting: Acting<scope::ProjectsRead>,
     state: Data<AppState>,
-    query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Project>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "projects:read").await?;
+    let Acting { tenant_id, .. } = acting;
     let project = state.store.get_project(&tenant_id, &id).await?;
     Ok(Reply::ok(
         project.ok_or_else(|| ApiError::not_found("project", &id))?,
@@ -109,13 +107,12 @@ pub async fn get_project(
     responses((status = 200, body = crate::http::openapi::Envelope<Project>), crate::http::openapi::Errors)
 )]
 pub async fn update_project(
-    principal: Principal,
+    acting: Acting<scope::ProjectsWrite>,
     state: Data<AppState>,
-    query: ListQuery,
     id: Path<String>,
     body: Json<UpdateProject>,
 ) -> Result<Reply<Project>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "projects:write").await?;
+    let Acting { tenant_id, .. } = acting;
     let body = body.0;
     let patch = ProjectPatch {
         name: body.name.map(|n| text("name", &n, 1, 200)).transpose()?,
@@ -143,12 +140,11 @@ pub async fn update_project(
     responses((status = 200, body = crate::http::openapi::Envelope<crate::http::openapi::Deleted>), crate::http::openapi::Errors)
 )]
 pub async fn delete_project(
-    principal: Principal,
+    acting: Acting<scope::ProjectsWrite>,
     state: Data<AppState>,
-    query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Value>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "projects:write").await?;
+    let Acting { tenant_id, .. } = acting;
     let project = state.store.delete_project(&tenant_id, &id).await?;
     let project = project.ok_or_else(|| ApiError::not_found("project", &id))?;
     Ok(Reply::ok(

@@ -14,9 +14,8 @@ use tokio::sync::broadcast;
 
 use super::agents::{find_agent, project};
 use super::envelope::Reply;
-use super::extract::{Json, ListQuery};
-use super::{in_tenant, sse, text, ApiError, AppState};
-use crate::auth::Principal;
+use super::extract::{scope, Acting, Json};
+use super::{sse, text, ApiError, AppState};
 use crate::ids::{now_rfc3339, IdKind};
 
 /// `"wait": true` (up to the server's limit) or `"wait": <seconds>`.
@@ -46,13 +45,14 @@ pub struct Execute {
     responses((status = 202, body = crate::http::openapi::Envelope<Run>, description = "Queued (or still going when the wait ran out)"), (status = 200, body = crate::http::openapi::Envelope<Run>, description = "Finished within the wait"), crate::http::openapi::Errors)
 )]
 pub async fn execute_agent(
-    principal: Principal,
+    acting: Acting<scope::AgentsExecute>,
     state: Data<AppState>,
-    query: ListQuery,
     id: Path<String>,
     body: Json<Execute>,
 ) -> Result<Reply<Run>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "agents:execute").await?;
+    let Acting {
+        tenant_id, query, ..
+    } = acting;
     let agent = find_agent(&state, &tenant_id, &id).await?;
     let body = body.0;
     let goal = text("goal", &body.goal, 1, 20_000)?;
@@ -133,12 +133,11 @@ pub async fn execute_agent(
     responses((status = 200, body = crate::http::openapi::Envelope<Run>), crate::http::openapi::Errors)
 )]
 pub async fn get_run(
-    principal: Principal,
+    acting: Acting<scope::AgentsRead>,
     state: Data<AppState>,
-    query: ListQuery,
     ids: Path<(String, String)>,
 ) -> Result<Reply<Run>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "agents:read").await?;
+    let Acting { tenant_id, .. } = acting;
     Ok(Reply::ok(reload(&state, &tenant_id, &ids.0, &ids.1).await?))
 }
 
@@ -150,12 +149,13 @@ pub async fn get_run(
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<Run>>), crate::http::openapi::Errors)
 )]
 pub async fn list_runs(
-    principal: Principal,
+    acting: Acting<scope::AgentsRead>,
     state: Data<AppState>,
-    query: ListQuery,
     id: Path<String>,
 ) -> Result<Reply<Vec<Run>>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "agents:read").await?;
+    let Acting {
+        tenant_id, query, ..
+    } = acting;
     find_agent(&state, &tenant_id, &id).await?;
     let page = state
         .store
@@ -172,12 +172,11 @@ pub async fn list_runs(
     responses((status = 200, body = crate::http::openapi::Envelope<Run>), crate::http::openapi::Errors)
 )]
 pub async fn cancel_run(
-    principal: Principal,
+    acting: Acting<scope::AgentsExecute>,
     state: Data<AppState>,
-    query: ListQuery,
     ids: Path<(String, String)>,
 ) -> Result<Reply<Run>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "agents:execute").await?;
+    let Acting { tenant_id, .. } = acting;
     let run = reload(&state, &tenant_id, &ids.0, &ids.1).await?;
     if run.status.is_terminal() {
         return Err(ApiError::Conflict {
@@ -204,12 +203,15 @@ pub async fn cancel_run(
 )]
 pub async fn stream_run(
     req: HttpRequest,
-    principal: Principal,
+    acting: Acting<scope::AgentsRead>,
     state: Data<AppState>,
-    query: ListQuery,
     ids: Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "agents:read").await?;
+    let Acting {
+        tenant_id,
+        principal,
+        ..
+    } = acting;
     let run = reload(&state, &tenant_id, &ids.0, &ids.1).await?;
     let after = sse::last_event_id(&req)?.unwrap_or(0);
     // A finished run resumed at (or past) its last event has nothing more to send.

@@ -4,8 +4,8 @@ use actix_web::web::Data;
 use serde::Deserialize;
 
 use super::envelope::Reply;
-use super::extract::{Json, ListQuery};
-use super::{acting_tenant, in_tenant, require, text, ApiError, AppState};
+use super::extract::{scope, Acting, Json};
+use super::{acting_tenant, require, text, ApiError, AppState};
 use crate::auth::Principal;
 use crate::store::{NewUser, User};
 
@@ -60,11 +60,12 @@ pub async fn create_user(
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::store::User>>), crate::http::openapi::Errors)
 )]
 pub async fn list_users(
-    principal: Principal,
+    acting: Acting<scope::UsersRead>,
     state: Data<AppState>,
-    query: ListQuery,
 ) -> Result<Reply<Vec<User>>, ApiError> {
-    let tenant_id = in_tenant(&state, &principal, &query, "users:read").await?;
+    let Acting {
+        tenant_id, query, ..
+    } = acting;
     let page = state.store.list_users(&tenant_id, &query.page()?).await?;
     Ok(Reply::page(page.items, page.next_cursor))
 }
