@@ -240,6 +240,10 @@ pub struct RunActor {
     id: String,
     deps: Arc<RunDeps>,
     cancel: CancellationToken,
+    /// The driver has run to its end: the actor only waits to go away. (Its supervisor
+    /// restarts it while a sender still holds its address, a cancel that raced the end,
+    /// say; a restart must neither drive the run again nor spin.)
+    ended: bool,
     registry: Registry<RunActor>,
     meta: Arc<ActorMeta>,
 }
@@ -248,6 +252,10 @@ impl Actor for RunActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.ended {
+            ctx.run_later(Duration::from_millis(50), |_, ctx| ctx.stop());
+            return;
+        }
         let (deps, id, cancel, meta) = (
             self.deps.clone(),
             self.id.clone(),
@@ -273,6 +281,7 @@ impl Actor for RunActor {
                 meta.record_error(&format!("panic: {what}"));
                 actix::spawn(fail_after_panic(deps, id.clone()));
             }
+            act.ended = true;
             act.registry.forget(&act.id, &ctx.address());
             ctx.stop();
         }));
@@ -281,6 +290,9 @@ impl Actor for RunActor {
 
 impl Supervised for RunActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
+        if self.ended {
+            return;
+        }
         tracing::warn!(run_id = %self.id, "run actor restarting; the run reloads from the store");
         self.meta.restarted();
         self.cancel = CancellationToken::new();
@@ -381,6 +393,7 @@ impl Runs {
             id: id.clone(),
             deps: deps.clone(),
             cancel: CancellationToken::new(),
+            ended: false,
             registry: registry.clone(),
             meta,
         }
@@ -689,3 +702,7 @@ fn conversation(run: &Run) -> Vec<ChatMessage> {
     }
     messages
 }
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;

@@ -1,0 +1,421 @@
+//! The run actor over in-memory stores and a scripted provider: step budgets, a cancel
+//! before the run starts, and a resume after a crash.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::events::DomainEvent;
+use crate::provider::{ChatChunk, ChunkStream, LlmProvider, ProviderError, ToolCall};
+use crate::tenant::{Tenant, TenantSettings};
+use crate::tools::FileStore;
+use crate::TenantStore;
+
+/// Runs, their events and the tenants, in memory.
+#[derive(Default)]
+struct Memory {
+    runs: Mutex<HashMap<String, Run>>,
+    events: Mutex<HashMap<String, Vec<StreamEvent>>>,
+    domain: Mutex<Vec<DomainEvent>>,
+    tenants: Mutex<HashMap<String, Tenant>>,
+}
+
+impl Memory {
+    fn append(&self, stream: &str, events: &[StreamEvent]) {
+        let mut all = self.events.lock().unwrap();
+        all.entry(stream.to_string())
+            .or_default()
+            .extend_from_slice(events);
+    }
+
+    fn kinds(&self, stream: &str) -> Vec<String> {
+        self.events.lock().unwrap()[stream]
+            .iter()
+            .map(|e| e.kind.clone())
+            .collect()
+    }
+
+    fn save(&self, run: &Run) {
+        self.runs
+            .lock()
+            .unwrap()
+            .insert(run.id.clone(), run.clone());
+    }
+}
+
+#[async_trait]
+impl EventLog for Memory {
+    async fn append_events(
+        &self,
+        stream: &str,
+        events: &[StreamEvent],
+    ) -> Result<(), StoreFailure> {
+        self.append(stream, events);
+        Ok(())
+    }
+
+    async fn events_after(
+        &self,
+        stream: &str,
+        after: i64,
+    ) -> Result<Vec<StreamEvent>, StoreFailure> {
+        let all = self.events.lock().unwrap();
+        Ok(all
+            .get(stream)
+            .map(|e| e.iter().filter(|e| e.seq > after).cloned().collect())
+            .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl RunStore for Memory {
+    async fn create_run(&self, run: &Run) -> Result<(), StoreFailure> {
+        self.save(run);
+        Ok(())
+    }
+
+    async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure> {
+        let mut run = self.runs.lock().unwrap().get(id).cloned();
+        if let Some(run) = run.as_mut() {
+            run.last_seq = self
+                .events
+                .lock()
+                .unwrap()
+                .get(id)
+                .and_then(|e| e.last())
+                .map_or(0, |e| e.seq);
+        }
+        Ok(run)
+    }
+
+    async fn start_run(
+        &self,
+        run: &Run,
+        event: &StreamEvent,
+        domain: DomainEvent,
+    ) -> Result<(), StoreFailure> {
+        self.save(run);
+        self.append(&run.id, std::slice::from_ref(event));
+        self.domain.lock().unwrap().push(domain);
+        Ok(())
+    }
+
+    async fn save_step(
+        &self,
+        run: &Run,
+        _: &Step,
+        event: &StreamEvent,
+    ) -> Result<(), StoreFailure> {
+        self.save(run);
+        self.append(&run.id, std::slice::from_ref(event));
+        Ok(())
+    }
+
+    async fn finish_run(
+        &self,
+        run: &Run,
+        event: &StreamEvent,
+        domain: Option<DomainEvent>,
+    ) -> Result<(), StoreFailure> {
+        self.save(run);
+        self.append(&run.id, std::slice::from_ref(event));
+        self.domain.lock().unwrap().extend(domain);
+        Ok(())
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure> {
+        Ok(self
+            .runs
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|r| !r.status.is_terminal())
+            .map(|r| r.id.clone())
+            .collect())
+    }
+}
+
+#[async_trait]
+impl TenantStore for Memory {
+    async fn load_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreFailure> {
+        Ok(self.tenants.lock().unwrap().get(id).cloned())
+    }
+
+    async fn save_tenant(
+        &self,
+        id: &str,
+        plan: &str,
+        settings: &TenantSettings,
+    ) -> Result<Option<Tenant>, StoreFailure> {
+        let mut tenants = self.tenants.lock().unwrap();
+        Ok(tenants.get_mut(id).map(|t| {
+            t.plan = plan.to_string();
+            t.settings = settings.clone();
+            t.clone()
+        }))
+    }
+}
+
+/// What the scripted provider answers, in order; `Tool` asks for a tool call.
+#[derive(Clone)]
+enum Answer {
+    Text(&'static str),
+    Tool,
+}
+
+struct Scripted {
+    answers: Mutex<VecDeque<Answer>>,
+    /// Answer when the script is spent.
+    otherwise: Answer,
+}
+
+#[async_trait]
+impl LlmProvider for Scripted {
+    fn default_model(&self) -> &str {
+        "scripted"
+    }
+
+    async fn stream_chat(&self, _: ChatRequest) -> Result<ChunkStream, ProviderError> {
+        let answer = self
+            .answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| self.otherwise.clone());
+        let chunks: Vec<Result<ChatChunk, ProviderError>> = match answer {
+            Answer::Text(text) => vec![Ok(ChatChunk::Delta(text.into()))],
+            Answer::Tool => vec![Ok(ChatChunk::ToolCall(ToolCall {
+                id: "call_1".into(),
+                name: "list_files".into(),
+                arguments: "{}".into(),
+            }))],
+        };
+        Ok(Box::pin(futures_util::stream::iter(chunks)))
+    }
+}
+
+struct One(Arc<dyn LlmProvider>);
+
+impl ProviderSet for One {
+    fn get(&self, _: &str) -> Option<Arc<dyn LlmProvider>> {
+        Some(self.0.clone())
+    }
+    fn default_name(&self) -> &str {
+        "scripted"
+    }
+    fn names(&self) -> Vec<String> {
+        vec!["scripted".into()]
+    }
+}
+
+struct NoFiles;
+
+#[async_trait]
+impl FileStore for NoFiles {
+    async fn put(&self, _: &str, _: Vec<u8>) -> Result<(), String> {
+        Ok(())
+    }
+    async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(None)
+    }
+    async fn list(&self, _: &str, _: usize) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+}
+
+#[async_trait]
+impl Workspaces for NoFiles {
+    async fn open(&self, _: &str, _: &str) -> Result<Arc<dyn FileStore>, String> {
+        Ok(Arc::new(NoFiles))
+    }
+}
+
+fn runs_over(memory: Arc<Memory>, answers: Vec<Answer>, otherwise: Answer, slots: u32) -> Runs {
+    let settings = TenantSettings {
+        max_concurrent_runs: slots,
+        ..TenantSettings::default()
+    };
+    memory.tenants.lock().unwrap().insert(
+        "ten_1".into(),
+        Tenant {
+            id: "ten_1".into(),
+            name: "Acme".into(),
+            plan: "free".into(),
+            settings,
+            created_at: String::new(),
+            updated_at: String::new(),
+        },
+    );
+    let arbiters = vec![Arbiter::current()];
+    let tenants = Tenants::new(
+        memory.clone(),
+        arbiters.clone(),
+        Duration::from_secs(60),
+        Default::default(),
+    );
+    let provider = Scripted {
+        answers: Mutex::new(answers.into()),
+        otherwise,
+    };
+    Runs::new(
+        RunDeps {
+            store: memory,
+            hub: EventHub::default(),
+            providers: Arc::new(One(Arc::new(provider))),
+            tenants,
+            settings: RunSettings {
+                max_retries: 0,
+                retry_base: Duration::from_millis(1),
+                idle_timeout: Duration::from_secs(5),
+                start_timeout: Duration::from_secs(5),
+                flush_every: Duration::from_millis(1),
+                flush_batch: 8,
+                store_retry: Duration::from_millis(10),
+                max_step_output: 1 << 20,
+                max_tool_arguments: 1 << 20,
+            },
+            workspaces: Arc::new(NoFiles),
+        },
+        arbiters,
+    )
+}
+
+fn queued(id: &str, max_steps: u32) -> Run {
+    Run {
+        id: id.into(),
+        tenant_id: "ten_1".into(),
+        agent_id: "agt_1".into(),
+        project_id: "proj_1".into(),
+        goal: "do it".into(),
+        input: Value::Null,
+        status: RunStatus::Queued,
+        steps: Vec::new(),
+        output: None,
+        usage: Usage::default(),
+        error: None,
+        artifacts: Vec::new(),
+        created_at: String::new(),
+        started_at: None,
+        finished_at: None,
+        updated_at: String::new(),
+        spec: RunSpec {
+            system_prompt: None,
+            providers: vec!["scripted".into()],
+            model: None,
+            tools: vec!["list_files".into()],
+            max_steps,
+            temperature: None,
+            timeout_secs: 30,
+        },
+        last_seq: 0,
+    }
+}
+
+/// The stored run once `done` holds for it (at most ~5 s).
+async fn until(memory: &Memory, id: &str, done: impl Fn(&Run) -> bool) -> Run {
+    for _ in 0..500 {
+        if let Some(run) = memory.runs.lock().unwrap().get(id).filter(|r| done(r)) {
+            return run.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "run {id} never got there: {:?}",
+        memory.runs.lock().unwrap().get(id)
+    );
+}
+
+#[actix::test]
+async fn a_model_that_keeps_calling_tools_ends_at_the_step_budget() {
+    let memory = Arc::new(Memory::default());
+    let runs = runs_over(memory.clone(), Vec::new(), Answer::Tool, 4);
+    runs.create(&queued("run_1", 3)).await.unwrap();
+    let run = until(&memory, "run_1", |r| r.status.is_terminal()).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.error.unwrap().code, "step_budget_exhausted");
+    assert_eq!(run.steps.len(), 3);
+    assert_eq!(
+        *memory.domain.lock().unwrap(),
+        [DomainEvent::AgentStarted, DomainEvent::AgentFailed]
+    );
+}
+
+#[actix::test]
+async fn a_run_cancelled_while_it_waits_for_a_slot_never_starts() {
+    let memory = Arc::new(Memory::default());
+    let runs = runs_over(memory.clone(), Vec::new(), Answer::Text("done"), 1);
+    // The tenant's one slot is taken.
+    let slot = runs.deps.tenants.admit("ten_1", "run_busy").await;
+    assert!(slot.is_ok());
+    runs.create(&queued("run_waiting", 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    runs.cancel("run_waiting").await.unwrap();
+    let run = until(&memory, "run_waiting", |r| r.status.is_terminal()).await;
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert!(run.started_at.is_none());
+    assert_eq!(memory.kinds("run_waiting"), [RunEvent::CANCELLED]);
+    // Its place in the queue is given back: the next run gets the slot once it is free.
+    runs.deps.tenants.release("ten_1", "run_busy").await;
+    runs.create(&queued("run_next", 1)).await.unwrap();
+    let next = until(&memory, "run_next", |r| r.status.is_terminal()).await;
+    assert_eq!(next.status, RunStatus::Completed);
+}
+
+#[actix::test]
+async fn a_run_left_running_by_a_crash_resumes_after_its_last_finished_step() {
+    let memory = Arc::new(Memory::default());
+    // As a crash left it: running, one step finished, its events stored.
+    let mut run = queued("run_1", 4);
+    run.status = RunStatus::Running;
+    run.started_at = Some("2026-01-01T00:00:00.000Z".into());
+    run.steps.push(Step {
+        index: 0,
+        provider: "scripted".into(),
+        model: "scripted".into(),
+        text: String::new(),
+        tool_calls: vec![ToolCall {
+            id: "call_0".into(),
+            name: "list_files".into(),
+            arguments: "{}".into(),
+        }],
+        tool_results: Vec::new(),
+        usage: Usage::default(),
+        started_at: String::new(),
+        finished_at: String::new(),
+    });
+    memory.save(&run);
+    memory.append(
+        "run_1",
+        &[StreamEvent {
+            seq: 1,
+            kind: RunEvent::STARTED.into(),
+            data: Value::Null,
+            created_at: String::new(),
+        }],
+    );
+    let runs = runs_over(
+        memory.clone(),
+        vec![Answer::Text("the end")],
+        Answer::Text("?"),
+        4,
+    );
+    assert_eq!(runs.recover().await.unwrap(), 1);
+    let done = until(&memory, "run_1", |r| r.status.is_terminal()).await;
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(done.output.as_deref(), Some("the end"));
+    assert_eq!(done.steps.len(), 2, "step 0 was not run again");
+    let kinds = memory.kinds("run_1");
+    assert_eq!(kinds[1], RunEvent::RESUMED, "{kinds:?}");
+    assert_eq!(kinds.last().map(String::as_str), Some(RunEvent::COMPLETED));
+    let seqs: Vec<i64> = memory.events.lock().unwrap()["run_1"]
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "no gap, no repeat"
+    );
+}
