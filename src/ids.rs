@@ -60,10 +60,7 @@ impl IdKind {
     }
 }
 
-/// Now, as RFC 3339 UTC with milliseconds and a `Z` (`2026-01-07T18:00:00.000Z`).
-/// The fixed width makes stored timestamps sort as text.
+/// Now, in the one stored form (`dgidgi_actors::time`: RFC 3339 UTC, milliseconds, `Z`).
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+    dgidgi_actors::time::now()
 }

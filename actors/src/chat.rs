@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::{EventHub, EventLog, ReplyEnd, SessionEvent, StreamEvent};
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest, ProviderSet, Usage};
-use crate::registry::{ActorError, ActorInfo, ActorMeta, Registry};
+use crate::registry::{ActorError, ActorMeta, Registry};
 use crate::run::{RunError, RunSettings};
 use crate::store::{retrying, StoreFailure};
 
@@ -545,19 +545,9 @@ impl Sessions {
         &self.deps.hub
     }
 
-    /// How many session actors are live.
-    pub fn live(&self) -> usize {
-        self.registry.live()
-    }
-
-    /// What operators see of every live session actor.
-    pub fn snapshot(&self) -> Vec<ActorInfo> {
-        self.registry.snapshot()
-    }
-
-    /// Calls `f` with each live actor's metadata, copying nothing.
-    pub fn for_each(&self, f: impl FnMut(&ActorMeta)) {
-        self.registry.for_each(f)
+    /// The live session actors (how many, what operators see of each).
+    pub fn actors(&self) -> &Registry<SessionActor> {
+        &self.registry
     }
 
     /// Stores and queues a user message; the reply streams on the session's log.

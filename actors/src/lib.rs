@@ -18,6 +18,7 @@
 //! - [`webhook`]: the `WebhookActor` that fans the outbox out and delivers, with retries.
 //! - [`tools`]: the built-in workspace tools.
 //! - [`store`]: the persistence traits actors talk through.
+//! - [`time`]: the one timestamp format.
 
 pub mod agent;
 pub mod chat;
@@ -28,6 +29,7 @@ pub mod registry;
 pub mod run;
 pub mod store;
 pub mod tenant;
+pub mod time;
 pub mod tools;
 pub mod webhook;
 

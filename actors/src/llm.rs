@@ -15,12 +15,7 @@ use crate::provider::{
 use crate::run::{RunError, RunSettings};
 use crate::store::retrying;
 
-/// Now, in the fixed-width form the store keeps (`2026-01-07T18:00:00.000Z`).
-pub fn now() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
-}
+pub use crate::time::now;
 
 /// Writes a stream's events: assigns seqs, persists, then publishes. Tokens are batched.
 pub struct EventWriter {

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::{DomainEvent, EventHub, EventLog, RunEvent, StreamEvent};
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest, ProviderSet, ToolCall, Usage};
-use crate::registry::{ActorError, ActorInfo, ActorMeta, Registry};
+use crate::registry::{ActorError, ActorMeta, Registry};
 use crate::store::{retrying, StoreFailure};
 use crate::tenant::Tenants;
 use crate::tools::{self, Artifact, Workspace, Workspaces};
@@ -326,19 +326,9 @@ impl Runs {
         &self.deps.hub
     }
 
-    /// How many run actors are live.
-    pub fn live(&self) -> usize {
-        self.registry.live()
-    }
-
-    /// What operators see of every live run actor.
-    pub fn snapshot(&self) -> Vec<ActorInfo> {
-        self.registry.snapshot()
-    }
-
-    /// Calls `f` with each live actor's metadata, copying nothing.
-    pub fn for_each(&self, f: impl FnMut(&ActorMeta)) {
-        self.registry.for_each(f)
+    /// The live run actors (how many, what operators see of each).
+    pub fn actors(&self) -> &Registry<RunActor> {
+        &self.registry
     }
 
     /// Stores the new run and starts it: it waits for one of its tenant's slots, then runs.

@@ -9,7 +9,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::registry::{ActorError, ActorInfo, ActorMeta, Registry};
+use crate::registry::{ActorError, ActorMeta, Registry};
 use crate::store::{StoreFailure, TenantStore};
 
 /// A tenant: an organisation whose data no other tenant ever sees.
@@ -392,19 +392,9 @@ impl Tenants {
         }
     }
 
-    /// How many tenant actors are live.
-    pub fn live(&self) -> usize {
-        self.registry.live()
-    }
-
-    /// What operators see of every live tenant actor, with the runs waiting for a slot.
-    pub fn snapshot(&self) -> Vec<ActorInfo> {
-        self.registry.snapshot()
-    }
-
-    /// Calls `f` with each live actor's metadata, copying nothing.
-    pub fn for_each(&self, f: impl FnMut(&ActorMeta)) {
-        self.registry.for_each(f)
+    /// The live tenant actors (how many, what operators see of each).
+    pub fn actors(&self) -> &Registry<TenantActor> {
+        &self.registry
     }
 
     /// The tenant's live state.
@@ -560,7 +550,7 @@ mod tests {
                 .max_concurrent_runs,
             9
         );
-        assert_eq!(tenants.live(), 1);
+        assert_eq!(tenants.actors().live(), 1);
     }
 
     #[actix::test]
@@ -590,7 +580,7 @@ mod tests {
         let tenants = tenants_over(Arc::new(MemoryStore::default()), Duration::from_secs(60));
         assert_eq!(tenants.get("ten_nobody").await, Err(TenantError::NotFound));
         actix::clock::sleep(Duration::from_millis(200)).await;
-        assert_eq!(tenants.live(), 0);
+        assert_eq!(tenants.actors().live(), 0);
     }
 
     #[test]

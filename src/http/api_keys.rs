@@ -203,10 +203,7 @@ fn future_time(at: &str, now: &str) -> Result<String, ApiError> {
             "must be an RFC 3339 time, e.g. 2030-01-01T00:00:00Z",
         )
     })?;
-    let stored = parsed
-        .with_timezone(&chrono::Utc)
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string();
+    let stored = dgidgi_actors::time::format(parsed.with_timezone(&chrono::Utc));
     if stored.as_str() <= now {
         return Err(ApiError::invalid("expires_at", "must be in the future"));
     }

@@ -43,11 +43,11 @@ fn refresh_gauges(state: &AppState) {
         metrics::gauge!("dgidgi_actors_live", "kind" => kind).set(live as f64);
         metrics::gauge!("dgidgi_actor_mailbox_depth", "kind" => kind).set(depth as f64);
     };
-    totals("tenant", &|f| state.tenants.for_each(f));
-    totals("session", &|f| state.sessions.for_each(f));
-    totals("run", &|f| state.runs.for_each(f));
+    totals("tenant", &|f| state.tenants.actors().for_each(f));
+    totals("session", &|f| state.sessions.actors().for_each(f));
+    totals("run", &|f| state.runs.actors().for_each(f));
     totals("webhook", &|f| f(&state.webhook_actor));
-    state.runs.for_each(|meta| {
+    state.runs.actors().for_each(|meta| {
         if let Some(i) = RUN_STATES.iter().position(|s| meta.is_in(s)) {
             runs_in[i] += 1;
         }
@@ -117,9 +117,9 @@ pub fn actor_tree(state: &AppState) -> ActorTree {
             })
     }
     let (tenant_actors, runs, sessions) = (
-        state.tenants.snapshot(),
-        state.runs.snapshot(),
-        state.sessions.snapshot(),
+        state.tenants.actors().snapshot(),
+        state.runs.actors().snapshot(),
+        state.sessions.actors().snapshot(),
     );
     let mut totals = BTreeMap::new();
     totals.insert("tenant", tenant_actors.len());

@@ -271,9 +271,7 @@ pub async fn rotate_secret(
     find(&state, &principal, &id).await?;
     let secret = secret(body.and_then(|b| b.0.secret))?;
     let window = std::time::Duration::from_secs(state.config.webhooks.rotation_window_secs);
-    let until = (chrono::Utc::now() + chrono::Duration::from_std(window).unwrap_or_default())
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string();
+    let until = dgidgi_actors::time::later(window);
     state
         .store
         .rotate_secret(

@@ -12,6 +12,7 @@ use sqlx::Row;
 
 use super::{for_actors, json_column, to_json, Error, Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
+use dgidgi_actors::time::{earlier, later};
 
 /// An endpoint as the API shows it (never its secret).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -93,16 +94,6 @@ fn endpoint_from_row(row: &AnyRow) -> Result<Endpoint> {
 }
 
 /// `now` plus `after`, in the stored form.
-fn earlier(before: Duration) -> String {
-    let at = chrono::Utc::now() - chrono::Duration::from_std(before).unwrap_or_default();
-    at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-}
-
-fn later(after: Duration) -> String {
-    let at = chrono::Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
-    at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-}
-
 impl Store {
     pub async fn create_endpoint(&self, new: NewEndpoint) -> Result<Endpoint> {
         let now = now_rfc3339();

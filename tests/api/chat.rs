@@ -436,12 +436,16 @@ async fn an_idle_session_passivates_and_comes_back_with_its_history() {
                 &tenant.key,
             )
             .await;
-        if history.data()[0]["status"] == "complete" && ctx.state.sessions.live() == 0 {
+        if history.data()[0]["status"] == "complete" && ctx.state.sessions.actors().live() == 0 {
             break;
         }
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(ctx.state.sessions.live(), 0, "the idle session left memory");
+    assert_eq!(
+        ctx.state.sessions.actors().live(),
+        0,
+        "the idle session left memory"
+    );
     ctx.llm.push(Script::Text(vec!["About 2 million"]));
     let mut stream = subscribe(&ctx, &tenant.key, &session, Some(0)).await;
     post(&ctx, &tenant.key, &session, "Its population?").await;

@@ -632,7 +632,7 @@ async fn an_idle_chat_session_passivates_for_good() {
     let before = restarts();
     // Each answers, passivates after a second idle, and stays gone: no restart, no reload.
     actix_web::rt::time::sleep(Duration::from_millis(4000)).await;
-    assert_eq!(app.state.sessions.live(), 0);
+    assert_eq!(app.state.sessions.actors().live(), 0);
     assert_eq!(restarts(), before, "passivated sessions were restarted");
     // A later message brings one back and is answered.
     let res = app

@@ -239,7 +239,7 @@ async fn an_idle_tenant_actor_passivates_and_comes_back_with_its_state() {
     assert_eq!(res.status, 200);
     let mut passivated = false;
     for _ in 0..100 {
-        if app.state.tenants.live() == 0 {
+        if app.state.tenants.actors().live() == 0 {
             passivated = true;
             break;
         }
