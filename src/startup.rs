@@ -18,6 +18,7 @@ use dgidgi_actors::run::{RunDeps, Runs};
 use dgidgi_actors::webhook::{WebhookActor, WebhookSender, WebhookSettings, WebhookStore};
 use dgidgi_actors::{ActorMeta, Tenants};
 use tokio::signal::unix::{signal, SignalKind};
+use utoipa_actix_web::AppExt;
 
 use crate::auth::{generate_key, JwtIssuer, KeyType};
 use crate::config::Config;
@@ -200,7 +201,9 @@ impl Application {
             App::new()
                 .app_data(Data::from(shared.clone()))
                 .wrap(from_fn(http::middleware_request_context))
+                .into_utoipa_app()
                 .configure(http::routes)
+                .into_app()
                 .default_service(web::to(http::not_found))
         })
         // Streams are many small writes (tokens): send each at once rather than wait for

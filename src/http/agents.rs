@@ -1,6 +1,7 @@
 //! Agents: create, list, read, change, delete.
 
 use actix_web::web::{Data, Path};
+use actix_web::{delete, get, patch, post};
 use dgidgi_actors::tools::TOOL_NAMES;
 use serde::Deserialize;
 use serde_json::Value;
@@ -62,13 +63,12 @@ pub struct UpdateAgent {
 }
 
 #[utoipa::path(
-    post,
-    path = "/api/v1/agents",
     tag = "agents",
     params(crate::http::openapi::TenantParam),
     request_body = CreateAgent,
     responses((status = 201, body = crate::http::openapi::Envelope<Agent>), crate::http::openapi::Errors)
 )]
+#[post("/agents")]
 pub async fn create_agent(
     acting: Acting<scope::AgentsWrite>,
     state: Data<AppState>,
@@ -110,12 +110,11 @@ pub async fn create_agent(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/agents",
     tag = "agents",
     params(crate::http::openapi::PageParams),
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<Agent>>), crate::http::openapi::Errors)
 )]
+#[get("/agents")]
 pub async fn list_agents(
     acting: Acting<scope::AgentsRead>,
     state: Data<AppState>,
@@ -128,12 +127,11 @@ pub async fn list_agents(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/agents/{id}",
     tag = "agents",
     params(("id" = String, Path, description = "Agent id"), crate::http::openapi::TenantParam),
     responses((status = 200, body = crate::http::openapi::Envelope<Agent>), crate::http::openapi::Errors)
 )]
+#[get("/agents/{id}")]
 pub async fn get_agent(
     acting: Acting<scope::AgentsRead>,
     state: Data<AppState>,
@@ -144,13 +142,12 @@ pub async fn get_agent(
 }
 
 #[utoipa::path(
-    patch,
-    path = "/api/v1/agents/{id}",
     tag = "agents",
     params(("id" = String, Path, description = "Agent id"), crate::http::openapi::TenantParam),
     request_body = UpdateAgent,
     responses((status = 200, body = crate::http::openapi::Envelope<Agent>), crate::http::openapi::Errors)
 )]
+#[patch("/agents/{id}")]
 pub async fn update_agent(
     acting: Acting<scope::AgentsWrite>,
     state: Data<AppState>,
@@ -193,12 +190,11 @@ pub async fn update_agent(
 }
 
 #[utoipa::path(
-    delete,
-    path = "/api/v1/agents/{id}",
     tag = "agents",
     params(("id" = String, Path, description = "Agent id"), crate::http::openapi::TenantParam),
     responses((status = 200, body = crate::http::openapi::Envelope<crate::http::openapi::Deleted>), crate::http::openapi::Errors)
 )]
+#[delete("/agents/{id}")]
 pub async fn delete_agent(
     acting: Acting<scope::AgentsWrite>,
     state: Data<AppState>,

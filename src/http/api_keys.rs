@@ -2,6 +2,7 @@
 //! shown once, listed without their secret, revoked at once.
 
 use actix_web::web::{Data, Path};
+use actix_web::{delete, get, post};
 use serde::Deserialize;
 
 use super::envelope::Reply;
@@ -29,12 +30,11 @@ pub struct CreateKey {
 }
 
 #[utoipa::path(
-    post,
-    path = "/api/v1/api-keys",
     tag = "api-keys",
     request_body = CreateKey,
     responses((status = 201, body = crate::http::openapi::Envelope<CreatedKey>, description = "Created; the secret is shown here only"), crate::http::openapi::Errors)
 )]
+#[post("/api-keys")]
 pub async fn create_key(
     principal: Principal,
     state: Data<AppState>,
@@ -117,12 +117,11 @@ pub async fn create_key(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/api-keys",
     tag = "api-keys",
     params(crate::http::openapi::PageParams),
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<ApiKeyRecord>>), crate::http::openapi::Errors)
 )]
+#[get("/api-keys")]
 pub async fn list_keys(
     principal: Principal,
     state: Data<AppState>,
@@ -142,12 +141,11 @@ pub async fn list_keys(
 }
 
 #[utoipa::path(
-    delete,
-    path = "/api/v1/api-keys/{id}",
     tag = "api-keys",
     params(("id" = String, Path, description = "Key id")),
     responses((status = 200, body = crate::http::openapi::Envelope<ApiKeyRecord>), crate::http::openapi::Errors)
 )]
+#[delete("/api-keys/{id}")]
 pub async fn revoke_key(
     principal: Principal,
     state: Data<AppState>,

@@ -1,5 +1,6 @@
 //! `POST /api/v1/auth/token`: exchanges an API key for a short-lived JWT.
 
+use actix_web::post;
 use actix_web::web::Data;
 use actix_web::HttpRequest;
 use serde::{Deserialize, Serialize};
@@ -28,13 +29,12 @@ pub struct TokenResponse {
 /// The key comes as the Bearer header (any body is then ignored) or in the body
 /// (`{"api_key": ...}`).
 #[utoipa::path(
-    post,
-    path = "/api/v1/auth/token",
     tag = "auth",
     request_body = Option<TokenRequest>,
     responses((status = 200, body = crate::http::openapi::Envelope<TokenResponse>, description = "A JWT for the key (the Bearer header, or the body's api_key)"), (status = 400, body = crate::http::openapi::ErrorEnvelope), (status = 401, body = crate::http::openapi::ErrorEnvelope)),
     security(())
 )]
+#[post("/token")]
 pub async fn issue_token(
     req: HttpRequest,
     payload: actix_web::web::Payload,

@@ -2,6 +2,7 @@
 //! session's actor); the message history; cancel the reply in flight; the SSE stream.
 
 use actix_web::web::{Data, Path};
+use actix_web::{delete, get, post};
 use actix_web::{HttpRequest, HttpResponse};
 use dgidgi_actors::agent;
 use dgidgi_actors::chat::{ChatError, Message, PostMessage, Session};
@@ -29,13 +30,12 @@ pub struct CreateSession {
 }
 
 #[utoipa::path(
-    post,
-    path = "/api/v1/chat/sessions",
     tag = "chat",
     params(crate::http::openapi::TenantParam),
     request_body = CreateSession,
     responses((status = 201, body = crate::http::openapi::Envelope<Session>), crate::http::openapi::Errors)
 )]
+#[post("/chat/sessions")]
 pub async fn create_session(
     acting: Acting<scope::ChatWrite>,
     state: Data<AppState>,
@@ -76,12 +76,11 @@ pub async fn create_session(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/chat/sessions",
     tag = "chat",
     params(crate::http::openapi::PageParams),
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<Session>>), crate::http::openapi::Errors)
 )]
+#[get("/chat/sessions")]
 pub async fn list_sessions(
     acting: Acting<scope::ChatRead>,
     state: Data<AppState>,
@@ -97,12 +96,11 @@ pub async fn list_sessions(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/chat/sessions/{id}",
     tag = "chat",
     params(("id" = String, Path, description = "Session id"), crate::http::openapi::TenantParam),
     responses((status = 200, body = crate::http::openapi::Envelope<Session>), crate::http::openapi::Errors)
 )]
+#[get("/chat/sessions/{id}")]
 pub async fn get_session(
     acting: Acting<scope::ChatRead>,
     state: Data<AppState>,
@@ -113,12 +111,11 @@ pub async fn get_session(
 }
 
 #[utoipa::path(
-    delete,
-    path = "/api/v1/chat/sessions/{id}",
     tag = "chat",
     params(("id" = String, Path, description = "Session id"), crate::http::openapi::TenantParam),
     responses((status = 200, body = crate::http::openapi::Envelope<crate::http::openapi::Deleted>), crate::http::openapi::Errors)
 )]
+#[delete("/chat/sessions/{id}")]
 pub async fn delete_session(
     acting: Acting<scope::ChatWrite>,
     state: Data<AppState>,
@@ -147,13 +144,12 @@ pub struct Posted {
 }
 
 #[utoipa::path(
-    post,
-    path = "/api/v1/chat/sessions/{id}/messages",
     tag = "chat",
     params(("id" = String, Path, description = "Session id"), crate::http::openapi::TenantParam),
     request_body = PostBody,
     responses((status = 202, body = crate::http::openapi::Envelope<Posted>, description = "Stored and queued; the reply streams on the session"), crate::http::openapi::Errors)
 )]
+#[post("/chat/sessions/{id}/messages")]
 pub async fn post_message(
     acting: Acting<scope::ChatWrite>,
     state: Data<AppState>,
@@ -183,12 +179,11 @@ pub async fn post_message(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/chat/sessions/{id}/messages",
     tag = "chat",
     params(("id" = String, Path, description = "Session id"), crate::http::openapi::PageParams),
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<Message>>), crate::http::openapi::Errors)
 )]
+#[get("/chat/sessions/{id}/messages")]
 pub async fn list_messages(
     acting: Acting<scope::ChatRead>,
     state: Data<AppState>,
@@ -206,12 +201,11 @@ pub async fn list_messages(
 }
 
 #[utoipa::path(
-    post,
-    path = "/api/v1/chat/sessions/{id}/cancel",
     tag = "chat",
     params(("id" = String, Path, description = "Session id"), crate::http::openapi::TenantParam),
     responses((status = 200, body = crate::http::openapi::Envelope<Value>, description = "{cancelled, reply_id}"), crate::http::openapi::Errors)
 )]
+#[post("/chat/sessions/{id}/cancel")]
 pub async fn cancel_reply(
     acting: Acting<scope::ChatWrite>,
     state: Data<AppState>,
@@ -226,12 +220,11 @@ pub async fn cancel_reply(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/chat/sessions/{id}/stream",
     tag = "chat",
     params(("id" = String, Path, description = "Session id"), crate::http::openapi::TenantParam, ("access_token" = Option<String>, Query, description = "A JWT (not an API key), for EventSource"), ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
     responses((status = 200, description = "Server-Sent Events of the session: message.created, reply.started, token {reply_id, delta}, reply.completed | reply.failed | reply.cancelled; id: <seq>; ?access_token=<JWT> for EventSource", content_type = "text/event-stream"), crate::http::openapi::Errors)
 )]
+#[get("/chat/sessions/{id}/stream")]
 pub async fn stream_session(
     req: HttpRequest,
     acting: Acting<scope::ChatRead>,

@@ -1,5 +1,6 @@
 //! Liveness and readiness, without credentials.
 
+use actix_web::get;
 use actix_web::web::Data;
 use serde_json::json;
 
@@ -8,12 +9,11 @@ use super::{ApiError, AppState};
 
 /// The process is up and serving.
 #[utoipa::path(
-    get,
-    path = "/healthz",
     tag = "health",
     responses((status = 200, body = crate::http::openapi::Envelope<serde_json::Value>, description = "Alive")),
     security(())
 )]
+#[get("/healthz")]
 pub async fn healthz() -> Reply<serde_json::Value> {
     Reply::ok(json!({ "status": "ok" }))
 }
@@ -21,12 +21,11 @@ pub async fn healthz() -> Reply<serde_json::Value> {
 /// The process can reach its database and write to it (a full disk or a read-only
 /// database is not ready).
 #[utoipa::path(
-    get,
-    path = "/readyz",
     tag = "health",
     responses((status = 200, body = crate::http::openapi::Envelope<serde_json::Value>, description = "Ready (the database takes writes)"), (status = 503, body = crate::http::openapi::ErrorEnvelope, description = "The database does not answer or takes no writes")),
     security(())
 )]
+#[get("/readyz")]
 pub async fn readyz(state: Data<AppState>) -> Result<Reply<serde_json::Value>, ApiError> {
     state
         .store

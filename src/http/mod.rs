@@ -23,12 +23,13 @@ mod webhooks;
 use std::sync::Arc;
 
 use actix_web::middleware::from_fn;
-use actix_web::{web, HttpRequest, HttpResponse, Resource};
+use actix_web::{web, HttpRequest, HttpResponse};
 use dashmap::DashMap;
 use dgidgi_actors::chat::Sessions;
 use dgidgi_actors::provider::ProviderSet;
 use dgidgi_actors::run::Runs;
 use dgidgi_actors::Tenants;
+use utoipa_actix_web::scope;
 
 use crate::auth::{hash_key, parse_key, JwtIssuer, KeyType, Principal};
 use crate::config::{Config, PlanLimits, OPERATOR_PLAN};
@@ -246,171 +247,89 @@ impl AppState {
 /// How long an authenticated key is trusted without reading it again.
 const KEY_CACHE_SECS: u64 = 5;
 
-/// A resource whose other methods get 405 in the seed's envelope.
-fn resource(path: &str) -> Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
-}
-
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
-}
-
-/// Unknown routes: 404 in the seed's envelope.
+/// Unknown routes: 404 in the seed's envelope; a known path with another method: 405.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if openapi::serves(req.path()) {
+        return Err(ApiError::MethodNotAllowed);
+    }
     Err(ApiError::NotFound {
         message: format!("No route for {} {}", req.method(), req.path()),
         details: serde_json::json!({ "path": req.path() }),
     })
 }
 
-/// All routes. `/healthz`, `/readyz` and `/api/v1/auth/*` need no credentials and are not
-/// rate limited; everything else under `/api/v1` does and is.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
-        .service(resource("/ops").route(web::get().to(ops::dashboard)))
-        .service(resource("/docs").route(web::get().to(openapi::docs)))
-        .service(resource("/api/v1/openapi.json").route(web::get().to(openapi::openapi_json)))
+/// Every route, registered once: each handler declares its method and path (its actix
+/// route attribute) and its documentation (`#[utoipa::path]`); registering it here both
+/// serves it and puts it in the OpenAPI document. `/healthz`, `/readyz`, the pages and
+/// `/api/v1/auth/*` need no credentials and are not rate limited; `/metrics` and the rest
+/// of `/api/v1` are authenticated (and POSTs there honour `Idempotency-Key`).
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(openapi::openapi_json)
+        .service(openapi::docs)
+        .service(ops::dashboard)
         .service(
-            web::scope("/metrics")
+            scope("/metrics")
                 .wrap(from_fn(middleware::authenticate))
-                .service(resource("").route(web::get().to(ops::metrics))),
+                .service(ops::metrics),
         )
-        .service(resource("/readyz").route(web::get().to(health::readyz)))
+        .service(scope("/api/v1/auth").service(auth::issue_token))
         .service(
-            web::scope("/api/v1/auth")
-                .service(resource("/token").route(web::post().to(auth::issue_token))),
-        )
-        .service(
-            web::scope("/api/v1")
+            scope("/api/v1")
                 .wrap(from_fn(middleware::idempotency))
                 .wrap(from_fn(middleware::authenticate))
-                .service(
-                    resource("/tenants")
-                        .route(web::get().to(tenants::list_tenants))
-                        .route(web::post().to(tenants::create_tenant)),
-                )
-                .service(resource("/tenants/{id}").route(web::get().to(tenants::get_tenant)))
-                .service(
-                    resource("/tenants/{id}/settings")
-                        .route(web::patch().to(tenants::update_tenant_settings)),
-                )
-                .service(resource("/ops/actors").route(web::get().to(ops::actors)))
-                .service(resource("/ops/actors/stream").route(web::get().to(ops::actors_stream)))
-                .service(resource("/regions").route(web::get().to(regions::list_regions)))
-                .service(
-                    resource("/regions/preferences/{tenant_id}")
-                        .route(web::get().to(regions::get_preferences))
-                        .route(web::patch().to(regions::update_preferences)),
-                )
-                .service(
-                    resource("/regions/storage/{tenant_id}")
-                        .route(web::get().to(regions::get_storage))
-                        .route(web::put().to(regions::put_storage)),
-                )
-                .service(
-                    resource("/regions/storage/{tenant_id}/validate")
-                        .route(web::post().to(regions::validate_storage)),
-                )
-                .service(
-                    resource("/regions/features/{tenant_id}/check/{feature_key}")
-                        .route(web::get().to(regions::check_feature)),
-                )
-                .service(resource("/routing-info").route(web::get().to(regions::routing_info)))
-                .service(
-                    resource("/users")
-                        .route(web::get().to(users::list_users))
-                        .route(web::post().to(users::create_user)),
-                )
-                .service(
-                    resource("/api-keys")
-                        .route(web::get().to(api_keys::list_keys))
-                        .route(web::post().to(api_keys::create_key)),
-                )
-                .service(resource("/api-keys/{id}").route(web::delete().to(api_keys::revoke_key)))
-                .service(
-                    resource("/projects")
-                        .route(web::get().to(projects::list_projects))
-                        .route(web::post().to(projects::create_project)),
-                )
-                .service(
-                    resource("/projects/{id}")
-                        .route(web::get().to(projects::get_project))
-                        .route(web::patch().to(projects::update_project))
-                        .route(web::delete().to(projects::delete_project)),
-                )
-                .service(
-                    resource("/agents")
-                        .route(web::get().to(agents::list_agents))
-                        .route(web::post().to(agents::create_agent)),
-                )
-                .service(
-                    resource("/agents/{id}")
-                        .route(web::get().to(agents::get_agent))
-                        .route(web::patch().to(agents::update_agent))
-                        .route(web::delete().to(agents::delete_agent)),
-                )
-                .service(
-                    resource("/agents/{id}/execute").route(web::post().to(runs::execute_agent)),
-                )
-                .service(resource("/agents/{id}/runs").route(web::get().to(runs::list_runs)))
-                .service(resource("/agents/{id}/runs/{run_id}").route(web::get().to(runs::get_run)))
-                .service(
-                    resource("/agents/{id}/runs/{run_id}/cancel")
-                        .route(web::post().to(runs::cancel_run)),
-                )
-                .service(
-                    resource("/agents/{id}/runs/{run_id}/stream")
-                        .route(web::get().to(runs::stream_run)),
-                )
-                .service(
-                    resource("/chat/sessions")
-                        .route(web::get().to(chat::list_sessions))
-                        .route(web::post().to(chat::create_session)),
-                )
-                .service(
-                    resource("/chat/sessions/{id}")
-                        .route(web::get().to(chat::get_session))
-                        .route(web::delete().to(chat::delete_session)),
-                )
-                .service(
-                    resource("/chat/sessions/{id}/messages")
-                        .route(web::get().to(chat::list_messages))
-                        .route(web::post().to(chat::post_message)),
-                )
-                .service(
-                    resource("/chat/sessions/{id}/cancel")
-                        .route(web::post().to(chat::cancel_reply)),
-                )
-                .service(
-                    resource("/chat/sessions/{id}/stream")
-                        .route(web::get().to(chat::stream_session)),
-                )
-                .service(
-                    resource("/webhooks")
-                        .route(web::get().to(webhooks::list_endpoints))
-                        .route(web::post().to(webhooks::create_endpoint)),
-                )
-                .service(
-                    resource("/webhooks/{id}")
-                        .route(web::get().to(webhooks::get_endpoint))
-                        .route(web::patch().to(webhooks::update_endpoint))
-                        .route(web::delete().to(webhooks::delete_endpoint)),
-                )
-                .service(
-                    resource("/webhooks/{id}/deliveries")
-                        .route(web::get().to(webhooks::list_deliveries)),
-                )
-                .service(
-                    resource("/webhooks/{id}/deliveries/{delivery_id}/redeliver")
-                        .route(web::post().to(webhooks::redeliver)),
-                )
-                .service(
-                    resource("/webhooks/{id}/test").route(web::post().to(webhooks::test_endpoint)),
-                )
-                .service(
-                    resource("/webhooks/{id}/rotate-secret")
-                        .route(web::post().to(webhooks::rotate_secret)),
-                )
+                .service(agents::create_agent)
+                .service(agents::list_agents)
+                .service(agents::get_agent)
+                .service(agents::update_agent)
+                .service(agents::delete_agent)
+                .service(api_keys::create_key)
+                .service(api_keys::list_keys)
+                .service(api_keys::revoke_key)
+                .service(chat::create_session)
+                .service(chat::list_sessions)
+                .service(chat::get_session)
+                .service(chat::delete_session)
+                .service(chat::post_message)
+                .service(chat::list_messages)
+                .service(chat::cancel_reply)
+                .service(chat::stream_session)
+                .service(ops::actors)
+                .service(ops::actors_stream)
+                .service(projects::create_project)
+                .service(projects::list_projects)
+                .service(projects::get_project)
+                .service(projects::update_project)
+                .service(projects::delete_project)
+                .service(regions::list_regions)
+                .service(regions::get_preferences)
+                .service(regions::update_preferences)
+                .service(regions::get_storage)
+                .service(regions::put_storage)
+                .service(regions::validate_storage)
+                .service(regions::check_feature)
+                .service(regions::routing_info)
+                .service(runs::execute_agent)
+                .service(runs::get_run)
+                .service(runs::list_runs)
+                .service(runs::cancel_run)
+                .service(runs::stream_run)
+                .service(tenants::create_tenant)
+                .service(tenants::list_tenants)
+                .service(tenants::get_tenant)
+                .service(tenants::update_tenant_settings)
+                .service(users::create_user)
+                .service(users::list_users)
+                .service(webhooks::create_endpoint)
+                .service(webhooks::list_endpoints)
+                .service(webhooks::get_endpoint)
+                .service(webhooks::update_endpoint)
+                .service(webhooks::delete_endpoint)
+                .service(webhooks::list_deliveries)
+                .service(webhooks::redeliver)
+                .service(webhooks::test_endpoint)
+                .service(webhooks::rotate_secret)
                 .default_service(web::to(not_found)),
         );
 }

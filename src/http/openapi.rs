@@ -1,17 +1,16 @@
 //! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` annotations and
 //! the types they take and return; served at `/api/v1/openapi.json`, read by `/docs`.
 
+use actix_web::get;
 use actix_web::HttpResponse;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, ResponseBuilder, ResponsesBuilder};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_actix_web::AppExt;
 
 use super::envelope::Meta;
-use super::{
-    agents, api_keys, auth, chat, health, ops, projects, regions, runs, tenants, users, webhooks,
-};
 
 /// Every answer: `data` and `meta`.
 #[derive(Serialize, ToSchema)]
@@ -153,26 +152,6 @@ impl Modify for Security {
     ),
     modifiers(&Security),
     security(("bearer" = [])),
-    paths(
-        health::healthz, health::readyz, auth::issue_token,
-        tenants::create_tenant, tenants::list_tenants, tenants::get_tenant, tenants::update_tenant_settings,
-        users::create_user, users::list_users,
-        api_keys::create_key, api_keys::list_keys, api_keys::revoke_key,
-        projects::create_project, projects::list_projects, projects::get_project,
-        projects::update_project, projects::delete_project,
-        agents::create_agent, agents::list_agents, agents::get_agent, agents::update_agent, agents::delete_agent,
-        runs::execute_agent, runs::list_runs, runs::get_run, runs::cancel_run, runs::stream_run,
-        chat::create_session, chat::list_sessions, chat::get_session, chat::delete_session,
-        chat::post_message, chat::list_messages, chat::cancel_reply, chat::stream_session,
-        webhooks::create_endpoint, webhooks::list_endpoints, webhooks::get_endpoint,
-        webhooks::update_endpoint, webhooks::delete_endpoint, webhooks::list_deliveries,
-        webhooks::redeliver, webhooks::test_endpoint, webhooks::rotate_secret,
-        regions::list_regions, regions::get_preferences, regions::update_preferences,
-        regions::get_storage, regions::put_storage, regions::validate_storage,
-        regions::check_feature, regions::routing_info,
-        ops::metrics, ops::actors, ops::actors_stream, ops::dashboard,
-        openapi_json, docs,
-    ),
     components(schemas(ErrorEnvelope, ErrorBody, Deleted, Meta)),
     tags(
         (name = "health"), (name = "auth"), (name = "tenants"), (name = "users"), (name = "api-keys"),
@@ -184,7 +163,13 @@ pub struct ApiDoc;
 
 /// The document, with the 3.1 version marker.
 pub fn document() -> Value {
-    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    let (_, paths) = actix_web::App::new()
+        .into_utoipa_app()
+        .configure(super::routes)
+        .split_for_parts();
+    let mut doc = ApiDoc::openapi();
+    doc.merge(paths);
+    let mut doc = serde_json::to_value(doc).expect("the document serializes");
     with_camel_case_spellings(&mut doc);
     doc
 }
@@ -274,9 +259,31 @@ fn with_camel_case_spellings(doc: &mut Value) {
     }
 }
 
+/// Whether some route serves `path` (with some method): the paths of the document,
+/// which come from the registration itself.
+pub fn serves(path: &str) -> bool {
+    static KNOWN: std::sync::OnceLock<Vec<actix_web::dev::ResourceDef>> =
+        std::sync::OnceLock::new();
+    KNOWN
+        .get_or_init(|| {
+            document()["paths"]
+                .as_object()
+                .map(|paths| {
+                    paths
+                        .keys()
+                        .map(|p| actix_web::dev::ResourceDef::new(p.as_str()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .iter()
+        .any(|def| def.is_match(path))
+}
+
 /// `GET /api/v1/openapi.json`
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "docs", security(()),
+#[utoipa::path(tag = "docs", security(()),
     responses((status = 200, description = "This document", content_type = "application/json")))]
+#[get("/api/v1/openapi.json")]
 pub async fn openapi_json() -> HttpResponse {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let body = DOC.get_or_init(|| {
@@ -288,8 +295,9 @@ pub async fn openapi_json() -> HttpResponse {
 }
 
 /// `GET /docs`: a page that renders the document (no assets from elsewhere).
-#[utoipa::path(get, path = "/docs", tag = "docs", security(()),
+#[utoipa::path(tag = "docs", security(()),
     responses((status = 200, description = "The documentation page", content_type = "text/html")))]
+#[get("/docs")]
 pub async fn docs() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

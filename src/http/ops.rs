@@ -1,6 +1,7 @@
 //! Operators: Prometheus metrics, the live actor tree (and its SSE stream), and the
 //! dashboard page that shows both.
 
+use actix_web::get;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -40,8 +41,8 @@ fn refresh_gauges(state: &AppState) {
             live += 1;
             depth += meta.mailbox_depth();
         });
-        metrics::gauge!("dgidgi_actors_live", "kind" => kind).set(live as f64);
-        metrics::gauge!("dgidgi_actor_mailbox_depth", "kind" => kind).set(depth as f64);
+        ::metrics::gauge!("dgidgi_actors_live", "kind" => kind).set(live as f64);
+        ::metrics::gauge!("dgidgi_actor_mailbox_depth", "kind" => kind).set(depth as f64);
     };
     totals("tenant", &|f| state.tenants.actors().for_each(f));
     totals("session", &|f| state.sessions.actors().for_each(f));
@@ -53,7 +54,7 @@ fn refresh_gauges(state: &AppState) {
         }
     });
     for (run_state, n) in RUN_STATES.iter().zip(runs_in) {
-        metrics::gauge!("dgidgi_runs_live", "state" => *run_state).set(n as f64);
+        ::metrics::gauge!("dgidgi_runs_live", "state" => *run_state).set(n as f64);
     }
 }
 
@@ -65,11 +66,10 @@ pub fn render_metrics(state: &AppState) -> String {
 
 /// `GET /metrics` (operator keys only).
 #[utoipa::path(
-    get,
-    path = "/metrics",
     tag = "ops",
     responses((status = 200, description = "Prometheus text format (operator keys only)", content_type = "text/plain"), crate::http::openapi::Errors)
 )]
+#[get("")]
 pub async fn metrics(
     principal: Principal,
     state: Data<AppState>,
@@ -163,11 +163,10 @@ pub fn actor_tree(state: &AppState) -> ActorTree {
 
 /// `GET /api/v1/ops/actors` (operator keys only).
 #[utoipa::path(
-    get,
-    path = "/api/v1/ops/actors",
     tag = "ops",
     responses((status = 200, body = crate::http::openapi::Envelope<ActorTree>, description = "The live actor tree (operator keys only)"), crate::http::openapi::Errors)
 )]
+#[get("/ops/actors")]
 pub async fn actors(
     principal: Principal,
     state: Data<AppState>,
@@ -205,12 +204,11 @@ fn frame(event: &str, data: &str) -> Bytes {
 /// `EventSource`): `actors` with the whole tree whenever it changes (looked at every
 /// 250 ms), `metrics` with the Prometheus text every 2 s, comments to keep it open.
 #[utoipa::path(
-    get,
-    path = "/api/v1/ops/actors/stream",
     tag = "ops",
     params(("access_token" = Option<String>, Query, description = "A JWT, for EventSource")),
     responses((status = 200, description = "Server-Sent Events: actors (the tree, when it changes), metrics (Prometheus text, every 2 s); operator keys only", content_type = "text/event-stream"), crate::http::openapi::Errors)
 )]
+#[get("/ops/actors/stream")]
 pub async fn actors_stream(
     principal: Principal,
     state: Data<AppState>,
@@ -260,12 +258,11 @@ pub async fn actors_stream(
 /// `GET /ops`: the dashboard (a static page; it asks for the operator key and keeps it
 /// in the page's memory only).
 #[utoipa::path(
-    get,
-    path = "/ops",
     tag = "ops",
     responses((status = 200, description = "The operations dashboard", content_type = "text/html")),
     security(())
 )]
+#[get("/ops")]
 pub async fn dashboard() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")

@@ -1,6 +1,7 @@
 //! Projects, the seed's five routes, scoped to the caller's tenant.
 
 use actix_web::web::{Data, Path};
+use actix_web::{delete, get, patch, post};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -33,13 +34,12 @@ pub struct UpdateProject {
 }
 
 #[utoipa::path(
-    post,
-    path = "/api/v1/projects",
     tag = "projects",
     params(crate::http::openapi::TenantParam),
     request_body = CreateProject,
     responses((status = 201, body = crate::http::openapi::Envelope<Project>), crate::http::openapi::Errors)
 )]
+#[post("/projects")]
 pub async fn create_project(
     acting: Acting<scope::ProjectsWrite>,
     state: Data<AppState>,
@@ -59,12 +59,11 @@ pub async fn create_project(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/projects",
     tag = "projects",
     params(crate::http::openapi::PageParams),
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<Project>>), crate::http::openapi::Errors)
 )]
+#[get("/projects")]
 pub async fn list_projects(
     acting: Acting<scope::ProjectsRead>,
     state: Data<AppState>,
@@ -80,12 +79,11 @@ pub async fn list_projects(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/projects/{id}",
     tag = "projects",
     params(("id" = String, Path, description = "Project id"), crate::http::openapi::TenantParam),
     responses((status = 200, body = crate::http::openapi::Envelope<Project>), crate::http::openapi::Errors)
 )]
+#[get("/projects/{id}")]
 pub async fn get_project(
     acting: Acting<scope::ProjectsRead>,
     state: Data<AppState>,
@@ -99,13 +97,12 @@ pub async fn get_project(
 }
 
 #[utoipa::path(
-    patch,
-    path = "/api/v1/projects/{id}",
     tag = "projects",
     params(("id" = String, Path, description = "Project id"), crate::http::openapi::TenantParam),
     request_body = UpdateProject,
     responses((status = 200, body = crate::http::openapi::Envelope<Project>), crate::http::openapi::Errors)
 )]
+#[patch("/projects/{id}")]
 pub async fn update_project(
     acting: Acting<scope::ProjectsWrite>,
     state: Data<AppState>,
@@ -133,12 +130,11 @@ pub async fn update_project(
 }
 
 #[utoipa::path(
-    delete,
-    path = "/api/v1/projects/{id}",
     tag = "projects",
     params(("id" = String, Path, description = "Project id"), crate::http::openapi::TenantParam),
     responses((status = 200, body = crate::http::openapi::Envelope<crate::http::openapi::Deleted>), crate::http::openapi::Errors)
 )]
+#[delete("/projects/{id}")]
 pub async fn delete_project(
     acting: Acting<scope::ProjectsWrite>,
     state: Data<AppState>,

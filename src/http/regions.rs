@@ -3,6 +3,7 @@
 //! tenant (another id is a 404); an operator key reaches any.
 
 use actix_web::web::{Data, Path};
+use actix_web::{get, patch, post, put};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -53,11 +54,10 @@ pub struct Region {
 
 /// `GET /regions`: the deployment's regions.
 #[utoipa::path(
-    get,
-    path = "/api/v1/regions",
     tag = "regions",
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<Region>>), crate::http::openapi::Errors)
 )]
+#[get("/regions")]
 pub async fn list_regions(
     principal: Principal,
     state: Data<AppState>,
@@ -101,12 +101,11 @@ async fn preferences(state: &AppState, tenant_id: &str) -> Result<Preferences, A
 
 /// `GET /regions/preferences/:tenantId`
 #[utoipa::path(
-    get,
-    path = "/api/v1/regions/preferences/{tenant_id}",
     tag = "regions",
     params(("tenant_id" = String, Path, description = "Tenant id")),
     responses((status = 200, body = crate::http::openapi::Envelope<Preferences>), crate::http::openapi::Errors)
 )]
+#[get("/regions/preferences/{tenant_id}")]
 pub async fn get_preferences(
     principal: Principal,
     state: Data<AppState>,
@@ -131,13 +130,12 @@ pub struct PreferencesPatch {
 /// `PATCH /regions/preferences/:tenantId`: fields left out keep their value; `null` clears
 /// `secondaryRegion` or `dataResidencyRegion`.
 #[utoipa::path(
-    patch,
-    path = "/api/v1/regions/preferences/{tenant_id}",
     tag = "regions",
     params(("tenant_id" = String, Path, description = "Tenant id")),
     request_body = PreferencesPatch,
     responses((status = 200, body = crate::http::openapi::Envelope<Preferences>), crate::http::openapi::Errors)
 )]
+#[patch("/regions/preferences/{tenant_id}")]
 pub async fn update_preferences(
     principal: Principal,
     state: Data<AppState>,
@@ -234,12 +232,11 @@ async fn storage_view(state: &AppState, tenant_id: &str, record: StorageRecord) 
 
 /// `GET /regions/storage/:tenantId`
 #[utoipa::path(
-    get,
-    path = "/api/v1/regions/storage/{tenant_id}",
     tag = "regions",
     params(("tenant_id" = String, Path, description = "Tenant id")),
     responses((status = 200, body = crate::http::openapi::Envelope<StorageView>), crate::http::openapi::Errors)
 )]
+#[get("/regions/storage/{tenant_id}")]
 pub async fn get_storage(
     principal: Principal,
     state: Data<AppState>,
@@ -277,13 +274,12 @@ pub struct StorageSaved {
 /// primary region) or the tenant's bucket. Keys left out keep the stored ones. A bucket is
 /// stored only once it passed validation.
 #[utoipa::path(
-    put,
-    path = "/api/v1/regions/storage/{tenant_id}",
     tag = "regions",
     params(("tenant_id" = String, Path, description = "Tenant id")),
     request_body = StorageBody,
     responses((status = 200, body = crate::http::openapi::Envelope<StorageSaved>, description = "Stored (a bucket only after it passed validation)"), crate::http::openapi::Errors)
 )]
+#[put("/regions/storage/{tenant_id}")]
 pub async fn put_storage(
     principal: Principal,
     state: Data<AppState>,
@@ -516,12 +512,11 @@ pub struct ValidationReport {
 /// `POST /regions/storage/:tenantId/validate`: a round trip to the stored configuration's
 /// storage, each check with its latency. A failed validation is a 200 whose `valid` is false.
 #[utoipa::path(
-    post,
-    path = "/api/v1/regions/storage/{tenant_id}/validate",
     tag = "regions",
     params(("tenant_id" = String, Path, description = "Tenant id")),
     responses((status = 200, body = crate::http::openapi::Envelope<ValidationReport>, description = "The round trip ran; valid says whether every check passed"), crate::http::openapi::Errors)
 )]
+#[post("/regions/storage/{tenant_id}/validate")]
 pub async fn validate_storage(
     principal: Principal,
     state: Data<AppState>,
@@ -551,12 +546,11 @@ pub async fn validate_storage(
 
 /// `GET /regions/features/:tenantId/check/:featureKey`
 #[utoipa::path(
-    get,
-    path = "/api/v1/regions/features/{tenant_id}/check/{feature_key}",
     tag = "regions",
     params(("tenant_id" = String, Path, description = "Tenant id"), ("feature_key" = String, Path, description = "secondaryRegion, byos, dataResidency or compliance.<level>")),
     responses((status = 200, body = crate::http::openapi::Envelope<FeatureCheck>), crate::http::openapi::Errors)
 )]
+#[get("/regions/features/{tenant_id}/check/{feature_key}")]
 pub async fn check_feature(
     principal: Principal,
     state: Data<AppState>,
@@ -581,12 +575,11 @@ pub async fn check_feature(
 
 /// `GET /routing-info`: this node, and where the caller's tenant lives.
 #[utoipa::path(
-    get,
-    path = "/api/v1/routing-info",
     tag = "regions",
     params(crate::http::openapi::TenantParam),
     responses((status = 200, body = crate::http::openapi::Envelope<Value>, description = "{nodeId, nodeRegion, tenantId, primaryRegion, secondaryRegion, servedHere, reason}"), crate::http::openapi::Errors)
 )]
+#[get("/routing-info")]
 pub async fn routing_info(
     principal: Principal,
     state: Data<AppState>,

@@ -1,5 +1,6 @@
 //! Agent runs: execute (optionally waiting for the end), read, list, cancel, stream.
 
+use actix_web::{get, post};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,13 +38,12 @@ pub struct Execute {
 }
 
 #[utoipa::path(
-    post,
-    path = "/api/v1/agents/{id}/execute",
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), crate::http::openapi::ExecuteParams),
     request_body = Execute,
     responses((status = 202, body = crate::http::openapi::Envelope<Run>, description = "Queued (or still going when the wait ran out)"), (status = 200, body = crate::http::openapi::Envelope<Run>, description = "Finished within the wait"), crate::http::openapi::Errors)
 )]
+#[post("/agents/{id}/execute")]
 pub async fn execute_agent(
     acting: Acting<scope::AgentsExecute>,
     state: Data<AppState>,
@@ -126,12 +126,11 @@ pub async fn execute_agent(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/agents/{id}/runs/{run_id}",
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), ("run_id" = String, Path, description = "Run id"), crate::http::openapi::TenantParam),
     responses((status = 200, body = crate::http::openapi::Envelope<Run>), crate::http::openapi::Errors)
 )]
+#[get("/agents/{id}/runs/{run_id}")]
 pub async fn get_run(
     acting: Acting<scope::AgentsRead>,
     state: Data<AppState>,
@@ -142,12 +141,11 @@ pub async fn get_run(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/agents/{id}/runs",
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), crate::http::openapi::PageParams),
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<Run>>), crate::http::openapi::Errors)
 )]
+#[get("/agents/{id}/runs")]
 pub async fn list_runs(
     acting: Acting<scope::AgentsRead>,
     state: Data<AppState>,
@@ -165,12 +163,11 @@ pub async fn list_runs(
 }
 
 #[utoipa::path(
-    post,
-    path = "/api/v1/agents/{id}/runs/{run_id}/cancel",
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), ("run_id" = String, Path, description = "Run id"), crate::http::openapi::TenantParam),
     responses((status = 200, body = crate::http::openapi::Envelope<Run>), crate::http::openapi::Errors)
 )]
+#[post("/agents/{id}/runs/{run_id}/cancel")]
 pub async fn cancel_run(
     acting: Acting<scope::AgentsExecute>,
     state: Data<AppState>,
@@ -195,12 +192,11 @@ pub async fn cancel_run(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/agents/{id}/runs/{run_id}/stream",
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), ("run_id" = String, Path, description = "Run id"), crate::http::openapi::TenantParam, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
     responses((status = 200, description = "Server-Sent Events of the run: run.started, step.started, token {step, delta}, tool.called, tool.result, step.completed, run.resumed, then run.completed | run.failed | run.cancelled; id: <seq>; resume with Last-Event-ID", content_type = "text/event-stream"), (status = 204, description = "The run has finished and Last-Event-ID is at or past its last event: nothing more to send"), crate::http::openapi::Errors)
 )]
+#[get("/agents/{id}/runs/{run_id}/stream")]
 pub async fn stream_run(
     req: HttpRequest,
     acting: Acting<scope::AgentsRead>,

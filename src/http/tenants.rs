@@ -1,5 +1,6 @@
 //! Tenants: operators create and list them; a tenant key sees and configures its own.
 
+use actix_web::{get, patch, post};
 use std::collections::BTreeMap;
 
 use actix_web::web::{Data, Path};
@@ -36,12 +37,11 @@ pub struct CreatedKey {
 }
 
 #[utoipa::path(
-    post,
-    path = "/api/v1/tenants",
     tag = "tenants",
     request_body = CreateTenant,
     responses((status = 201, body = crate::http::openapi::Envelope<CreatedTenant>, description = "Created, with its first API key (shown once); operators only"), crate::http::openapi::Errors)
 )]
+#[post("/tenants")]
 pub async fn create_tenant(
     principal: Principal,
     state: Data<AppState>,
@@ -94,12 +94,11 @@ pub async fn create_tenant(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/tenants",
     tag = "tenants",
     params(crate::http::openapi::PageParams),
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<Tenant>>), crate::http::openapi::Errors)
 )]
+#[get("/tenants")]
 pub async fn list_tenants(
     principal: Principal,
     state: Data<AppState>,
@@ -114,12 +113,11 @@ pub async fn list_tenants(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/tenants/{id}",
     tag = "tenants",
     params(("id" = String, Path, description = "Tenant id")),
     responses((status = 200, body = crate::http::openapi::Envelope<Tenant>), crate::http::openapi::Errors)
 )]
+#[get("/tenants/{id}")]
 pub async fn get_tenant(
     principal: Principal,
     state: Data<AppState>,
@@ -152,13 +150,12 @@ pub struct SettingsBody {
 }
 
 #[utoipa::path(
-    patch,
-    path = "/api/v1/tenants/{id}/settings",
     tag = "tenants",
     params(("id" = String, Path, description = "Tenant id")),
     request_body = SettingsBody,
     responses((status = 200, body = crate::http::openapi::Envelope<Tenant>), crate::http::openapi::Errors)
 )]
+#[patch("/tenants/{id}/settings")]
 pub async fn update_tenant_settings(
     principal: Principal,
     state: Data<AppState>,

@@ -1,6 +1,7 @@
 //! Users of a tenant.
 
 use actix_web::web::Data;
+use actix_web::{get, post};
 use serde::Deserialize;
 
 use super::envelope::Reply;
@@ -22,12 +23,11 @@ pub struct CreateUser {
 }
 
 #[utoipa::path(
-    post,
-    path = "/api/v1/users",
     tag = "users",
     request_body = CreateUser,
     responses((status = 201, body = crate::http::openapi::Envelope<crate::store::User>), crate::http::openapi::Errors)
 )]
+#[post("/users")]
 pub async fn create_user(
     principal: Principal,
     state: Data<AppState>,
@@ -53,12 +53,11 @@ pub async fn create_user(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/users",
     tag = "users",
     params(crate::http::openapi::PageParams),
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::store::User>>), crate::http::openapi::Errors)
 )]
+#[get("/users")]
 pub async fn list_users(
     acting: Acting<scope::UsersRead>,
     state: Data<AppState>,

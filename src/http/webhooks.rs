@@ -3,6 +3,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Path};
+use actix_web::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -48,13 +49,12 @@ async fn owner(
 }
 
 #[utoipa::path(
-    post,
-    path = "/api/v1/webhooks",
     tag = "webhooks",
     params(crate::http::openapi::TenantParam),
     request_body = CreateEndpoint,
     responses((status = 201, body = crate::http::openapi::Envelope<WithSecret>, description = "Created; the secret is shown here only"), crate::http::openapi::Errors)
 )]
+#[post("/webhooks")]
 pub async fn create_endpoint(
     principal: Principal,
     state: Data<AppState>,
@@ -81,12 +81,11 @@ pub async fn create_endpoint(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/webhooks",
     tag = "webhooks",
     params(crate::http::openapi::PageParams),
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::store::Endpoint>>), crate::http::openapi::Errors)
 )]
+#[get("/webhooks")]
 pub async fn list_endpoints(
     principal: Principal,
     state: Data<AppState>,
@@ -102,12 +101,11 @@ pub async fn list_endpoints(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/webhooks/{id}",
     tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id")),
     responses((status = 200, body = crate::http::openapi::Envelope<crate::store::Endpoint>), crate::http::openapi::Errors)
 )]
+#[get("/webhooks/{id}")]
 pub async fn get_endpoint(
     principal: Principal,
     state: Data<AppState>,
@@ -128,13 +126,12 @@ pub struct UpdateEndpoint {
 }
 
 #[utoipa::path(
-    patch,
-    path = "/api/v1/webhooks/{id}",
     tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id")),
     request_body = UpdateEndpoint,
     responses((status = 200, body = crate::http::openapi::Envelope<crate::store::Endpoint>), crate::http::openapi::Errors)
 )]
+#[patch("/webhooks/{id}")]
 pub async fn update_endpoint(
     principal: Principal,
     state: Data<AppState>,
@@ -164,12 +161,11 @@ pub async fn update_endpoint(
 }
 
 #[utoipa::path(
-    delete,
-    path = "/api/v1/webhooks/{id}",
     tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id")),
     responses((status = 200, body = crate::http::openapi::Envelope<crate::http::openapi::Deleted>), crate::http::openapi::Errors)
 )]
+#[delete("/webhooks/{id}")]
 pub async fn delete_endpoint(
     principal: Principal,
     state: Data<AppState>,
@@ -185,12 +181,11 @@ pub async fn delete_endpoint(
 }
 
 #[utoipa::path(
-    get,
-    path = "/api/v1/webhooks/{id}/deliveries",
     tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id"), crate::http::openapi::PageParams),
     responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::store::Delivery>>), crate::http::openapi::Errors)
 )]
+#[get("/webhooks/{id}/deliveries")]
 pub async fn list_deliveries(
     principal: Principal,
     state: Data<AppState>,
@@ -204,12 +199,11 @@ pub async fn list_deliveries(
 }
 
 #[utoipa::path(
-    post,
-    path = "/api/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver",
     tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id"), ("delivery_id" = String, Path, description = "Delivery id")),
     responses((status = 202, body = crate::http::openapi::Envelope<Value>, description = "Queued again under the same webhook-id"), crate::http::openapi::Errors)
 )]
+#[post("/webhooks/{id}/deliveries/{delivery_id}/redeliver")]
 pub async fn redeliver(
     principal: Principal,
     state: Data<AppState>,
@@ -227,12 +221,11 @@ pub async fn redeliver(
 }
 
 #[utoipa::path(
-    post,
-    path = "/api/v1/webhooks/{id}/test",
     tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id")),
     responses((status = 202, body = crate::http::openapi::Envelope<Value>, description = "A webhook.test ping is queued"), crate::http::openapi::Errors)
 )]
+#[post("/webhooks/{id}/test")]
 pub async fn test_endpoint(
     principal: Principal,
     state: Data<AppState>,
@@ -254,13 +247,12 @@ pub struct Rotate {
 }
 
 #[utoipa::path(
-    post,
-    path = "/api/v1/webhooks/{id}/rotate-secret",
     tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id")),
     request_body = Option<Rotate>,
     responses((status = 200, body = crate::http::openapi::Envelope<WithSecret>), crate::http::openapi::Errors)
 )]
+#[post("/webhooks/{id}/rotate-secret")]
 pub async fn rotate_secret(
     principal: Principal,
     state: Data<AppState>,
