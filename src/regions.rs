@@ -122,22 +122,6 @@ pub fn check_feature(
     })
 }
 
-/// Refuses more concurrent runs than `plan` includes, naming the plan that has them.
-pub fn require_run_slots(config: &Config, plan: &str, wanted: u32) -> Result<(), Refusal> {
-    let limit = config.plan(plan).max_concurrent_runs;
-    if wanted <= limit {
-        return Ok(());
-    }
-    let above = match config.lowest_plan(|p| p.max_concurrent_runs >= wanted) {
-        Some(needed) => format!(" (the {needed} plan allows {wanted})"),
-        None => String::new(),
-    };
-    Err(invalid(
-        "max_concurrent_runs",
-        format!("must be at most {limit}, the {plan} plan's limit{above}"),
-    ))
-}
-
 /// Refuses a feature the tenant may not use.
 pub fn require_feature(
     config: &Config,

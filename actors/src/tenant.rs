@@ -116,6 +116,9 @@ impl TenantSettings {
 pub enum TenantError {
     #[error("tenant not found")]
     NotFound,
+    /// A change the tenant's plan does not allow (more concurrent runs than it includes).
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
     #[error("{0}")]
     Store(String),
     #[error("{0}")]
@@ -273,8 +276,14 @@ impl Handler<UpdateTenant> for TenantActor {
             Ok(t) => t,
             Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
         };
-        let settings = current.settings.patched(msg.settings);
         let plan = msg.plan.unwrap_or(current.plan);
+        // The plan caps the runs a tenant may ask for; admission applies the same cap.
+        if let Some(wanted) = msg.settings.max_concurrent_runs {
+            if let Err(e) = self.allows_run_slots(&plan, wanted) {
+                return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
+            }
+        }
+        let settings = current.settings.patched(msg.settings);
         let store = self.store.clone();
         let id = self.id.clone();
         // Atomic: no other message is handled until the write is done and the state updated.
@@ -319,6 +328,28 @@ impl TenantActor {
             }
             _ => 1,
         }
+    }
+
+    /// Refuses more concurrent runs than `plan` includes, naming its limit and a plan that
+    /// allows them.
+    fn allows_run_slots(&self, plan: &str, wanted: u32) -> Result<(), TenantError> {
+        let Some(&limit) = self.plan_caps.get(plan) else {
+            return Ok(());
+        };
+        if wanted <= limit {
+            return Ok(());
+        }
+        let roomier = self
+            .plan_caps
+            .iter()
+            .filter(|(_, cap)| **cap >= wanted)
+            .min_by_key(|(_, cap)| **cap)
+            .map(|(name, _)| format!(" (the {name} plan allows {wanted})"))
+            .unwrap_or_default();
+        Err(TenantError::Invalid {
+            field: "max_concurrent_runs".into(),
+            reason: format!("must be at most {limit}, the {plan} plan's limit{roomier}"),
+        })
     }
 
     /// Starts waiting runs while slots are free.

@@ -184,6 +184,7 @@ impl From<TenantError> for ApiError {
     fn from(e: TenantError) -> Self {
         match e {
             TenantError::NotFound => ApiError::not_found("tenant", ""),
+            TenantError::Invalid { field, reason } => ApiError::invalid(&field, reason),
             TenantError::Store(cause) => ApiError::Internal(cause),
             TenantError::Unavailable(cause) => ApiError::Unavailable(cause),
         }

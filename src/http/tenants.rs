@@ -176,13 +176,6 @@ pub async fn update_tenant_settings(
         Some(plan) => Some(checked_plan(&state, &plan)?),
         None => None,
     };
-    if let Some(wanted) = body.max_concurrent_runs {
-        let current = match &plan {
-            Some(plan) => plan.clone(),
-            None => visible_tenant(&principal, &state, &id).await?.plan,
-        };
-        crate::regions::require_run_slots(&state.config, &current, wanted)?;
-    }
     let settings = TenantSettingsPatch {
         display_name: body
             .display_name
