@@ -13,7 +13,7 @@ use super::{acting_tenant, require, ApiError, AppState};
 use crate::auth::Principal;
 use crate::ids::now_rfc3339;
 use crate::regions::{self, FeatureCheck, Preferences, Refusal};
-use crate::storage::{self, mask, Byos, ByosProvider, StorageMode, StorageRecord, Validation};
+use crate::storage::{self, ByosProvider, ByosRequest, StorageMode, StorageRecord, Validation};
 use crate::store::Placement;
 
 impl From<Refusal> for ApiError {
@@ -335,7 +335,17 @@ pub async fn put_storage(
                     "applies only to storageMode 'platform'",
                 ));
             }
-            let byos = byos_config(&state, &tenant.id, body, stored.byos.as_ref())?;
+            let request = ByosRequest {
+                provider: body.byos_provider,
+                endpoint: body.byos_endpoint,
+                bucket: body.byos_bucket,
+                region: body.byos_region,
+                access_key: body.byos_access_key,
+                secret_key: body.byos_secret_key,
+            };
+            let byos = state
+                .storage
+                .byos_config(&tenant.id, request, stored.byos.as_ref())?;
             StorageRecord {
                 mode: StorageMode::Byos,
                 platform_region: None,
@@ -381,110 +391,6 @@ pub async fn put_storage(
         storage: storage_view(&state, &tenant.id, record).await,
         validation,
     }))
-}
-
-/// The BYOS part of a PUT, checked, with its keys sealed (or the stored ones kept).
-fn byos_config(
-    state: &AppState,
-    tenant_id: &str,
-    body: StorageBody,
-    stored: Option<&Byos>,
-) -> Result<Byos, ApiError> {
-    let provider = body
-        .byos_provider
-        .as_deref()
-        .ok_or_else(|| ApiError::invalid("byosProvider", "is required for storageMode 'byos'"))?;
-    let provider = ByosProvider::parse(provider)
-        .ok_or_else(|| ApiError::invalid("byosProvider", "must be one of: s3, r2, gcs, azure"))?;
-    let bucket = body
-        .byos_bucket
-        .map(|b| b.trim().to_string())
-        .filter(|b| !b.is_empty() && b.len() <= 255 && !b.chars().any(char::is_control))
-        .ok_or_else(|| ApiError::invalid("byosBucket", "is required (1 to 255 characters)"))?;
-    let endpoint = match body.byos_endpoint.map(|e| e.trim().to_string()) {
-        Some(e) if e.is_empty() => None,
-        Some(e) => {
-            storage::check_endpoint(&e, state.config.outbound.allow_private_targets)
-                .map_err(|reason| ApiError::invalid("byosEndpoint", reason))?;
-            Some(e)
-        }
-        None => None,
-    };
-    if provider == ByosProvider::R2 && endpoint.is_none() {
-        return Err(ApiError::invalid(
-            "byosEndpoint",
-            "is required for R2 (https://<account id>.r2.cloudflarestorage.com)",
-        ));
-    }
-    let region = body
-        .byos_region
-        .map(|r| r.trim().to_string())
-        .filter(|r| !r.is_empty());
-    if let Some(r) = &region {
-        if r.len() > 64 || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(ApiError::invalid(
-                "byosRegion",
-                "must be a region name such as us-east-1",
-            ));
-        }
-    }
-    let key = |field: &str, given: Option<String>| -> Result<Option<String>, ApiError> {
-        match given {
-            Some(k) if k.is_empty() || k.len() > 1024 || k.chars().any(char::is_control) => {
-                Err(ApiError::invalid(field, "must be 1 to 1024 characters"))
-            }
-            other => Ok(other),
-        }
-    };
-    let (access, secret) = (
-        key("byosAccessKey", body.byos_access_key)?,
-        key("byosSecretKey", body.byos_secret_key)?,
-    );
-    let (access_key_sealed, secret_key_sealed, access_key_masked) = match (access, secret, stored) {
-        (Some(a), Some(s), _) => (
-            state.storage.seal(tenant_id, &a),
-            state.storage.seal(tenant_id, &s),
-            mask(&a),
-        ),
-        // Stored keys go only where they went before: a new provider, endpoint or bucket
-        // needs them again, or a regions:write key could send them to a server it names.
-        (None, None, Some(stored))
-            if stored.provider != provider
-                || stored.endpoint != endpoint
-                || stored.bucket != bucket =>
-        {
-            return Err(ApiError::invalid(
-                "byosAccessKey",
-                "is required again (with byosSecretKey) when the provider, endpoint or bucket changes",
-            ))
-        }
-        (None, None, Some(stored)) => (
-            stored.access_key_sealed.clone(),
-            stored.secret_key_sealed.clone(),
-            stored.access_key_masked.clone(),
-        ),
-        (Some(_), None, _) | (None, Some(_), _) => {
-            return Err(ApiError::invalid(
-                "byosSecretKey",
-                "byosAccessKey and byosSecretKey are given together",
-            ))
-        }
-        (None, None, None) => {
-            return Err(ApiError::invalid(
-                "byosAccessKey",
-                "is required (with byosSecretKey) the first time a bucket is configured",
-            ))
-        }
-    };
-    Ok(Byos {
-        provider,
-        endpoint,
-        bucket,
-        region,
-        access_key_sealed,
-        secret_key_sealed,
-        access_key_masked,
-    })
 }
 
 async fn run_validation(state: &AppState, tenant_id: &str, record: &StorageRecord) -> Validation {

@@ -25,6 +25,7 @@ pub use validate::{validate, Check, Failure, Validation};
 use crate::config::Config;
 use crate::outbound;
 use crate::regions::Preferences;
+use crate::regions::Refusal;
 use crate::sealing::Sealer;
 use crate::store::{Placement, Store};
 
@@ -53,6 +54,24 @@ impl ByosProvider {
             "azure" => Self::Azure,
             _ => return None,
         })
+    }
+}
+
+/// A bucket as a tenant asks for it (a PUT's byos* fields), not yet checked.
+#[derive(Debug, Default)]
+pub struct ByosRequest {
+    pub provider: Option<String>,
+    pub endpoint: Option<String>,
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> Refusal {
+    Refusal::Invalid {
+        field: field.into(),
+        reason: reason.into(),
     }
 }
 
@@ -135,6 +154,111 @@ impl Storage {
 
     pub fn seal(&self, tenant_id: &str, key: &str) -> String {
         self.sealer.seal_bound(key, &binding(tenant_id))
+    }
+
+    /// A tenant's bucket as asked for, checked, with its keys sealed (or the stored ones
+    /// kept, when the request changes neither provider, endpoint nor bucket).
+    pub fn byos_config(
+        &self,
+        tenant_id: &str,
+        request: ByosRequest,
+        stored: Option<&Byos>,
+    ) -> Result<Byos, Refusal> {
+        let provider = request
+            .provider
+            .as_deref()
+            .ok_or_else(|| invalid("byosProvider", "is required for storageMode 'byos'"))?;
+        let provider = ByosProvider::parse(provider)
+            .ok_or_else(|| invalid("byosProvider", "must be one of: s3, r2, gcs, azure"))?;
+        let bucket = request
+            .bucket
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty() && b.len() <= 255 && !b.chars().any(char::is_control))
+            .ok_or_else(|| invalid("byosBucket", "is required (1 to 255 characters)"))?;
+        let endpoint = match request.endpoint.map(|e| e.trim().to_string()) {
+            Some(e) if e.is_empty() => None,
+            Some(e) => {
+                check_endpoint(&e, self.allow_private)
+                    .map_err(|reason| invalid("byosEndpoint", reason))?;
+                Some(e)
+            }
+            None => None,
+        };
+        if provider == ByosProvider::R2 && endpoint.is_none() {
+            return Err(invalid(
+                "byosEndpoint",
+                "is required for R2 (https://<account id>.r2.cloudflarestorage.com)",
+            ));
+        }
+        let region = request
+            .region
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty());
+        if let Some(r) = &region {
+            if r.len() > 64 || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(invalid(
+                    "byosRegion",
+                    "must be a region name such as us-east-1",
+                ));
+            }
+        }
+        let key = |field: &str, given: Option<String>| -> Result<Option<String>, Refusal> {
+            match given {
+                Some(k) if k.is_empty() || k.len() > 1024 || k.chars().any(char::is_control) => {
+                    Err(invalid(field, "must be 1 to 1024 characters"))
+                }
+                other => Ok(other),
+            }
+        };
+        let (access, secret) = (
+            key("byosAccessKey", request.access_key)?,
+            key("byosSecretKey", request.secret_key)?,
+        );
+        let (access_key_sealed, secret_key_sealed, access_key_masked) = match (access, secret, stored) {
+            (Some(a), Some(s), _) => (
+                self.seal(tenant_id, &a),
+                self.seal(tenant_id, &s),
+                mask(&a),
+            ),
+            // Stored keys go only where they went before: a new provider, endpoint or bucket
+            // needs them again, or a regions:write key could send them to a server it names.
+            (None, None, Some(stored))
+                if stored.provider != provider
+                    || stored.endpoint != endpoint
+                    || stored.bucket != bucket =>
+            {
+                return Err(invalid(
+                    "byosAccessKey",
+                    "is required again (with byosSecretKey) when the provider, endpoint or bucket changes",
+                ))
+            }
+            (None, None, Some(stored)) => (
+                stored.access_key_sealed.clone(),
+                stored.secret_key_sealed.clone(),
+                stored.access_key_masked.clone(),
+            ),
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(invalid(
+                    "byosSecretKey",
+                    "byosAccessKey and byosSecretKey are given together",
+                ))
+            }
+            (None, None, None) => {
+                return Err(invalid(
+                    "byosAccessKey",
+                    "is required (with byosSecretKey) the first time a bucket is configured",
+                ))
+            }
+        };
+        Ok(Byos {
+            provider,
+            endpoint,
+            bucket,
+            region,
+            access_key_sealed,
+            secret_key_sealed,
+            access_key_masked,
+        })
     }
 
     /// Seals every tenant's bucket keys again with the current key where only a previous
