@@ -6,8 +6,12 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use actix::prelude::*;
+
 use super::*;
 use crate::events::DomainEvent;
+use crate::events::RunEvent;
+use crate::provider::ChatRequest;
 use crate::provider::{ChatChunk, ChunkStream, LlmProvider, ProviderError, ToolCall};
 use crate::tenant::{Tenant, TenantSettings};
 use crate::tools::FileStore;

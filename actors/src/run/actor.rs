@@ -1,0 +1,176 @@
+//! The `RunActor`, single writer of one run (it owns the driver task and its
+//! cancellation), and the cheap-clone [`Runs`] handle.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use super::driver::{drive, fail_after_panic};
+use super::{Run, RunDeps};
+use crate::events::EventHub;
+use crate::registry::{ActorError, ActorMeta, Registry};
+use crate::store::StoreFailure;
+
+/// Stop the run: the LLM stream is dropped at once; a queued run never starts.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct CancelRun;
+
+/// The single writer of one run: owns the driver task and its cancellation.
+pub struct RunActor {
+    id: String,
+    deps: Arc<RunDeps>,
+    cancel: CancellationToken,
+    /// The driver has run to its end: the actor only waits to go away. (Its supervisor
+    /// restarts it while a sender still holds its address, a cancel that raced the end,
+    /// say; a restart must neither drive the run again nor spin.)
+    ended: bool,
+    registry: Registry<RunActor>,
+    meta: Arc<ActorMeta>,
+}
+
+impl Actor for RunActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.ended {
+            ctx.run_later(Duration::from_millis(50), |_, ctx| ctx.stop());
+            return;
+        }
+        let (deps, id, cancel, meta) = (
+            self.deps.clone(),
+            self.id.clone(),
+            self.cancel.clone(),
+            self.meta.clone(),
+        );
+        // A panic in the driver fails this run; the arbiter and every other run go on.
+        let span = tracing::info_span!("run", run_id = %id, tenant_id = tracing::field::Empty);
+        let driver = AssertUnwindSafe(tracing::Instrument::instrument(
+            drive(deps.clone(), id.clone(), cancel, meta),
+            span,
+        ))
+        .catch_unwind();
+        let meta = self.meta.clone();
+        ctx.spawn(driver.into_actor(self).map(move |outcome, act, ctx| {
+            if let Err(panic) = outcome {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(run_id = %id, panic = %what, "run driver panicked; the run fails");
+                meta.record_error(&format!("panic: {what}"));
+                actix::spawn(fail_after_panic(deps, id.clone()));
+            }
+            act.ended = true;
+            act.registry.forget(&act.id, &ctx.address());
+            ctx.stop();
+        }));
+    }
+}
+
+impl Supervised for RunActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        if self.ended {
+            return;
+        }
+        tracing::warn!(run_id = %self.id, "run actor restarting; the run reloads from the store");
+        self.meta.restarted();
+        self.cancel = CancellationToken::new();
+    }
+}
+
+impl Handler<CancelRun> for RunActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CancelRun, _: &mut Context<Self>) {
+        self.cancel.cancel();
+    }
+}
+
+/// The handle through which the rest of the program starts and cancels runs.
+#[derive(Clone)]
+pub struct Runs {
+    registry: Registry<RunActor>,
+    pub(super) deps: Arc<RunDeps>,
+}
+
+impl Runs {
+    pub fn new(deps: RunDeps, arbiters: Vec<ArbiterHandle>) -> Self {
+        Self {
+            registry: Registry::new("run", arbiters),
+            deps: Arc::new(deps),
+        }
+    }
+
+    pub fn hub(&self) -> &EventHub {
+        &self.deps.hub
+    }
+
+    /// The live run actors (how many, what operators see of each).
+    pub fn actors(&self) -> &Registry<RunActor> {
+        &self.registry
+    }
+
+    /// Stores the new run and starts it: it waits for one of its tenant's slots, then runs.
+    pub async fn create(&self, run: &Run) -> Result<(), StoreFailure> {
+        self.deps.store.create_run(run).await?;
+        self.start(&run.id);
+        Ok(())
+    }
+
+    /// Starts (or finds) the actor of stored run `id`.
+    pub fn start(&self, id: &str) {
+        self.registry.activate(id, self.make(id));
+    }
+
+    /// Cancels run `id`, starting its actor if needed so that a queued run is cancelled too.
+    pub async fn cancel(&self, id: &str) -> Result<(), ActorError> {
+        self.registry.send(id, self.make(id), CancelRun).await
+    }
+
+    /// Starts every run left unfinished by an earlier process; returns how many.
+    pub async fn recover(&self) -> Result<usize, StoreFailure> {
+        let ids = self.deps.store.unfinished_runs().await?;
+        for id in &ids {
+            self.start(id);
+        }
+        Ok(ids.len())
+    }
+
+    /// Resumes the unfinished runs that have no live actor (one gave up when the store was
+    /// out of reach, or its process died); returns how many.
+    pub async fn reclaim(&self) -> Result<usize, StoreFailure> {
+        let orphans: Vec<String> = self
+            .deps
+            .store
+            .unfinished_runs()
+            .await?
+            .into_iter()
+            .filter(|id| self.registry.meta(id).is_none())
+            .collect();
+        for id in &orphans {
+            self.start(id);
+        }
+        Ok(orphans.len())
+    }
+
+    fn make(
+        &self,
+        id: &str,
+    ) -> impl Fn(&mut Context<RunActor>, Arc<ActorMeta>) -> RunActor + Send + Clone + 'static {
+        let (deps, registry, id) = (self.deps.clone(), self.registry.clone(), id.to_string());
+        move |_, meta| RunActor {
+            id: id.clone(),
+            deps: deps.clone(),
+            cancel: CancellationToken::new(),
+            ended: false,
+            registry: registry.clone(),
+            meta,
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Agent runs: the domain, the `RunActor` that drives one run through its steps, and the
+//! cheap-clone [`Runs`] handle.
+//!
+//! A run is `queued -> running -> completed | failed | cancelled`. Each step is one
+//! streaming LLM call plus the tool calls the model asked for. Every event is persisted
+//! (batched for tokens) before it is published; a step is recorded when it finishes, so a
+//! restarted run resumes after its last finished step.
+//!
+//! - this file: the run domain (status, spec, steps, errors, settings) and the store trait;
+//! - [`actor`]: the `RunActor` (one per live run) and the [`Runs`] handle;
+//! - `driver`: the driver task a run actor runs, its step loop and its ending.
+
+mod actor;
+mod driver;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::events::{DomainEvent, EventHub, EventLog, StreamEvent};
+use crate::provider::{ProviderSet, ToolCall, Usage};
+use crate::store::StoreFailure;
+use crate::tenant::Tenants;
+use crate::tools::{Artifact, Workspaces};
+
+pub use actor::{CancelRun, RunActor, Runs};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    RequiresAction,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::RequiresAction => "requires_action",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Queued,
+            Self::Running,
+            Self::RequiresAction,
+            Self::Completed,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+/// How a run is to be carried out: the agent as it was when the run was created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub system_prompt: Option<String>,
+    /// The provider to use, then the fallbacks in order.
+    pub providers: Vec<String>,
+    pub model: Option<String>,
+    /// Tools offered to the model (empty at autonomy `low`).
+    pub tools: Vec<String>,
+    pub max_steps: u32,
+    pub temperature: Option<f32>,
+    pub timeout_secs: u64,
+}
+
+/// A tool's answer to one call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ToolResult {
+    pub tool_call_id: String,
+    pub name: String,
+    pub output: String,
+    pub is_error: bool,
+}
+
+/// One finished step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Step {
+    pub index: u32,
+    pub provider: String,
+    pub model: String,
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub tool_results: Vec<ToolResult>,
+    pub usage: Usage,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+/// Why a run failed: a stable code and a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunError {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+impl RunError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            details: None,
+        }
+    }
+}
+
+impl From<StoreFailure> for RunError {
+    fn from(e: StoreFailure) -> Self {
+        RunError::new("store_failure", e.message)
+    }
+}
+
+/// An agent run as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Run {
+    pub id: String,
+    pub tenant_id: String,
+    pub agent_id: String,
+    pub project_id: String,
+    pub goal: String,
+    pub input: Value,
+    pub status: RunStatus,
+    pub steps: Vec<Step>,
+    pub output: Option<String>,
+    pub usage: Usage,
+    pub error: Option<RunError>,
+    pub artifacts: Vec<Artifact>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub updated_at: String,
+    #[serde(skip)]
+    pub spec: RunSpec,
+    /// The seq of the run's last stored event.
+    #[serde(skip)]
+    pub last_seq: i64,
+}
+
+/// What the run actor needs from the store.
+#[async_trait]
+pub trait RunStore: EventLog {
+    /// The run with its finished steps and last event seq.
+    /// Stores a new (queued) run.
+    async fn create_run(&self, run: &Run) -> Result<(), StoreFailure>;
+    async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure>;
+    /// Marks the run running, with `event` (`run.started`) and the `agent.started` domain event.
+    /// Stores the run as started, `event` and (in the same transaction) `domain`.
+    async fn start_run(
+        &self,
+        run: &Run,
+        event: &StreamEvent,
+        domain: DomainEvent,
+    ) -> Result<(), StoreFailure>;
+    /// Records a finished step, the run's artifacts and usage so far, and `event`.
+    async fn save_step(
+        &self,
+        run: &Run,
+        step: &Step,
+        event: &StreamEvent,
+    ) -> Result<(), StoreFailure>;
+    /// Records the run's end (status, output, error, usage), `event`, and the domain event.
+    /// Stores the run's end, `event` and (in the same transaction) `domain`, if any.
+    async fn finish_run(
+        &self,
+        run: &Run,
+        event: &StreamEvent,
+        domain: Option<DomainEvent>,
+    ) -> Result<(), StoreFailure>;
+    /// Runs left `queued` or `running` (by a stop or a crash).
+    async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure>;
+}
+
+/// Retry, timeout and batching settings of run execution.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Attempts after the first for retryable provider errors (429, 5xx, timeouts).
+    pub max_retries: u32,
+    /// The first backoff; each retry doubles it.
+    pub retry_base: Duration,
+    /// A stream with no chunk for this long has stalled.
+    pub idle_timeout: Duration,
+    /// The longest wait for a provider to start answering (its client's retries included).
+    pub start_timeout: Duration,
+    /// Tokens are written in batches at most this far apart.
+    pub flush_every: Duration,
+    /// ... or of at most this many events.
+    pub flush_batch: usize,
+    /// How long a write that fails on a database outage is retried before it counts.
+    pub store_retry: Duration,
+    /// The most text one step (or chat reply) may stream, in bytes.
+    pub max_step_output: usize,
+    /// The most arguments one tool call may carry, in bytes.
+    pub max_tool_arguments: usize,
+}
+
+/// What every run actor shares.
+pub struct RunDeps {
+    pub store: Arc<dyn RunStore>,
+    pub hub: EventHub,
+    pub providers: Arc<dyn ProviderSet>,
+    pub tenants: Tenants,
+    pub settings: RunSettings,
+    /// Project files for the tools, through each tenant's storage configuration.
+    pub workspaces: Arc<dyn Workspaces>,
+}
+
+#[cfg(test)]
+mod tests;
