@@ -1,0 +1,129 @@
+//! Chat sessions: the `SessionActor` that answers a session's messages one at a time,
+//! streaming each reply's tokens to every subscriber, and the cheap-clone [`Sessions`]
+//! handle.
+//!
+//! A posted message is stored at once (nothing the user sent is lost) and queued; the
+//! session's single reply task takes messages in order, writes `message.created`,
+//! `reply.started`, the `token`s and one of `reply.completed|failed|cancelled` to the
+//! session's event log, persisting before publishing. The queue is bounded.
+//!
+//! - this file: sessions, messages, the store trait and the errors;
+//! - `actor`: the `SessionActor` (one per active session) and the [`Sessions`] handle;
+//! - `reply`: the reply task that answers a session's messages in order.
+
+mod actor;
+mod reply;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::events::{EventHub, EventLog, StreamEvent};
+use crate::provider::{ProviderSet, Usage};
+use crate::registry::ActorError;
+use crate::run::{RunError, RunSettings};
+use crate::store::StoreFailure;
+
+pub use actor::{CancelReply, PostMessage, SessionActor, Sessions};
+
+/// A chat session as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Session {
+    pub id: String,
+    pub tenant_id: String,
+    pub project_id: String,
+    pub agent_id: Option<String>,
+    pub title: Option<String>,
+    pub system_prompt: Option<String>,
+    pub model: Option<String>,
+    /// The provider replies use, then its fallbacks.
+    pub providers: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A message of a session: the user's, or an assistant reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Message {
+    pub id: String,
+    pub session_id: String,
+    /// `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+    /// `complete`, or for a reply also `streaming`, `cancelled`, `failed`.
+    pub status: String,
+    /// For a user message: the id its reply has (or will have).
+    pub reply_id: Option<String>,
+    /// For a reply: the user message it answers.
+    pub in_reply_to: Option<String>,
+    pub usage: Option<Usage>,
+    pub error: Option<RunError>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// What a session actor needs from the store.
+#[async_trait]
+pub trait ChatStore: EventLog {
+    /// The session, its messages in order, and its last event seq.
+    async fn load_session(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Session, Vec<Message>, i64)>, StoreFailure>;
+    /// The sessions a stopped process left with a reply cut off or a message unanswered.
+    async fn unfinished_sessions(&self) -> Result<Vec<String>, StoreFailure>;
+    /// Stores a user message of tenant `tenant_id` (before it is queued).
+    async fn add_message(&self, tenant_id: &str, message: &Message) -> Result<(), StoreFailure>;
+    /// Stores `event` and, in the same transaction, inserts or updates `message`.
+    async fn save_message(
+        &self,
+        tenant_id: &str,
+        message: &Message,
+        event: &StreamEvent,
+    ) -> Result<(), StoreFailure>;
+}
+
+/// What every session actor shares.
+pub struct ChatDeps {
+    pub store: Arc<dyn ChatStore>,
+    pub hub: EventHub,
+    pub providers: Arc<dyn ProviderSet>,
+    pub settings: RunSettings,
+    /// Messages waiting behind the reply in progress, at most.
+    pub max_queue: usize,
+    /// A session with no reply to make and no message for this long is passivated.
+    pub idle_after: Duration,
+}
+
+/// Why a session message failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChatError {
+    #[error("session not found")]
+    NotFound,
+    #[error("{0} messages are already waiting for a reply")]
+    QueueFull(usize),
+    #[error("{0}")]
+    Store(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreFailure> for ChatError {
+    fn from(e: StoreFailure) -> Self {
+        if e.unavailable {
+            ChatError::Unavailable(e.message)
+        } else {
+            ChatError::Store(e.message)
+        }
+    }
+}
+
+impl From<ActorError> for ChatError {
+    fn from(e: ActorError) -> Self {
+        ChatError::Unavailable(e.to_string())
+    }
+}
