@@ -7,7 +7,7 @@ use dgidgi_actors::StoreFailure;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{for_actors, json_column, to_json, Error, Page, Paged, Result, Store};
+use super::{for_actors, json_column, to_json, write_tx, Error, Page, Paged, Result, Store};
 
 const SESSION_COLUMNS: &str =
     "id, tenant_id, project_id, agent_id, title, system_prompt, model, providers, created_at, updated_at";
@@ -88,25 +88,25 @@ impl Store {
 
     /// Deletes a session with its messages and events.
     pub async fn delete_session(&self, tenant_id: &str, id: &str) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
-        let gone = sqlx::query("DELETE FROM chat_sessions WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if gone == 1 {
-            sqlx::query("DELETE FROM chat_messages WHERE session_id = $1")
+        write_tx!(self, |tx| {
+            let gone = sqlx::query("DELETE FROM chat_sessions WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant_id)
                 .bind(id)
                 .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM stream_events WHERE stream_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(gone == 1)
+                .await?
+                .rows_affected();
+            if gone == 1 {
+                sqlx::query("DELETE FROM chat_messages WHERE session_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM stream_events WHERE stream_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(gone == 1)
+        })
     }
 
     /// A session's messages, newest first.
@@ -214,10 +214,10 @@ impl ChatStore for Store {
 
     async fn add_message(&self, tenant_id: &str, message: &Message) -> Result<(), StoreFailure> {
         let write = async {
-            let mut tx = self.writer.begin().await?;
-            self.upsert_message(&mut tx, tenant_id, message).await?;
-            tx.commit().await?;
-            Ok(())
+            write_tx!(self, |tx| {
+                self.upsert_message(&mut tx, tenant_id, message).await?;
+                Ok(())
+            })
         };
         for_actors(write.await)
     }
@@ -229,12 +229,12 @@ impl ChatStore for Store {
         event: &StreamEvent,
     ) -> Result<(), StoreFailure> {
         let write = async {
-            let mut tx = self.writer.begin().await?;
-            self.upsert_message(&mut tx, tenant_id, message).await?;
-            self.append(&mut tx, &message.session_id, std::slice::from_ref(event))
-                .await?;
-            tx.commit().await?;
-            Ok(())
+            write_tx!(self, |tx| {
+                self.upsert_message(&mut tx, tenant_id, message).await?;
+                self.append(&mut tx, &message.session_id, std::slice::from_ref(event))
+                    .await?;
+                Ok(())
+            })
         };
         for_actors(write.await)
     }

@@ -4,7 +4,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{json_column, to_json, Error, Page, Paged, Result, Store};
+use super::{json_column, to_json, write_tx, Error, Page, Paged, Result, Store};
 
 /// A key about to be stored.
 #[derive(Debug, Clone)]
@@ -97,10 +97,10 @@ pub(super) async fn insert_key(
 
 impl Store {
     pub async fn create_key(&self, key: &NewApiKey) -> Result<ApiKeyRecord> {
-        let mut tx = self.writer.begin().await?;
-        let record = insert_key(&mut tx, key).await?;
-        tx.commit().await?;
-        Ok(record)
+        write_tx!(self, |tx| {
+            let record = insert_key(&mut tx, key).await?;
+            Ok(record)
+        })
     }
 
     /// The key whose hash is `hash`, with its tenant's plan.

@@ -128,6 +128,19 @@ pub(crate) fn for_actors<T>(result: Result<T>) -> Result<T, dgidgi_actors::Store
     result.map_err(Into::into)
 }
 
+/// Runs `$body` in one transaction on the writer (named `$tx` inside it) and commits it
+/// before yielding the body's value; a `?` or `return` inside leaves early and the
+/// transaction rolls back as it drops. The one shape of a write of several statements.
+macro_rules! write_tx {
+    ($store:expr, |$tx:ident| $body:block) => {{
+        let mut $tx = $store.writer.begin().await?;
+        let out = $body;
+        $tx.commit().await?;
+        out
+    }};
+}
+pub(crate) use write_tx;
+
 /// A transaction on the writer.
 pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
@@ -265,16 +278,16 @@ impl Store {
 
     /// Whether the database answers and takes a write, through the writer (`/readyz`).
     pub async fn ping(&self) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO runtime_settings (name, value) VALUES ('readyz', $1) \
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        )
-        .bind(crate::ids::now_rfc3339())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        write_tx!(self, |tx| {
+            sqlx::query(
+                "INSERT INTO runtime_settings (name, value) VALUES ('readyz', $1) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(crate::ids::now_rfc3339())
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
     }
 
     /// Closes the pools, waiting for connections in use to be returned.

@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::outbox::record_event;
-use super::{json_column, to_json, Page, Paged, Result, Store};
+use super::{json_column, to_json, write_tx, Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
 use dgidgi_actors::events::DomainEvent;
 
@@ -67,24 +67,24 @@ impl Store {
             created_at: now.clone(),
             updated_at: now,
         };
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO projects (id, tenant_id, name, description, language, metadata, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&project.id)
-        .bind(&project.tenant_id)
-        .bind(&project.name)
-        .bind(&project.description)
-        .bind(&project.language)
-        .bind(to_json(&project.metadata))
-        .bind(&project.created_at)
-        .bind(&project.updated_at)
-        .execute(&mut *tx)
-        .await?;
-        record_event(&mut tx, tenant_id, DomainEvent::ProjectCreated, &project).await?;
-        tx.commit().await?;
-        Ok(project)
+        write_tx!(self, |tx| {
+            sqlx::query(
+                "INSERT INTO projects (id, tenant_id, name, description, language, metadata, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&project.id)
+            .bind(&project.tenant_id)
+            .bind(&project.name)
+            .bind(&project.description)
+            .bind(&project.language)
+            .bind(to_json(&project.metadata))
+            .bind(&project.created_at)
+            .bind(&project.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            record_event(&mut tx, tenant_id, DomainEvent::ProjectCreated, &project).await?;
+            Ok(project)
+        })
     }
 
     pub async fn get_project(&self, tenant_id: &str, id: &str) -> Result<Option<Project>> {
@@ -116,39 +116,39 @@ impl Store {
              metadata = COALESCE($8, metadata), updated_at = $9 \
              WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
         );
-        let mut tx = self.writer.begin().await?;
-        let row = sqlx::query(&sql)
-            .bind(tenant_id)
-            .bind(id)
-            .bind(patch.name)
-            .bind(patch.description.is_some())
-            .bind(patch.description.flatten())
-            .bind(patch.language.is_some())
-            .bind(patch.language.flatten())
-            .bind(patch.metadata.as_ref().map(to_json))
-            .bind(now_rfc3339())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let project = project_from_row(&row)?;
-        record_event(&mut tx, tenant_id, DomainEvent::ProjectUpdated, &project).await?;
-        tx.commit().await?;
-        Ok(Some(project))
+        write_tx!(self, |tx| {
+            let row = sqlx::query(&sql)
+                .bind(tenant_id)
+                .bind(id)
+                .bind(patch.name)
+                .bind(patch.description.is_some())
+                .bind(patch.description.flatten())
+                .bind(patch.language.is_some())
+                .bind(patch.language.flatten())
+                .bind(patch.metadata.as_ref().map(to_json))
+                .bind(now_rfc3339())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let project = project_from_row(&row)?;
+            record_event(&mut tx, tenant_id, DomainEvent::ProjectUpdated, &project).await?;
+            Ok(Some(project))
+        })
     }
 
     pub async fn delete_project(&self, tenant_id: &str, id: &str) -> Result<Option<Project>> {
         let sql =
             format!("DELETE FROM projects WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}");
-        let mut tx = self.writer.begin().await?;
-        let row = sqlx::query(&sql)
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let project = project_from_row(&row)?;
-        record_event(&mut tx, tenant_id, DomainEvent::ProjectDeleted, &project).await?;
-        tx.commit().await?;
-        Ok(Some(project))
+        write_tx!(self, |tx| {
+            let row = sqlx::query(&sql)
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let project = project_from_row(&row)?;
+            record_event(&mut tx, tenant_id, DomainEvent::ProjectDeleted, &project).await?;
+            Ok(Some(project))
+        })
     }
 }

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::outbox::record_event;
-use super::{for_actors, json_column, to_json, Error, Page, Paged, Result, Store};
+use super::{for_actors, json_column, to_json, write_tx, Error, Page, Paged, Result, Store};
 use crate::ids::now_rfc3339;
 
 const COLUMNS: &str =
@@ -199,13 +199,13 @@ impl RunStore for Store {
         domain: DomainEvent,
     ) -> Result<(), StoreFailure> {
         let write = async {
-            let mut tx = self.writer.begin().await?;
-            self.update_progress(&mut tx, run).await?;
-            self.append(&mut tx, &run.id, std::slice::from_ref(event))
-                .await?;
-            record_event(&mut tx, &run.tenant_id, domain, &domain_payload(run)).await?;
-            tx.commit().await?;
-            Ok(())
+            write_tx!(self, |tx| {
+                self.update_progress(&mut tx, run).await?;
+                self.append(&mut tx, &run.id, std::slice::from_ref(event))
+                    .await?;
+                record_event(&mut tx, &run.tenant_id, domain, &domain_payload(run)).await?;
+                Ok(())
+            })
         };
         for_actors(write.await)
     }
@@ -217,21 +217,21 @@ impl RunStore for Store {
         event: &StreamEvent,
     ) -> Result<(), StoreFailure> {
         let write = async {
-            let mut tx = self.writer.begin().await?;
-            sqlx::query(
-                "INSERT INTO run_steps (run_id, idx, step) VALUES ($1, $2, $3) \
-                 ON CONFLICT (run_id, idx) DO UPDATE SET step = excluded.step",
-            )
-            .bind(&run.id)
-            .bind(i64::from(step.index))
-            .bind(to_json(step))
-            .execute(&mut *tx)
-            .await?;
-            self.update_progress(&mut tx, run).await?;
-            self.append(&mut tx, &run.id, std::slice::from_ref(event))
+            write_tx!(self, |tx| {
+                sqlx::query(
+                    "INSERT INTO run_steps (run_id, idx, step) VALUES ($1, $2, $3) \
+                     ON CONFLICT (run_id, idx) DO UPDATE SET step = excluded.step",
+                )
+                .bind(&run.id)
+                .bind(i64::from(step.index))
+                .bind(to_json(step))
+                .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
-            Ok(())
+                self.update_progress(&mut tx, run).await?;
+                self.append(&mut tx, &run.id, std::slice::from_ref(event))
+                    .await?;
+                Ok(())
+            })
         };
         for_actors(write.await)
     }
@@ -243,15 +243,15 @@ impl RunStore for Store {
         domain: Option<DomainEvent>,
     ) -> Result<(), StoreFailure> {
         let write = async {
-            let mut tx = self.writer.begin().await?;
-            self.update_progress(&mut tx, run).await?;
-            self.append(&mut tx, &run.id, std::slice::from_ref(event))
-                .await?;
-            if let Some(domain) = domain {
-                record_event(&mut tx, &run.tenant_id, domain, &domain_payload(run)).await?;
-            }
-            tx.commit().await?;
-            Ok(())
+            write_tx!(self, |tx| {
+                self.update_progress(&mut tx, run).await?;
+                self.append(&mut tx, &run.id, std::slice::from_ref(event))
+                    .await?;
+                if let Some(domain) = domain {
+                    record_event(&mut tx, &run.tenant_id, domain, &domain_payload(run)).await?;
+                }
+                Ok(())
+            })
         };
         for_actors(write.await)
     }

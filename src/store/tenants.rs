@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::keys::{insert_key, ApiKeyRecord, NewApiKey};
 use super::outbox::record_event;
-use super::{for_actors, json_column, to_json, Error, Page, Paged, Result, Store};
+use super::{for_actors, json_column, to_json, write_tx, Error, Page, Paged, Result, Store};
 use crate::ids::now_rfc3339;
 use dgidgi_actors::events::DomainEvent;
 
@@ -31,24 +31,24 @@ impl Store {
         tenant: &Tenant,
         first_key: &NewApiKey,
     ) -> Result<ApiKeyRecord> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO tenants (id, name, plan, settings, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&tenant.id)
-        .bind(&tenant.name)
-        .bind(&tenant.plan)
-        .bind(to_json(&tenant.settings))
-        .bind(&tenant.created_at)
-        .bind(&tenant.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| Error::from_write(e, "tenant already exists"))?;
-        let key = insert_key(&mut tx, first_key).await?;
-        record_event(&mut tx, &tenant.id, DomainEvent::TenantCreated, tenant).await?;
-        tx.commit().await?;
-        Ok(key)
+        write_tx!(self, |tx| {
+            sqlx::query(
+                "INSERT INTO tenants (id, name, plan, settings, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&tenant.id)
+            .bind(&tenant.name)
+            .bind(&tenant.plan)
+            .bind(to_json(&tenant.settings))
+            .bind(&tenant.created_at)
+            .bind(&tenant.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| Error::from_write(e, "tenant already exists"))?;
+            let key = insert_key(&mut tx, first_key).await?;
+            record_event(&mut tx, &tenant.id, DomainEvent::TenantCreated, tenant).await?;
+            Ok(key)
+        })
     }
 
     pub async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {

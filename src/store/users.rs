@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::outbox::record_event;
-use super::{Error, Page, Paged, Result, Store};
+use super::{write_tx, Error, Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
 use dgidgi_actors::events::DomainEvent;
 
@@ -54,24 +54,26 @@ impl Store {
             created_at: now.clone(),
             updated_at: now,
         };
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO users (id, tenant_id, email, name, role, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&user.id)
-        .bind(&user.tenant_id)
-        .bind(&user.email)
-        .bind(&user.name)
-        .bind(&user.role)
-        .bind(&user.created_at)
-        .bind(&user.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| Error::from_write(e, "a user with this email already exists in the tenant"))?;
-        record_event(&mut tx, tenant_id, DomainEvent::UserCreated, &user).await?;
-        tx.commit().await?;
-        Ok(user)
+        write_tx!(self, |tx| {
+            sqlx::query(
+                "INSERT INTO users (id, tenant_id, email, name, role, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&user.id)
+            .bind(&user.tenant_id)
+            .bind(&user.email)
+            .bind(&user.name)
+            .bind(&user.role)
+            .bind(&user.created_at)
+            .bind(&user.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                Error::from_write(e, "a user with this email already exists in the tenant")
+            })?;
+            record_event(&mut tx, tenant_id, DomainEvent::UserCreated, &user).await?;
+            Ok(user)
+        })
     }
 
     pub async fn list_users(&self, tenant_id: &str, page: &Page) -> Result<Paged<User>> {

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{for_actors, json_column, to_json, Error, Page, Paged, Result, Store};
+use super::{for_actors, json_column, to_json, write_tx, Error, Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
 use dgidgi_actors::time::{earlier, later};
 
@@ -188,23 +188,23 @@ impl Store {
 
     /// Deletes the endpoint (`owner` as for [`Store::save_endpoint`]) and fails what it had pending.
     pub async fn delete_endpoint(&self, id: &str, owner: Option<&str>) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        let deleted = sqlx::query(
-            "DELETE FROM webhook_endpoints WHERE id = $1 AND ($2 = '' OR tenant_id = $2)",
-        )
-        .bind(id)
-        .bind(owner.unwrap_or(""))
-        .execute(&mut *tx)
-        .await?;
-        if deleted.rows_affected() == 0 {
-            return Ok(());
-        }
-        sqlx::query("UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL WHERE endpoint_id = $1 AND status = 'pending'")
+        write_tx!(self, |tx| {
+            let deleted = sqlx::query(
+                "DELETE FROM webhook_endpoints WHERE id = $1 AND ($2 = '' OR tenant_id = $2)",
+            )
             .bind(id)
+            .bind(owner.unwrap_or(""))
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(())
+            if deleted.rows_affected() == 0 {
+                return Ok(());
+            }
+            sqlx::query("UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL WHERE endpoint_id = $1 AND status = 'pending'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        })
     }
 
     /// Every endpoint's sealed secrets: (id, secret, previous secret).
@@ -376,51 +376,51 @@ impl Store {
             return Ok(0);
         };
         let last: String = last.try_get("id")?;
-        let mut tx = self.writer.begin().await?;
-        for event in &events {
-            let (id, tenant, kind, created): (String, String, String, String) = (
-                event.try_get("id")?,
-                event.try_get("tenant_id")?,
-                event.try_get("event_type")?,
-                event.try_get("created_at")?,
-            );
-            // Endpoints of the event's tenant and platform-wide ones, that existed when it happened.
-            let endpoints = sqlx::query(
-                "SELECT id, events FROM webhook_endpoints WHERE enabled = 1 AND (tenant_id = $1 OR tenant_id IS NULL) \
-                 AND created_at <= $2",
-            )
-            .bind(&tenant)
-            .bind(&created)
-            .fetch_all(&mut *tx)
-            .await?;
-            for endpoint in &endpoints {
-                let subscribed: Vec<String> = json_column(endpoint, "events")?;
-                if !subscribed.contains(&kind) {
-                    continue;
-                }
-                let payload: Value = json_column(event, "payload")?;
-                let body =
-                    json!({ "type": kind, "timestamp": created, "data": payload }).to_string();
-                let endpoint_id: String = endpoint.try_get("id")?;
-                self.insert_delivery(
-                    &mut *tx,
-                    &NewDelivery {
-                        endpoint_id: &endpoint_id,
-                        event_id: &id,
-                        event_type: &kind,
-                        body: &body,
-                    },
+        write_tx!(self, |tx| {
+            for event in &events {
+                let (id, tenant, kind, created): (String, String, String, String) = (
+                    event.try_get("id")?,
+                    event.try_get("tenant_id")?,
+                    event.try_get("event_type")?,
+                    event.try_get("created_at")?,
+                );
+                // Endpoints of the event's tenant and platform-wide ones, that existed when it happened.
+                let endpoints = sqlx::query(
+                    "SELECT id, events FROM webhook_endpoints WHERE enabled = 1 AND (tenant_id = $1 OR tenant_id IS NULL) \
+                     AND created_at <= $2",
                 )
+                .bind(&tenant)
+                .bind(&created)
+                .fetch_all(&mut *tx)
                 .await?;
+                for endpoint in &endpoints {
+                    let subscribed: Vec<String> = json_column(endpoint, "events")?;
+                    if !subscribed.contains(&kind) {
+                        continue;
+                    }
+                    let payload: Value = json_column(event, "payload")?;
+                    let body =
+                        json!({ "type": kind, "timestamp": created, "data": payload }).to_string();
+                    let endpoint_id: String = endpoint.try_get("id")?;
+                    self.insert_delivery(
+                        &mut *tx,
+                        &NewDelivery {
+                            endpoint_id: &endpoint_id,
+                            event_id: &id,
+                            event_type: &kind,
+                            body: &body,
+                        },
+                    )
+                    .await?;
+                }
             }
-        }
-        sqlx::query("UPDATE runtime_settings SET value = $2 WHERE name = $1")
-            .bind("webhooks.cursor")
-            .bind(&last)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(events.len())
+            sqlx::query("UPDATE runtime_settings SET value = $2 WHERE name = $1")
+                .bind("webhooks.cursor")
+                .bind(&last)
+                .execute(&mut *tx)
+                .await?;
+            Ok(events.len())
+        })
     }
 }
 
@@ -492,73 +492,73 @@ impl WebhookStore for Store {
                     if next.is_some() { "pending" } else { "failed" },
                 ),
             };
-            let mut tx = self.writer.begin().await?;
-            sqlx::query(
-                "INSERT INTO webhook_attempts (id, delivery_id, attempted_at, status_code, latency_ms, error, next_retry_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(IdKind::Attempt.new_id())
-            .bind(&delivery.id)
-            .bind(&now)
-            .bind(status_code)
-            .bind(latency as i64)
-            .bind(&error)
-            .bind(&next)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, next_attempt_at = $3, \
-                 last_status = $4, last_error = $5, updated_at = $6 WHERE id = $1",
-            )
-            .bind(&delivery.id)
-            .bind(state)
-            .bind(&next)
-            .bind(status_code)
-            .bind(&error)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-            match outcome {
-                Outcome::Delivered { .. } => {
-                    sqlx::query(
-                        "UPDATE webhook_endpoints SET consecutive_failures = 0, failing_since = NULL WHERE id = $1",
-                    )
-                    .bind(&delivery.endpoint_id)
-                    .execute(&mut *tx)
-                    .await?;
+            write_tx!(self, |tx| {
+                sqlx::query(
+                    "INSERT INTO webhook_attempts (id, delivery_id, attempted_at, status_code, latency_ms, error, next_retry_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(IdKind::Attempt.new_id())
+                .bind(&delivery.id)
+                .bind(&now)
+                .bind(status_code)
+                .bind(latency as i64)
+                .bind(&error)
+                .bind(&next)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, next_attempt_at = $3, \
+                     last_status = $4, last_error = $5, updated_at = $6 WHERE id = $1",
+                )
+                .bind(&delivery.id)
+                .bind(state)
+                .bind(&next)
+                .bind(status_code)
+                .bind(&error)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+                match outcome {
+                    Outcome::Delivered { .. } => {
+                        sqlx::query(
+                            "UPDATE webhook_endpoints SET consecutive_failures = 0, failing_since = NULL WHERE id = $1",
+                        )
+                        .bind(&delivery.endpoint_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Outcome::Gone { .. } => {
+                        sqlx::query(
+                            "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = 'the receiver answered 410 Gone', \
+                             updated_at = $2 WHERE id = $1",
+                        )
+                        .bind(&delivery.endpoint_id)
+                        .bind(&now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Outcome::Failed { .. } => {
+                        // Disabled only once the failures have gone on long enough: a burst
+                        // during a short outage fails many attempts within seconds.
+                        let cutoff = earlier(disable.failing_for);
+                        sqlx::query(
+                            "UPDATE webhook_endpoints SET consecutive_failures = consecutive_failures + 1, \
+                             failing_since = COALESCE(failing_since, $3), \
+                             enabled = CASE WHEN consecutive_failures + 1 >= $2 AND COALESCE(failing_since, $3) <= $4 \
+                             THEN 0 ELSE enabled END, \
+                             disabled_reason = CASE WHEN consecutive_failures + 1 >= $2 AND COALESCE(failing_since, $3) <= $4 \
+                             THEN 'consecutive failed attempts for longer than webhooks.disable_after_secs' ELSE disabled_reason END WHERE id = $1",
+                        )
+                        .bind(&delivery.endpoint_id)
+                        .bind(i64::from(disable.failures))
+                        .bind(&now)
+                        .bind(&cutoff)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
-                Outcome::Gone { .. } => {
-                    sqlx::query(
-                        "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = 'the receiver answered 410 Gone', \
-                         updated_at = $2 WHERE id = $1",
-                    )
-                    .bind(&delivery.endpoint_id)
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Outcome::Failed { .. } => {
-                    // Disabled only once the failures have gone on long enough: a burst
-                    // during a short outage fails many attempts within seconds.
-                    let cutoff = earlier(disable.failing_for);
-                    sqlx::query(
-                        "UPDATE webhook_endpoints SET consecutive_failures = consecutive_failures + 1, \
-                         failing_since = COALESCE(failing_since, $3), \
-                         enabled = CASE WHEN consecutive_failures + 1 >= $2 AND COALESCE(failing_since, $3) <= $4 \
-                         THEN 0 ELSE enabled END, \
-                         disabled_reason = CASE WHEN consecutive_failures + 1 >= $2 AND COALESCE(failing_since, $3) <= $4 \
-                         THEN 'consecutive failed attempts for longer than webhooks.disable_after_secs' ELSE disabled_reason END WHERE id = $1",
-                    )
-                    .bind(&delivery.endpoint_id)
-                    .bind(i64::from(disable.failures))
-                    .bind(&now)
-                    .bind(&cutoff)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            tx.commit().await?;
-            Ok(())
+                Ok(())
+            })
         };
         for_actors(write.await)
     }
