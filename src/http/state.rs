@@ -1,0 +1,226 @@
+//! The application's shared state (`AppState`: configuration, store, actor handles,
+//! providers, secrets, limits) and the authenticator every authenticated request goes
+//! through: API key or JWT, checked against a live key of its kind, cached briefly.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use dgidgi_actors::chat::Sessions;
+use dgidgi_actors::provider::ProviderSet;
+use dgidgi_actors::run::Runs;
+use dgidgi_actors::Tenants;
+
+use super::{unix_now, ApiError};
+use crate::auth::{hash_key, parse_key, JwtIssuer, KeyType, Principal};
+use crate::config::{Config, PlanLimits, OPERATOR_PLAN};
+use crate::ids::now_rfc3339;
+use crate::ratelimit::RateLimiter;
+use crate::store::{KeyWithPlan, Store};
+
+/// What every handler may use; one per process, shared by all workers.
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub tenants: Tenants,
+    pub runs: Runs,
+    pub sessions: Sessions,
+    pub providers: Arc<dyn ProviderSet>,
+    pub jwt: JwtIssuer,
+    /// Seals and opens stored secrets (webhook secrets).
+    pub sealer: crate::sealing::Sealer,
+    pub storage: crate::storage::Storage,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub webhook_actor: std::sync::Arc<dgidgi_actors::ActorMeta>,
+    pub limiter: RateLimiter,
+    /// Cancelled when the server begins to stop: open event streams end, so that the
+    /// graceful stop does not wait on connections that never finish by themselves.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// When each key's `last_used_at` was last written (Unix seconds), so that it is
+    /// written at most once a minute per key rather than on every request.
+    key_touched: DashMap<String, u64>,
+    /// Keys read in the last [`KEY_CACHE_SECS`], by `h:<hash>` or `i:<id>`: most requests
+    /// authenticate without a query. Revocations and plan changes on this node clear them
+    /// at once; another node sees them within the cache's age.
+    key_cache: DashMap<String, (KeyWithPlan, u64)>,
+    /// Event streams open now, by `k:<key id>` and `t:<tenant id>` (see `sse::StreamSlot`).
+    pub open_streams: Arc<DashMap<String, usize>>,
+}
+
+/// How often `last_used_at` is written for one key.
+const TOUCH_EVERY_SECS: u64 = 60;
+
+/// What the application is built from; [`AppState::new`] adds the per-process parts.
+pub struct Services {
+    pub config: Config,
+    pub store: Store,
+    pub tenants: Tenants,
+    pub runs: Runs,
+    pub sessions: Sessions,
+    pub providers: Arc<dyn ProviderSet>,
+    pub jwt: JwtIssuer,
+    pub sealer: crate::sealing::Sealer,
+    pub storage: crate::storage::Storage,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub webhook_actor: std::sync::Arc<dgidgi_actors::ActorMeta>,
+}
+
+impl AppState {
+    pub fn new(services: Services) -> Arc<Self> {
+        let Services {
+            config,
+            store,
+            tenants,
+            runs,
+            sessions,
+            providers,
+            jwt,
+            sealer,
+            storage,
+            metrics,
+            webhook_actor,
+        } = services;
+        let limiter = RateLimiter::new(config.rate_limit.window_secs);
+        Arc::new(Self {
+            config,
+            store,
+            tenants,
+            runs,
+            sessions,
+            providers,
+            jwt,
+            sealer,
+            storage,
+            metrics,
+            webhook_actor,
+            limiter,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            key_touched: DashMap::new(),
+            key_cache: DashMap::new(),
+            open_streams: Arc::new(DashMap::new()),
+        })
+    }
+
+    /// The rate limits of `plan`.
+    pub fn limits_for(&self, plan: &str) -> PlanLimits {
+        self.config.plan(plan).rate_limit
+    }
+
+    /// The principal of an `Authorization: Bearer <API key | JWT>` header.
+    pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, ApiError> {
+        let unauthorized = |why: &str| ApiError::Unauthorized(why.to_string());
+        let header = header.ok_or_else(|| unauthorized("Missing Authorization header"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("Authorization must be 'Bearer <API key or token>'"))?;
+        let (found, scopes) = if token.starts_with("chy_") {
+            parse_key(token).ok_or_else(|| unauthorized("Invalid API key"))?;
+            let hash = hash_key(token);
+            let found = self
+                .cached_key(format!("h:{hash}"), self.store.key_by_hash(&hash))
+                .await?;
+            let found = found.ok_or_else(|| unauthorized("Invalid API key"))?;
+            let scopes = found.key.scopes.clone();
+            (found, scopes)
+        } else {
+            let claims = self
+                .jwt
+                .verify(token)
+                .ok_or_else(|| unauthorized("Invalid or expired token"))?;
+            let found = self
+                .cached_key(
+                    format!("i:{}", claims.sub),
+                    self.store.key_by_id(&claims.sub),
+                )
+                .await?;
+            // The token must name a live key of its kind: a tenant token a key of that
+            // tenant, an operator token an operator key; and it carries no scope its key
+            // does not hold.
+            let found = found
+                .filter(|k| k.key.tenant_id == claims.tid)
+                .filter(|k| (k.key.key_type == KeyType::Operator.as_str()) == claims.tid.is_none())
+                .ok_or_else(|| unauthorized("Invalid or expired token"))?;
+            let scopes = claims
+                .scp
+                .into_iter()
+                .filter(|s| found.key.scopes.contains(s))
+                .collect();
+            (found, scopes)
+        };
+        self.check_usable(&found)?;
+        self.touch(&found.key.id);
+        Ok(Principal {
+            key_id: found.key.id,
+            tenant_id: found.key.tenant_id,
+            key_type: found.key.key_type,
+            scopes,
+            plan: found.plan.unwrap_or_else(|| OPERATOR_PLAN.to_string()),
+        })
+    }
+
+    /// The key under `cache_key` if read less than [`KEY_CACHE_SECS`] ago, else `load`ed
+    /// (and kept when found).
+    async fn cached_key(
+        &self,
+        cache_key: String,
+        load: impl std::future::Future<Output = crate::store::Result<Option<KeyWithPlan>>>,
+    ) -> Result<Option<KeyWithPlan>, ApiError> {
+        let now = unix_now();
+        if let Some(hit) = self.key_cache.get(&cache_key) {
+            if now < hit.1 + KEY_CACHE_SECS {
+                return Ok(Some(hit.0.clone()));
+            }
+        }
+        let found = load.await?;
+        if let Some(key) = &found {
+            if self.key_cache.len() > 100_000 {
+                self.key_cache.clear();
+            }
+            self.key_cache.insert(cache_key, (key.clone(), now));
+        }
+        Ok(found)
+    }
+
+    /// Drops cached keys that `stale` matches (after a revocation or a plan change).
+    pub fn forget_keys(&self, stale: impl Fn(&KeyWithPlan) -> bool) {
+        self.key_cache.retain(|_, (key, _)| !stale(key));
+    }
+
+    /// Refuses revoked and expired keys.
+    pub fn check_usable(&self, found: &KeyWithPlan) -> Result<(), ApiError> {
+        if found.key.revoked_at.is_some() {
+            return Err(ApiError::Unauthorized("API key has been revoked".into()));
+        }
+        if found
+            .key
+            .expires_at
+            .as_deref()
+            .is_some_and(|at| at <= now_rfc3339().as_str())
+        {
+            return Err(ApiError::Unauthorized("API key has expired".into()));
+        }
+        Ok(())
+    }
+
+    fn touch(&self, key_id: &str) {
+        let now = unix_now();
+        let due = match self.key_touched.get(key_id) {
+            Some(last) => now >= *last + TOUCH_EVERY_SECS,
+            None => true,
+        };
+        if due {
+            self.key_touched.insert(key_id.to_string(), now);
+            let (store, key_id) = (self.store.clone(), key_id.to_string());
+            actix_web::rt::spawn(async move {
+                if let Err(e) = store.touch_key(&key_id, &now_rfc3339()).await {
+                    tracing::warn!(error = %e, "last_used_at not written");
+                }
+            });
+        }
+    }
+}
+
+/// How long an authenticated key is trusted without reading it again.
+const KEY_CACHE_SECS: u64 = 5;
