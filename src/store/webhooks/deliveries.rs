@@ -1,4 +1,5 @@
-//! Webhook endpoints, deliveries and attempts, and the outbox fan-out.
+//! Webhook deliveries and their attempts, the outbox fan-out that creates them, and the
+//! store the `WebhookActor` delivers through.
 
 use std::time::Duration;
 
@@ -7,29 +8,12 @@ use dgidgi_actors::webhook::{Disable, DueDelivery, Outcome, WebhookStore};
 use dgidgi_actors::StoreFailure;
 use serde::Serialize;
 use serde_json::{json, Value};
-use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{for_actors, json_column, to_json, write_tx, Error, Page, Paged, Result, Store};
+use super::endpoints::Endpoint;
 use crate::ids::{now_rfc3339, IdKind};
+use crate::store::{for_actors, json_column, write_tx, Error, Page, Paged, Result, Store};
 use dgidgi_actors::time::{earlier, later};
-
-/// An endpoint as the API shows it (never its secret).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Endpoint {
-    pub id: String,
-    /// `None`: platform-wide (every tenant's events).
-    pub tenant_id: Option<String>,
-    pub url: String,
-    pub events: Vec<String>,
-    pub description: Option<String>,
-    pub enabled: bool,
-    pub disabled_reason: Option<String>,
-    pub secret_hint: String,
-    pub consecutive_failures: i64,
-    pub created_at: String,
-    pub updated_at: String,
-}
 
 /// A delivery to queue (due now).
 struct NewDelivery<'a> {
@@ -37,16 +21,6 @@ struct NewDelivery<'a> {
     event_id: &'a str,
     event_type: &'a str,
     body: &'a str,
-}
-
-/// An endpoint to store, its secret already sealed.
-pub struct NewEndpoint {
-    pub tenant_id: Option<String>,
-    pub url: String,
-    pub events: Vec<String>,
-    pub description: Option<String>,
-    pub sealed_secret: String,
-    pub secret_hint: String,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -73,196 +47,7 @@ pub struct Delivery {
     pub created_at: String,
 }
 
-const ENDPOINT_COLUMNS: &str =
-    "id, tenant_id, url, events, description, secret_hint, enabled, disabled_reason, \
-                                consecutive_failures, created_at, updated_at";
-
-fn endpoint_from_row(row: &AnyRow) -> Result<Endpoint> {
-    Ok(Endpoint {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        url: row.try_get("url")?,
-        events: json_column(row, "events")?,
-        description: row.try_get("description")?,
-        enabled: row.try_get::<i64, _>("enabled")? == 1,
-        disabled_reason: row.try_get("disabled_reason")?,
-        secret_hint: row.try_get("secret_hint")?,
-        consecutive_failures: row.try_get("consecutive_failures")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-/// `now` plus `after`, in the stored form.
 impl Store {
-    pub async fn create_endpoint(&self, new: NewEndpoint) -> Result<Endpoint> {
-        let now = now_rfc3339();
-        let endpoint = Endpoint {
-            id: IdKind::Webhook.new_id(),
-            tenant_id: new.tenant_id,
-            url: new.url,
-            events: new.events,
-            description: new.description,
-            enabled: true,
-            disabled_reason: None,
-            secret_hint: new.secret_hint,
-            consecutive_failures: 0,
-            created_at: now.clone(),
-            updated_at: now,
-        };
-        sqlx::query(
-            "INSERT INTO webhook_endpoints (id, tenant_id, url, events, description, secret, secret_hint, enabled, \
-             consecutive_failures, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 0, $8, $9)",
-        )
-        .bind(&endpoint.id)
-        .bind(&endpoint.tenant_id)
-        .bind(&endpoint.url)
-        .bind(to_json(&endpoint.events))
-        .bind(&endpoint.description)
-        .bind(&new.sealed_secret)
-        .bind(&endpoint.secret_hint)
-        .bind(&endpoint.created_at)
-        .bind(&endpoint.updated_at)
-        .execute(&self.writer)
-        .await?;
-        Ok(endpoint)
-    }
-
-    /// Endpoint `id`, if `owner` may see it (`None`: an operator, who sees all).
-    pub async fn get_endpoint(&self, id: &str, owner: Option<&str>) -> Result<Option<Endpoint>> {
-        let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1 AND ($2 = '' OR tenant_id = $2)");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .bind(owner.unwrap_or(""))
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(endpoint_from_row).transpose()
-    }
-
-    /// A tenant's endpoints, or the platform-wide ones (`tenant_id` `None`).
-    pub async fn list_endpoints(
-        &self,
-        tenant_id: Option<&str>,
-        page: &Page,
-    ) -> Result<Paged<Endpoint>> {
-        let sql = format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE (tenant_id = $1 OR ($1 = '' AND tenant_id IS NULL)) \
-             AND id < $2 ORDER BY id DESC LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(tenant_id.unwrap_or(""))
-            .bind(page.before())
-            .bind(page.fetch())
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows
-            .iter()
-            .map(endpoint_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(page.paged(items, |e| &e.id))
-    }
-
-    /// Stores an endpoint's changed url, events, description and enabled flag
-    /// (enabling again clears the failure count and reason).
-    /// Saves the endpoint's settings; `owner` (the caller's tenant, `None` for an operator)
-    /// must own it, like every write of a tenant's row.
-    pub async fn save_endpoint(&self, endpoint: &Endpoint, owner: Option<&str>) -> Result<()> {
-        sqlx::query(
-            "UPDATE webhook_endpoints SET url = $2, events = $3, description = $4, enabled = $5, \
-             disabled_reason = CASE WHEN $5 = 1 THEN NULL ELSE disabled_reason END, \
-             consecutive_failures = CASE WHEN $5 = 1 AND enabled = 0 THEN 0 ELSE consecutive_failures END, \
-             failing_since = CASE WHEN $5 = 1 AND enabled = 0 THEN NULL ELSE failing_since END, \
-             updated_at = $6 WHERE id = $1 AND ($7 = '' OR tenant_id = $7)",
-        )
-        .bind(&endpoint.id)
-        .bind(&endpoint.url)
-        .bind(to_json(&endpoint.events))
-        .bind(&endpoint.description)
-        .bind(i64::from(endpoint.enabled))
-        .bind(now_rfc3339())
-        .bind(owner.unwrap_or(""))
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    /// Deletes the endpoint (`owner` as for [`Store::save_endpoint`]) and fails what it had pending.
-    pub async fn delete_endpoint(&self, id: &str, owner: Option<&str>) -> Result<()> {
-        write_tx!(self, |tx| {
-            let deleted = sqlx::query(
-                "DELETE FROM webhook_endpoints WHERE id = $1 AND ($2 = '' OR tenant_id = $2)",
-            )
-            .bind(id)
-            .bind(owner.unwrap_or(""))
-            .execute(&mut *tx)
-            .await?;
-            if deleted.rows_affected() == 0 {
-                return Ok(());
-            }
-            sqlx::query("UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL WHERE endpoint_id = $1 AND status = 'pending'")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            Ok(())
-        })
-    }
-
-    /// Every endpoint's sealed secrets: (id, secret, previous secret).
-    pub async fn webhook_secrets(&self) -> Result<Vec<(String, String, Option<String>)>> {
-        let rows = sqlx::query("SELECT id, secret, previous_secret FROM webhook_endpoints")
-            .fetch_all(&self.writer)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("id")?,
-                    r.try_get("secret")?,
-                    r.try_get("previous_secret")?,
-                ))
-            })
-            .collect()
-    }
-
-    /// Replaces an endpoint's sealed secrets (after they were sealed again).
-    pub async fn set_webhook_secrets(
-        &self,
-        id: &str,
-        secret: &str,
-        previous: Option<&str>,
-    ) -> Result<()> {
-        sqlx::query("UPDATE webhook_endpoints SET secret = $2, previous_secret = $3 WHERE id = $1")
-            .bind(id)
-            .bind(secret)
-            .bind(previous)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
-    /// A new secret; the previous one keeps signing until `previous_until`.
-    pub async fn rotate_secret(
-        &self,
-        id: &str,
-        owner: Option<&str>,
-        sealed: &str,
-        hint: &str,
-        previous_until: &str,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = $4, secret = $2, \
-             secret_hint = $3, updated_at = $5 WHERE id = $1 AND ($6 = '' OR tenant_id = $6)",
-        )
-        .bind(id)
-        .bind(sealed)
-        .bind(hint)
-        .bind(previous_until)
-        .bind(now_rfc3339())
-        .bind(owner.unwrap_or(""))
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
     /// Queues a `webhook.test` event for the endpoint; returns the delivery id.
     pub async fn queue_test_delivery(&self, endpoint: &Endpoint) -> Result<String> {
         let event_id = format!("test_{}", IdKind::Event.new_id());
