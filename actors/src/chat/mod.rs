@@ -127,3 +127,6 @@ impl From<ActorError> for ChatError {
         ChatError::Unavailable(e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests;
