@@ -458,3 +458,22 @@ impl TestApp {
         }
     }
 }
+
+/// Polls `check` every 20 ms until it holds, for at most `limit`; whether it came to hold.
+/// For "it happens" checks, instead of a fixed sleep that is either too long or too short.
+pub async fn eventually<F, Fut>(limit: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
