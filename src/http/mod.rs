@@ -17,6 +17,7 @@ mod regions;
 mod runs;
 pub mod sse;
 mod state;
+mod storage;
 mod tenants;
 mod users;
 mod webhooks;
@@ -89,9 +90,9 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
                 .service(regions::list_regions)
                 .service(regions::get_preferences)
                 .service(regions::update_preferences)
-                .service(regions::get_storage)
-                .service(regions::put_storage)
-                .service(regions::validate_storage)
+                .service(storage::get_storage)
+                .service(storage::put_storage)
+                .service(storage::validate_storage)
                 .service(regions::check_feature)
                 .service(regions::routing_info)
                 .service(runs::execute_agent)
