@@ -233,5 +233,23 @@ pub struct RunDeps {
     pub workspaces: Arc<dyn Workspaces>,
 }
 
+/// Settings for tests: no provider retries, short waits, small batches.
+#[cfg(test)]
+impl RunSettings {
+    pub(crate) fn quick() -> Self {
+        Self {
+            max_retries: 0,
+            retry_base: Duration::from_millis(1),
+            idle_timeout: Duration::from_secs(5),
+            start_timeout: Duration::from_secs(5),
+            flush_every: Duration::from_millis(1),
+            flush_batch: 8,
+            store_retry: Duration::from_millis(10),
+            max_step_output: 1 << 20,
+            max_tool_arguments: 1 << 20,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
