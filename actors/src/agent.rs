@@ -9,7 +9,6 @@ use crate::tenant::TenantSettings;
 
 /// How far an agent may go on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Autonomy {
     /// One step, no tools.
@@ -48,7 +47,6 @@ impl Autonomy {
 
 /// How an agent behaves; camelCase both ways, as the SDK sends it.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentConfig {
     pub autonomy_level: Autonomy,
@@ -61,7 +59,6 @@ pub struct AgentConfig {
 }
 
 #[derive(Debug, Clone, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Agent {
     pub id: String,
     pub tenant_id: String,

@@ -42,7 +42,6 @@ pub struct ActorMeta {
 
 /// A point-in-time copy of an [`ActorMeta`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActorInfo {
     pub kind: &'static str,
     pub id: String,

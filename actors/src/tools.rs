@@ -47,7 +47,6 @@ pub fn specs(names: &[String]) -> Vec<ToolSpec> {
 
 /// A file a run wrote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Artifact {
     pub path: String,
     pub bytes: u64,

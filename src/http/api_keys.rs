@@ -11,7 +11,7 @@ use super::tenants::CreatedKey;
 use super::{acting_tenant, require, text, ApiError, AppState};
 use crate::auth::{generate_key, KeyType, Principal, TENANT_SCOPES};
 use crate::ids::{now_rfc3339, IdKind};
-use crate::store::{ApiKeyRecord, NewApiKey};
+use crate::store::NewApiKey;
 
 const ENVIRONMENTS: [&str; 4] = ["production", "staging", "development", "test"];
 
@@ -110,7 +110,7 @@ pub async fn create_key(
         })
         .await?;
     Ok(Reply::created(CreatedKey {
-        record,
+        record: record.into(),
         key: secret.secret,
     })
     .carrying_secret())
@@ -119,14 +119,14 @@ pub async fn create_key(
 #[utoipa::path(
     tag = "api-keys",
     params(crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<ApiKeyRecord>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::ApiKeyRecord>>), crate::http::openapi::Errors)
 )]
 #[get("/api-keys")]
 pub async fn list_keys(
     principal: Principal,
     state: Data<AppState>,
     query: ListQuery,
-) -> Result<Reply<Vec<ApiKeyRecord>>, ApiError> {
+) -> Result<Reply<Vec<crate::http::dto::ApiKeyRecord>>, ApiError> {
     require(&principal, "keys:read")?;
     // An operator without tenant_id lists the operator keys.
     let tenant_id = match (&principal.tenant_id, &query.tenant_id) {
@@ -143,14 +143,14 @@ pub async fn list_keys(
 #[utoipa::path(
     tag = "api-keys",
     params(("id" = String, Path, description = "Key id")),
-    responses((status = 200, body = crate::http::openapi::Envelope<ApiKeyRecord>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::ApiKeyRecord>), crate::http::openapi::Errors)
 )]
 #[delete("/api-keys/{id}")]
 pub async fn revoke_key(
     principal: Principal,
     state: Data<AppState>,
     id: Path<String>,
-) -> Result<Reply<ApiKeyRecord>, ApiError> {
+) -> Result<Reply<crate::http::dto::ApiKeyRecord>, ApiError> {
     require(&principal, "keys:write")?;
     // A key may revoke only keys whose scopes it holds itself, as it may only create those.
     if let Some(target) = state.store.key_by_id(&id).await? {

@@ -5,12 +5,13 @@ use actix_web::web::{Data, Path};
 use actix_web::{delete, get, post};
 use actix_web::{HttpRequest, HttpResponse};
 use dgidgi_actors::agent;
-use dgidgi_actors::chat::{ChatError, Message, PostMessage, Session};
+use dgidgi_actors::chat::{ChatError, PostMessage, Session};
 use dgidgi_actors::events::SessionEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::agents::{find_agent, project};
+use super::dto;
 use super::envelope::Reply;
 use super::extract::{scope, Acting, Json};
 use super::{optional_text, sse, text, ApiError, AppState};
@@ -33,14 +34,14 @@ pub struct CreateSession {
     tag = "chat",
     params(crate::http::openapi::TenantParam),
     request_body = CreateSession,
-    responses((status = 201, body = crate::http::openapi::Envelope<Session>), crate::http::openapi::Errors)
+    responses((status = 201, body = crate::http::openapi::Envelope<crate::http::dto::Session>), crate::http::openapi::Errors)
 )]
 #[post("/chat/sessions")]
 pub async fn create_session(
     acting: Acting<scope::ChatWrite>,
     state: Data<AppState>,
     body: Json<CreateSession>,
-) -> Result<Reply<Session>, ApiError> {
+) -> Result<Reply<crate::http::dto::Session>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     let body = body.0;
     let project_id = project(&state, &tenant_id, Some(body.project_id))
@@ -78,13 +79,13 @@ pub async fn create_session(
 #[utoipa::path(
     tag = "chat",
     params(crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<Session>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::Session>>), crate::http::openapi::Errors)
 )]
 #[get("/chat/sessions")]
 pub async fn list_sessions(
     acting: Acting<scope::ChatRead>,
     state: Data<AppState>,
-) -> Result<Reply<Vec<Session>>, ApiError> {
+) -> Result<Reply<Vec<crate::http::dto::Session>>, ApiError> {
     let Acting {
         tenant_id, query, ..
     } = acting;
@@ -98,14 +99,14 @@ pub async fn list_sessions(
 #[utoipa::path(
     tag = "chat",
     params(("id" = String, Path, description = "Session id"), crate::http::openapi::TenantParam),
-    responses((status = 200, body = crate::http::openapi::Envelope<Session>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Session>), crate::http::openapi::Errors)
 )]
 #[get("/chat/sessions/{id}")]
 pub async fn get_session(
     acting: Acting<scope::ChatRead>,
     state: Data<AppState>,
     id: Path<String>,
-) -> Result<Reply<Session>, ApiError> {
+) -> Result<Reply<crate::http::dto::Session>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     Ok(Reply::ok(find_session(&state, &tenant_id, &id).await?))
 }
@@ -138,7 +139,7 @@ pub struct PostBody {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Posted {
-    message: Message,
+    message: dto::Message,
     /// The id of the assistant message that will stream in reply.
     reply_id: String,
 }
@@ -174,21 +175,24 @@ pub async fn post_message(
         .map_err(chat_error)?;
     Ok(Reply::with_status(
         actix_web::http::StatusCode::ACCEPTED,
-        Posted { message, reply_id },
+        Posted {
+            message: message.into(),
+            reply_id,
+        },
     ))
 }
 
 #[utoipa::path(
     tag = "chat",
     params(("id" = String, Path, description = "Session id"), crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<Message>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::Message>>), crate::http::openapi::Errors)
 )]
 #[get("/chat/sessions/{id}/messages")]
 pub async fn list_messages(
     acting: Acting<scope::ChatRead>,
     state: Data<AppState>,
     id: Path<String>,
-) -> Result<Reply<Vec<Message>>, ApiError> {
+) -> Result<Reply<Vec<crate::http::dto::Message>>, ApiError> {
     let Acting {
         tenant_id, query, ..
     } = acting;

@@ -60,39 +60,20 @@ pub struct Reply<T> {
 }
 
 impl<T: Serialize> Reply<T> {
-    pub fn ok(data: T) -> Self {
-        Self {
-            status: StatusCode::OK,
-            data,
-            next_cursor: None,
-            secret: false,
-        }
+    /// `data` (a wire type, or a domain value that converts into one).
+    pub fn ok(data: impl Into<T>) -> Self {
+        Self::with_status(StatusCode::OK, data)
     }
 
-    pub fn created(data: T) -> Self {
-        Self {
-            status: StatusCode::CREATED,
-            data,
-            next_cursor: None,
-            secret: false,
-        }
+    pub fn created(data: impl Into<T>) -> Self {
+        Self::with_status(StatusCode::CREATED, data)
     }
 
-    pub fn with_status(status: StatusCode, data: T) -> Self {
+    pub fn with_status(status: StatusCode, data: impl Into<T>) -> Self {
         Self {
             status,
-            data,
+            data: data.into(),
             next_cursor: None,
-            secret: false,
-        }
-    }
-
-    /// A page of a list, with `meta.next_cursor` when another page follows.
-    pub fn page(data: T, next_cursor: Option<String>) -> Self {
-        Self {
-            status: StatusCode::OK,
-            data,
-            next_cursor,
             secret: false,
         }
     }
@@ -101,6 +82,26 @@ impl<T: Serialize> Reply<T> {
     pub fn carrying_secret(mut self) -> Self {
         self.secret = true;
         self
+    }
+}
+
+impl<W: Serialize> Reply<Vec<W>> {
+    /// A list of domain values in their wire shape.
+    pub fn list<T>(items: Vec<T>) -> Self
+    where
+        W: From<T>,
+    {
+        Self::ok(super::dto::all(items))
+    }
+
+    /// A page of a list, with `meta.next_cursor` when another page follows.
+    pub fn page<T>(items: Vec<T>, next_cursor: Option<String>) -> Self
+    where
+        W: From<T>,
+    {
+        let mut reply = Self::list(items);
+        reply.next_cursor = next_cursor;
+        reply
     }
 }
 

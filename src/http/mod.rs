@@ -5,6 +5,7 @@ mod agents;
 mod api_keys;
 mod auth;
 mod chat;
+pub mod dto;
 pub mod envelope;
 pub mod error;
 mod extract;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use actix_web::web::{Bytes, Data};
 use actix_web::HttpResponse;
-use dgidgi_actors::{ActorInfo, ActorMeta};
+use super::dto::ActorInfo;
+use dgidgi_actors::ActorMeta;
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -128,13 +129,13 @@ pub fn actor_tree(state: &AppState) -> ActorTree {
     totals.insert("webhook", 1);
     for actor in tenant_actors {
         let id = actor.id.clone();
-        branch(&mut tenants, &id).actor = Some(actor);
+        branch(&mut tenants, &id).actor = Some(actor.into());
     }
     let mut unassigned = Vec::new();
     for (actor, is_run) in runs
         .into_iter()
-        .map(|a| (a, true))
-        .chain(sessions.into_iter().map(|a| (a, false)))
+        .map(|a| (ActorInfo::from(a), true))
+        .chain(sessions.into_iter().map(|a| (a.into(), false)))
     {
         let Some(tenant) = actor.tenant_id.clone() else {
             unassigned.push(actor);
@@ -156,7 +157,7 @@ pub fn actor_tree(state: &AppState) -> ActorTree {
         node_id: state.config.node_id(),
         tenants,
         unassigned,
-        webhooks: state.webhook_actor.info(),
+        webhooks: state.webhook_actor.info().into(),
         totals,
     }
 }

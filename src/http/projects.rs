@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::envelope::Reply;
 use super::extract::{nullable, scope, Acting, Json};
 use super::{optional_text, text, ApiError, AppState};
-use crate::store::{NewProject, Project, ProjectPatch};
+use crate::store::{NewProject, ProjectPatch};
 
 /// Largest `metadata` object, serialized.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -37,14 +37,14 @@ pub struct UpdateProject {
     tag = "projects",
     params(crate::http::openapi::TenantParam),
     request_body = CreateProject,
-    responses((status = 201, body = crate::http::openapi::Envelope<Project>), crate::http::openapi::Errors)
+    responses((status = 201, body = crate::http::openapi::Envelope<crate::http::dto::Project>), crate::http::openapi::Errors)
 )]
 #[post("/projects")]
 pub async fn create_project(
     acting: Acting<scope::ProjectsWrite>,
     state: Data<AppState>,
     body: Json<CreateProject>,
-) -> Result<Reply<Project>, ApiError> {
+) -> Result<Reply<crate::http::dto::Project>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     let body = body.0;
     let new = NewProject {
@@ -61,13 +61,13 @@ pub async fn create_project(
 #[utoipa::path(
     tag = "projects",
     params(crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<Project>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::Project>>), crate::http::openapi::Errors)
 )]
 #[get("/projects")]
 pub async fn list_projects(
     acting: Acting<scope::ProjectsRead>,
     state: Data<AppState>,
-) -> Result<Reply<Vec<Project>>, ApiError> {
+) -> Result<Reply<Vec<crate::http::dto::Project>>, ApiError> {
     let Acting {
         tenant_id, query, ..
     } = acting;
@@ -81,14 +81,14 @@ pub async fn list_projects(
 #[utoipa::path(
     tag = "projects",
     params(("id" = String, Path, description = "Project id"), crate::http::openapi::TenantParam),
-    responses((status = 200, body = crate::http::openapi::Envelope<Project>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Project>), crate::http::openapi::Errors)
 )]
 #[get("/projects/{id}")]
 pub async fn get_project(
     acting: Acting<scope::ProjectsRead>,
     state: Data<AppState>,
     id: Path<String>,
-) -> Result<Reply<Project>, ApiError> {
+) -> Result<Reply<crate::http::dto::Project>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     let project = state.store.get_project(&tenant_id, &id).await?;
     Ok(Reply::ok(
@@ -100,7 +100,7 @@ pub async fn get_project(
     tag = "projects",
     params(("id" = String, Path, description = "Project id"), crate::http::openapi::TenantParam),
     request_body = UpdateProject,
-    responses((status = 200, body = crate::http::openapi::Envelope<Project>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Project>), crate::http::openapi::Errors)
 )]
 #[patch("/projects/{id}")]
 pub async fn update_project(
@@ -108,7 +108,7 @@ pub async fn update_project(
     state: Data<AppState>,
     id: Path<String>,
     body: Json<UpdateProject>,
-) -> Result<Reply<Project>, ApiError> {
+) -> Result<Reply<crate::http::dto::Project>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     let body = body.0;
     let patch = ProjectPatch {

@@ -75,7 +75,7 @@ pub async fn list_regions(
             compliance_levels: r.compliance.clone(),
             residency: r.residency.clone(),
         })
-        .collect();
+        .collect::<Vec<_>>();
     Ok(Reply::ok(regions))
 }
 

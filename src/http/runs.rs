@@ -41,7 +41,7 @@ pub struct Execute {
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), crate::http::openapi::ExecuteParams),
     request_body = Execute,
-    responses((status = 202, body = crate::http::openapi::Envelope<Run>, description = "Queued (or still going when the wait ran out)"), (status = 200, body = crate::http::openapi::Envelope<Run>, description = "Finished within the wait"), crate::http::openapi::Errors)
+    responses((status = 202, body = crate::http::openapi::Envelope<crate::http::dto::Run>, description = "Queued (or still going when the wait ran out)"), (status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Run>, description = "Finished within the wait"), crate::http::openapi::Errors)
 )]
 #[post("/agents/{id}/execute")]
 pub async fn execute_agent(
@@ -49,7 +49,7 @@ pub async fn execute_agent(
     state: Data<AppState>,
     id: Path<String>,
     body: Json<Execute>,
-) -> Result<Reply<Run>, ApiError> {
+) -> Result<Reply<crate::http::dto::Run>, ApiError> {
     let Acting {
         tenant_id, query, ..
     } = acting;
@@ -128,14 +128,14 @@ pub async fn execute_agent(
 #[utoipa::path(
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), ("run_id" = String, Path, description = "Run id"), crate::http::openapi::TenantParam),
-    responses((status = 200, body = crate::http::openapi::Envelope<Run>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Run>), crate::http::openapi::Errors)
 )]
 #[get("/agents/{id}/runs/{run_id}")]
 pub async fn get_run(
     acting: Acting<scope::AgentsRead>,
     state: Data<AppState>,
     ids: Path<(String, String)>,
-) -> Result<Reply<Run>, ApiError> {
+) -> Result<Reply<crate::http::dto::Run>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     Ok(Reply::ok(reload(&state, &tenant_id, &ids.0, &ids.1).await?))
 }
@@ -143,14 +143,14 @@ pub async fn get_run(
 #[utoipa::path(
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<Run>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::Run>>), crate::http::openapi::Errors)
 )]
 #[get("/agents/{id}/runs")]
 pub async fn list_runs(
     acting: Acting<scope::AgentsRead>,
     state: Data<AppState>,
     id: Path<String>,
-) -> Result<Reply<Vec<Run>>, ApiError> {
+) -> Result<Reply<Vec<crate::http::dto::Run>>, ApiError> {
     let Acting {
         tenant_id, query, ..
     } = acting;
@@ -165,14 +165,14 @@ pub async fn list_runs(
 #[utoipa::path(
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), ("run_id" = String, Path, description = "Run id"), crate::http::openapi::TenantParam),
-    responses((status = 200, body = crate::http::openapi::Envelope<Run>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Run>), crate::http::openapi::Errors)
 )]
 #[post("/agents/{id}/runs/{run_id}/cancel")]
 pub async fn cancel_run(
     acting: Acting<scope::AgentsExecute>,
     state: Data<AppState>,
     ids: Path<(String, String)>,
-) -> Result<Reply<Run>, ApiError> {
+) -> Result<Reply<crate::http::dto::Run>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     let run = reload(&state, &tenant_id, &ids.0, &ids.1).await?;
     if run.status.is_terminal() {

@@ -7,12 +7,13 @@ use actix_web::web::{Data, Path};
 use dgidgi_actors::{Tenant, TenantSettings, TenantSettingsPatch, UpdateTenant};
 use serde::{Deserialize, Serialize};
 
+use super::dto;
 use super::envelope::Reply;
 use super::extract::{nullable, Json, ListQuery};
 use super::{optional_text, require, text, ApiError, AppState};
 use crate::auth::{generate_key, KeyType, Principal, TENANT_SCOPES};
 use crate::ids::{now_rfc3339, IdKind};
-use crate::store::{ApiKeyRecord, NewApiKey};
+use crate::store::NewApiKey;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -24,7 +25,7 @@ pub struct CreateTenant {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedTenant {
     #[serde(flatten)]
-    tenant: Tenant,
+    tenant: dto::Tenant,
     /// The tenant's first key; its secret is shown here only.
     api_key: CreatedKey,
 }
@@ -32,7 +33,7 @@ pub struct CreatedTenant {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
-    pub record: ApiKeyRecord,
+    pub record: dto::ApiKeyRecord,
     pub key: String,
 }
 
@@ -84,9 +85,9 @@ pub async fn create_tenant(
     };
     let record = state.store.create_tenant(&tenant, &first_key).await?;
     Ok(Reply::created(CreatedTenant {
-        tenant,
+        tenant: tenant.into(),
         api_key: CreatedKey {
-            record,
+            record: record.into(),
             key: secret.secret,
         },
     })
@@ -96,14 +97,14 @@ pub async fn create_tenant(
 #[utoipa::path(
     tag = "tenants",
     params(crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<Tenant>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::Tenant>>), crate::http::openapi::Errors)
 )]
 #[get("/tenants")]
 pub async fn list_tenants(
     principal: Principal,
     state: Data<AppState>,
     query: ListQuery,
-) -> Result<Reply<Vec<Tenant>>, ApiError> {
+) -> Result<Reply<Vec<crate::http::dto::Tenant>>, ApiError> {
     require(&principal, "tenants:read")?;
     let page = state
         .store
@@ -115,14 +116,14 @@ pub async fn list_tenants(
 #[utoipa::path(
     tag = "tenants",
     params(("id" = String, Path, description = "Tenant id")),
-    responses((status = 200, body = crate::http::openapi::Envelope<Tenant>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Tenant>), crate::http::openapi::Errors)
 )]
 #[get("/tenants/{id}")]
 pub async fn get_tenant(
     principal: Principal,
     state: Data<AppState>,
     id: Path<String>,
-) -> Result<Reply<Tenant>, ApiError> {
+) -> Result<Reply<crate::http::dto::Tenant>, ApiError> {
     require(&principal, "tenants:read")?;
     let tenant = visible_tenant(&principal, &state, &id).await?;
     Ok(Reply::ok(tenant))
@@ -153,7 +154,7 @@ pub struct SettingsBody {
     tag = "tenants",
     params(("id" = String, Path, description = "Tenant id")),
     request_body = SettingsBody,
-    responses((status = 200, body = crate::http::openapi::Envelope<Tenant>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Tenant>), crate::http::openapi::Errors)
 )]
 #[patch("/tenants/{id}/settings")]
 pub async fn update_tenant_settings(
@@ -161,7 +162,7 @@ pub async fn update_tenant_settings(
     state: Data<AppState>,
     id: Path<String>,
     body: Json<SettingsBody>,
-) -> Result<Reply<Tenant>, ApiError> {
+) -> Result<Reply<crate::http::dto::Tenant>, ApiError> {
     require(&principal, "tenants:write")?;
     if !principal.sees_tenant(&id) || !IdKind::Tenant.is_valid(&id) {
         return Err(ApiError::not_found("tenant", &id));

@@ -8,7 +8,7 @@ use super::envelope::Reply;
 use super::extract::{scope, Acting, Json};
 use super::{acting_tenant, require, text, ApiError, AppState};
 use crate::auth::Principal;
-use crate::store::{NewUser, User};
+use crate::store::NewUser;
 
 const ROLES: [&str; 4] = ["owner", "admin", "member", "viewer"];
 
@@ -25,14 +25,14 @@ pub struct CreateUser {
 #[utoipa::path(
     tag = "users",
     request_body = CreateUser,
-    responses((status = 201, body = crate::http::openapi::Envelope<crate::store::User>), crate::http::openapi::Errors)
+    responses((status = 201, body = crate::http::openapi::Envelope<crate::http::dto::User>), crate::http::openapi::Errors)
 )]
 #[post("/users")]
 pub async fn create_user(
     principal: Principal,
     state: Data<AppState>,
     body: Json<CreateUser>,
-) -> Result<Reply<User>, ApiError> {
+) -> Result<Reply<crate::http::dto::User>, ApiError> {
     require(&principal, "users:write")?;
     let body = body.0;
     let tenant_id = acting_tenant(&state, &principal, body.tenant_id.as_deref()).await?;
@@ -55,13 +55,13 @@ pub async fn create_user(
 #[utoipa::path(
     tag = "users",
     params(crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::store::User>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::User>>), crate::http::openapi::Errors)
 )]
 #[get("/users")]
 pub async fn list_users(
     acting: Acting<scope::UsersRead>,
     state: Data<AppState>,
-) -> Result<Reply<Vec<User>>, ApiError> {
+) -> Result<Reply<Vec<crate::http::dto::User>>, ApiError> {
     let Acting {
         tenant_id, query, ..
     } = acting;

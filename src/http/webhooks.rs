@@ -7,12 +7,13 @@ use actix_web::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::dto;
 use super::envelope::Reply;
 use super::extract::{nullable, Json, ListQuery};
 use super::{acting_tenant, optional_text, require, ApiError, AppState};
 use crate::auth::Principal;
 use crate::outbound as guard;
-use crate::store::{Delivery, Endpoint, NewEndpoint};
+use crate::store::{Endpoint, NewEndpoint};
 use crate::webhooks::signing;
 use dgidgi_actors::events::DomainEvent;
 
@@ -30,7 +31,7 @@ pub struct CreateEndpoint {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct WithSecret {
     #[serde(flatten)]
-    endpoint: Endpoint,
+    endpoint: dto::Endpoint,
     /// Shown here only.
     secret: String,
 }
@@ -77,20 +78,24 @@ pub async fn create_endpoint(
             secret_hint: signing::hint(&secret),
         })
         .await?;
-    Ok(Reply::created(WithSecret { endpoint, secret }).carrying_secret())
+    Ok(Reply::created(WithSecret {
+        endpoint: endpoint.into(),
+        secret,
+    })
+    .carrying_secret())
 }
 
 #[utoipa::path(
     tag = "webhooks",
     params(crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::store::Endpoint>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::Endpoint>>), crate::http::openapi::Errors)
 )]
 #[get("/webhooks")]
 pub async fn list_endpoints(
     principal: Principal,
     state: Data<AppState>,
     query: ListQuery,
-) -> Result<Reply<Vec<Endpoint>>, ApiError> {
+) -> Result<Reply<Vec<crate::http::dto::Endpoint>>, ApiError> {
     require(&principal, "webhooks:read")?;
     let tenant_id = owner(&state, &principal, query.tenant_id.as_deref()).await?;
     let page = state
@@ -103,14 +108,14 @@ pub async fn list_endpoints(
 #[utoipa::path(
     tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id")),
-    responses((status = 200, body = crate::http::openapi::Envelope<crate::store::Endpoint>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Endpoint>), crate::http::openapi::Errors)
 )]
 #[get("/webhooks/{id}")]
 pub async fn get_endpoint(
     principal: Principal,
     state: Data<AppState>,
     id: Path<String>,
-) -> Result<Reply<Endpoint>, ApiError> {
+) -> Result<Reply<crate::http::dto::Endpoint>, ApiError> {
     require(&principal, "webhooks:read")?;
     Ok(Reply::ok(find(&state, &principal, &id).await?))
 }
@@ -129,7 +134,7 @@ pub struct UpdateEndpoint {
     tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id")),
     request_body = UpdateEndpoint,
-    responses((status = 200, body = crate::http::openapi::Envelope<crate::store::Endpoint>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Endpoint>), crate::http::openapi::Errors)
 )]
 #[patch("/webhooks/{id}")]
 pub async fn update_endpoint(
@@ -137,7 +142,7 @@ pub async fn update_endpoint(
     state: Data<AppState>,
     id: Path<String>,
     body: Json<UpdateEndpoint>,
-) -> Result<Reply<Endpoint>, ApiError> {
+) -> Result<Reply<crate::http::dto::Endpoint>, ApiError> {
     require(&principal, "webhooks:write")?;
     let mut endpoint = find(&state, &principal, &id).await?;
     let body = body.0;
@@ -183,7 +188,7 @@ pub async fn delete_endpoint(
 #[utoipa::path(
     tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id"), crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::store::Delivery>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::Delivery>>), crate::http::openapi::Errors)
 )]
 #[get("/webhooks/{id}/deliveries")]
 pub async fn list_deliveries(
@@ -191,7 +196,7 @@ pub async fn list_deliveries(
     state: Data<AppState>,
     query: ListQuery,
     id: Path<String>,
-) -> Result<Reply<Vec<Delivery>>, ApiError> {
+) -> Result<Reply<Vec<crate::http::dto::Delivery>>, ApiError> {
     require(&principal, "webhooks:read")?;
     find(&state, &principal, &id).await?;
     let page = state.store.list_deliveries(&id, &query.page()?).await?;
@@ -275,7 +280,7 @@ pub async fn rotate_secret(
         )
         .await?;
     Ok(Reply::ok(WithSecret {
-        endpoint: find(&state, &principal, &id).await?,
+        endpoint: find(&state, &principal, &id).await?.into(),
         secret,
     })
     .carrying_secret())

@@ -24,7 +24,7 @@ pub struct NewApiKey {
 }
 
 /// A stored key, without its secret.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ApiKeyRecord {
     pub id: String,
     pub tenant_id: Option<String>,

@@ -25,7 +25,7 @@ pub use outbox::OutboxEvent;
 pub use placement::Placement;
 pub use projects::{NewProject, Project, ProjectPatch};
 pub use users::{NewUser, User};
-pub use webhooks::{Delivery, Endpoint, NewEndpoint};
+pub use webhooks::{Attempt, Delivery, Endpoint, NewEndpoint};
 
 use std::path::Path;
 use std::time::Duration;

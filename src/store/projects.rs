@@ -9,7 +9,7 @@ use super::{json_column, to_json, write_tx, Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
 use dgidgi_actors::events::DomainEvent;
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Project {
     pub id: String,
     pub tenant_id: String,

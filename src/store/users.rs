@@ -9,7 +9,7 @@ use super::{write_tx, Error, Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
 use dgidgi_actors::events::DomainEvent;
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct User {
     pub id: String,
     pub tenant_id: String,

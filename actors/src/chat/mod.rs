@@ -30,7 +30,6 @@ pub use actor::{CancelReply, PostMessage, SessionActor, Sessions};
 
 /// A chat session as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Session {
     pub id: String,
     pub tenant_id: String,
@@ -47,7 +46,6 @@ pub struct Session {
 
 /// A message of a session: the user's, or an assistant reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     pub id: String,
     pub session_id: String,

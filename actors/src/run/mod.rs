@@ -29,7 +29,6 @@ use crate::tools::{Artifact, Workspaces};
 pub use actor::{CancelRun, RunActor, Runs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Queued,
@@ -89,7 +88,6 @@ pub struct RunSpec {
 
 /// A tool's answer to one call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolResult {
     pub tool_call_id: String,
     pub name: String,
@@ -99,7 +97,6 @@ pub struct ToolResult {
 
 /// One finished step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Step {
     pub index: u32,
     pub provider: String,
@@ -114,7 +111,6 @@ pub struct Step {
 
 /// Why a run failed: a stable code and a message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunError {
     pub code: String,
     pub message: String,
@@ -140,7 +136,6 @@ impl From<StoreFailure> for RunError {
 
 /// An agent run as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Run {
     pub id: String,
     pub tenant_id: String,

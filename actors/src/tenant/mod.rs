@@ -18,7 +18,6 @@ pub use actor::{AdmitRun, PlanCaps, ReleaseRun, TenantActor, Tenants};
 
 /// A tenant: an organisation whose data no other tenant ever sees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tenant {
     pub id: String,
     pub name: String,
@@ -31,7 +30,6 @@ pub struct Tenant {
 
 /// What a tenant may change about itself with `PATCH /tenants/:id/settings`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantSettings {
     /// A name for display, when it differs from the tenant's legal name.
     pub display_name: Option<String>,

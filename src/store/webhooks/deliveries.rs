@@ -23,7 +23,7 @@ struct NewDelivery<'a> {
     body: &'a str,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
     pub attempted_at: String,
     pub status_code: Option<i64>,
@@ -32,7 +32,7 @@ pub struct Attempt {
     pub next_retry_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Delivery {
     /// Also the `webhook-id` header of every attempt.
     pub id: String,

@@ -8,7 +8,7 @@ use crate::ids::{now_rfc3339, IdKind};
 use crate::store::{json_column, to_json, write_tx, Page, Paged, Result, Store};
 
 /// An endpoint as the API shows it (never its secret).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Endpoint {
     pub id: String,
     /// `None`: platform-wide (every tenant's events).

@@ -4,5 +4,5 @@
 mod deliveries;
 mod endpoints;
 
-pub use deliveries::Delivery;
+pub use deliveries::{Attempt, Delivery};
 pub use endpoints::{Endpoint, NewEndpoint};
