@@ -14,16 +14,16 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 mod support;
-use support::{
-    env_or, paced_provider, percentile, post_json, read_sse, rss_mib, start_server, token_index,
-};
+use dgidgi_testkit::{FakeLlm, Script};
+use support::{env_or, percentile, post_json, read_sse, rss_mib, start_server, token_index};
 
 fn main() {
     let tokens: usize = env_or("CHAT_TOKENS", 100);
     let gap: u64 = env_or("CHAT_GAP_MS", 20);
     let subscribers: usize = env_or("SUBSCRIBERS", 2000);
     actix_web::rt::System::new().block_on(async move {
-        let (llm_url, sent) = paced_provider(tokens, gap);
+        let llm = FakeLlm::answering(Script::Numbered { count: tokens, gap: Duration::from_millis(gap) });
+        let llm_url = llm.base_url.clone();
         let server = start_server(
             2,
             &[
@@ -59,7 +59,7 @@ fn main() {
                 kind == "reply.completed"
             })
             .await;
-            let sent = sent.lock().unwrap().clone();
+            let sent = llm.sent();
             first_tokens.push(received[0].unwrap().duration_since(posted).as_micros() as u32);
             first_added.push(received[0].unwrap().duration_since(sent[0].unwrap()).as_micros() as u32);
             for (s, r) in sent.iter().zip(&received) {

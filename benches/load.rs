@@ -34,12 +34,12 @@ struct Bench {
     client: reqwest::Client,
     key: String,
     project: String,
-    _db: Option<support::FreshPostgres>,
+    _db: Option<dgidgi_testkit::FreshDatabase>,
 }
 
 impl Bench {
     async fn start(token_delay_ms: u64, extra: &[(&str, &str)]) -> Self {
-        let db = support::FreshPostgres::from_env().await;
+        let db = support::fresh_postgres().await;
         let delay = token_delay_ms.to_string();
         let mut env: Vec<(&str, &str)> = vec![
             ("DGIDGI__PROVIDERS__OFFLINE__KIND", "offline"),

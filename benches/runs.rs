@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 mod support;
-use support::{env_or, paced_provider, percentile, post_json, read_sse, start_server, token_index};
+use dgidgi_testkit::{FakeLlm, Script};
+use support::{env_or, percentile, post_json, read_sse, start_server, token_index};
 
 fn main() {
     let secs: u64 = env_or("RUNS_SECS", 10);
@@ -23,7 +24,8 @@ fn main() {
     let gap: u64 = env_or("TOKEN_GAP_MS", 5);
     let flush: String = env_or("FLUSH_MS", "20".to_string());
     actix_web::rt::System::new().block_on(async move {
-        let (llm_url, sent) = paced_provider(tokens, gap);
+        let llm = FakeLlm::answering(Script::Numbered { count: tokens, gap: Duration::from_millis(gap) });
+        let llm_url = llm.base_url.clone();
 
         let server = start_server(
             1,
@@ -111,7 +113,7 @@ fn main() {
                 false
             })
             .await;
-            let sent = sent.lock().unwrap().clone();
+            let sent = llm.sent();
             for (s, r) in sent.iter().zip(&received) {
                 if let (Some(s), Some(r)) = (s, r) {
                     delays.push(r.duration_since(*s).as_micros() as u32);

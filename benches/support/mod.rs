@@ -1,18 +1,16 @@
 //! What the load drivers share: starting the release `dgidgi` binary on a fresh database,
-//! JSON calls, percentiles.
+//! JSON calls, percentiles. The fake OpenAI server, fresh PostgreSQL databases and the SSE
+//! reader are `dgidgi-testkit`'s, the same the integration tests use.
 
 // Each bench uses a part of this module.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use actix_web::web::{Bytes, Data};
-use actix_web::{web, App, HttpResponse, HttpServer};
-use futures_util::StreamExt;
-use serde_json::{json, Value};
+use dgidgi_testkit::{sse, FreshDatabase};
+use serde_json::Value;
 
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -117,83 +115,12 @@ pub fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[i]) / 1000.0
 }
 
-/// When the fake provider sent each token, by index.
-pub type Sent = Arc<Mutex<Vec<Option<Instant>>>>;
-
-async fn completions(sent: Data<Sent>, tokens: Data<(usize, u64)>) -> HttpResponse {
-    let (count, gap) = **tokens;
-    let sent = sent.get_ref().clone();
-    sent.lock().unwrap().clear();
-    sent.lock().unwrap().resize(count, None);
-    let frames = futures_util::stream::iter(0..=count).then(move |i| {
-        let sent = sent.clone();
-        async move {
-            actix_web::rt::time::sleep(Duration::from_millis(gap)).await;
-            let body = if i < count {
-                sent.lock().unwrap()[i] = Some(Instant::now());
-                json!({ "id": "b", "object": "chat.completion.chunk", "created": 1, "model": "bench",
-                        "choices": [{ "index": 0, "delta": { "content": format!("t{i} ") }, "finish_reason": null }] })
-            } else {
-                json!({ "id": "b", "object": "chat.completion.chunk", "created": 1, "model": "bench",
-                        "choices": [{ "index": 0, "delta": {}, "finish_reason": "stop" }] })
-            };
-            let done = if i == count { "data: [DONE]\n\n" } else { "" };
-            Ok::<_, actix_web::Error>(Bytes::from(format!("data: {body}\n\n{done}")))
-        }
-    });
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .streaming(frames)
-}
-
-/// Starts (on the current actix system) an OpenAI-compatible server that streams `tokens`
-/// tokens (`t0 `, `t1 `...) one every `gap_ms`; returns its base URL and the send times.
-pub fn paced_provider(tokens: usize, gap_ms: u64) -> (String, Sent) {
-    let sent: Sent = Arc::new(Mutex::new(Vec::new()));
-    let (shared, settings) = (sent.clone(), (tokens, gap_ms));
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(Data::new(shared.clone()))
-            .app_data(Data::new(settings))
-            .route("/v1/chat/completions", web::post().to(completions))
-    })
-    .on_connect(|conn, _| {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            let _ = tcp.set_nodelay(true);
-        }
-    })
-    .workers(1)
-    .bind(("127.0.0.1", 0))
-    .unwrap();
-    let url = format!("http://{}/v1", server.addrs()[0]);
-    actix_web::rt::spawn(server.run());
-    (url, sent)
-}
-
 /// Reads SSE frames from `res`, calling `each(now, event, data)`, until it returns true.
 pub async fn read_sse(
     res: &mut reqwest::Response,
     mut each: impl FnMut(Instant, &str, &Value) -> bool,
 ) {
-    let mut buffer = String::new();
-    while let Some(chunk) = res.chunk().await.unwrap() {
-        let now = Instant::now();
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            let kind = frame
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .unwrap_or("");
-            let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
-                continue;
-            };
-            let data: Value = serde_json::from_str(data).unwrap_or(Value::Null);
-            if each(now, kind, &data) {
-                return;
-            }
-        }
-    }
+    sse::read_until(res, |now, frame| each(now, &frame.event, &frame.data)).await;
 }
 
 /// The token index in a `t<i> ` delta.
@@ -219,53 +146,12 @@ pub fn rss_mib(pid: u32) -> f64 {
 
 /// A database of its own on the PostgreSQL server named by `LOAD_POSTGRES`
 /// (`postgres://user@host:port`), dropped afterwards; `None` without it (SQLite).
-pub struct FreshPostgres {
-    pub url: String,
-    base: String,
-    name: String,
-}
-
-impl FreshPostgres {
-    pub async fn from_env() -> Option<Self> {
-        use sqlx::Connection;
-        let base = std::env::var("LOAD_POSTGRES").ok()?;
-        let name = format!("dgidgi_bench_{}", uuid::Uuid::now_v7().simple());
-        let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
-            .await
-            .expect("LOAD_POSTGRES is reachable");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        Some(Self {
-            url: format!("{base}/{name}"),
-            base,
-            name,
-        })
-    }
-}
-
-impl Drop for FreshPostgres {
-    fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                use sqlx::Connection;
-                if let Ok(mut admin) =
-                    sqlx::PgConnection::connect(&format!("{base}/postgres")).await
-                {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut admin)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
+pub async fn fresh_postgres() -> Option<FreshDatabase> {
+    let base = std::env::var("LOAD_POSTGRES").ok()?;
+    let db = FreshDatabase::create(&format!("{base}/postgres"), "bench")
+        .await
+        .expect("LOAD_POSTGRES is reachable");
+    Some(db)
 }
 
 #[repr(C)]

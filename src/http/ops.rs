@@ -5,9 +5,9 @@ use actix_web::get;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::dto::ActorInfo;
 use actix_web::web::{Bytes, Data};
 use actix_web::HttpResponse;
-use super::dto::ActorInfo;
 use dgidgi_actors::ActorMeta;
 use futures_util::StreamExt;
 use serde::Serialize;

@@ -278,9 +278,18 @@ fn a_request_in_flight_when_sigterm_arrives_is_still_answered() {
         &body[..10]
     )
     .unwrap();
+    // The server has nothing to show that it read the half; give its worker a moment.
     std::thread::sleep(Duration::from_millis(200));
     unsafe { libc_kill(server.id() as i32, 15) };
-    std::thread::sleep(Duration::from_millis(300));
+    // Shutdown has begun once the listener is closed: new connections are refused.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener stays open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     conn.write_all(&body.as_bytes()[10..]).unwrap();
     let mut response = String::new();
     conn.read_to_string(&mut response).unwrap();

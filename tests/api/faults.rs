@@ -12,7 +12,7 @@ use figment::providers::Serialized;
 use serde_json::json;
 use sqlx::Connection;
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{eventually, Backend, TestApp};
 
 /// A tmpfs mounted for one test, unmounted when dropped.
 struct Tmpfs(PathBuf);
@@ -192,6 +192,9 @@ async fn set_connections(database: &str, allow: bool) {
     }
 }
 
+/// How long the database is away in the outage test.
+const OUTAGE: Duration = Duration::from_secs(4);
+
 #[actix_web::test]
 async fn a_database_outage_answers_503_and_runs_in_flight_finish_after_it() {
     let Some(app) = TestApp::spawn(Backend::Postgres, |f| {
@@ -221,7 +224,18 @@ async fn a_database_outage_answers_503_and_runs_in_flight_finish_after_it() {
         assert_eq!(res.status, 202, "{}", res.body);
         runs.push(res.data()["id"].as_str().unwrap().to_string());
     }
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    // Every run is in flight (growth allows 10 at once) when the database goes away.
+    let in_flight = eventually(Duration::from_secs(10), || async {
+        for run in &runs {
+            let path = format!("/api/v1/agents/{agent}/runs/{run}");
+            if app.get(&path, &tenant.key).await.data()["status"] != "running" {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(in_flight, "the runs started");
 
     set_connections(&database, false).await;
     // Every route answers 503 with Retry-After, never 500.
@@ -241,7 +255,8 @@ async fn a_database_outage_answers_503_and_runs_in_flight_finish_after_it() {
     assert_eq!(res.status, 503, "{}", res.body);
     let ready = app.call(reqwest::Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.status, 503);
-    actix_web::rt::time::sleep(Duration::from_secs(4)).await;
+    // The outage lasts four seconds: longer than a pool acquire (1 s) and a reclaim sweep.
+    actix_web::rt::time::sleep(OUTAGE).await;
     set_connections(&database, true).await;
 
     // Runs in flight outlive the outage: each one finishes, none stays `running`.

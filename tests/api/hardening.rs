@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::fake_llm::{LlmApp, Script};
-use crate::helpers::{eventually, Backend, TestApp};
+use crate::helpers::{eventually, holds_for, Backend, TestApp};
 use crate::runs::{execute, setup};
 
 async fn sqlite(configure: impl FnOnce(figment::Figment) -> figment::Figment) -> TestApp {
@@ -449,8 +449,12 @@ async fn open_streams_and_queued_runs_are_capped_per_key_and_tenant() {
                 .unwrap()
                 .contains("wait for a slot"));
         }
-        // Give the first run the time to leave the queue.
-        actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+        // The first run leaves the queue before the next ones count as waiting.
+        if statuses.len() == 1 {
+            let run = res.data()["id"].as_str().unwrap();
+            app.run_until(&tenant.key, &agent, run, |r| r["status"] != "queued")
+                .await;
+        }
     }
     assert_eq!(statuses, [202, 202, 202, 429]);
     app.stop().await;
@@ -561,7 +565,18 @@ async fn a_new_chat_subscriber_starts_at_the_reply_in_flight_unless_it_asks_for_
         .post(&messages, &tenant.key, json!({ "content": "two" }))
         .await;
     let second_reply = second.data()["reply_id"].as_str().unwrap().to_string();
-    actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+    // The second reply is in flight (streaming) when the subscribers come.
+    let streaming = eventually(Duration::from_secs(5), || async {
+        app.get(&messages, &tenant.key)
+            .await
+            .data()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == second_reply.as_str() && m["status"] == "streaming")
+    })
+    .await;
+    assert!(streaming, "the second reply started");
     let read = |last_event_id: Option<&'static str>| {
         let (client, url, key) = (
             app.client.clone(),
@@ -639,8 +654,11 @@ async fn an_idle_chat_session_passivates_for_good() {
     .await;
     assert!(gone, "the idle sessions did not passivate");
     // ... and stays gone: over several of its idle checks (idle_secs / 4), no restart.
-    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(restarts(), before, "passivated sessions were restarted");
+    let stayed = holds_for(Duration::from_millis(1500), || async {
+        restarts() == before && app.state.sessions.actors().live() == 0
+    })
+    .await;
+    assert!(stayed, "passivated sessions were restarted");
     // A later message brings one back and is answered.
     let res = app
         .post(
@@ -776,7 +794,11 @@ async fn the_offline_provider_can_be_slow_call_a_tool_and_fail_on_request() {
     let queued = execute("Take your time", json!(false)).await;
     assert_eq!(queued.status, 202);
     let run = queued.data()["id"].as_str().unwrap().to_string();
-    actix_web::rt::time::sleep(Duration::from_millis(350)).await;
+    let stream = format!("/api/v1/agents/{agent}/runs/{run}/stream");
+    assert!(
+        app.until_event(&stream, &tenant.key, "token").await,
+        "the answer started"
+    );
     let res = app
         .post(
             &format!("/api/v1/agents/{agent}/runs/{run}/cancel"),

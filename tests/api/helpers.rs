@@ -7,11 +7,12 @@ use dgidgi::config::Config;
 use dgidgi::http::AppState;
 use dgidgi::providers::Providers;
 use dgidgi::startup::Application;
+use dgidgi_testkit::FreshDatabase;
+pub use dgidgi_testkit::{eventually, holds_for};
 use figment::providers::Serialized;
 use figment::Figment;
 use reqwest::Method;
 use serde_json::Value;
-use sqlx::Connection;
 
 /// Runs each listed `async fn name(app: &TestApp)` of the calling module once on SQLite and
 /// once on PostgreSQL (skipped, and said so, where no PostgreSQL is reachable, except
@@ -74,7 +75,8 @@ pub struct TestApp {
     path: std::path::PathBuf,
     /// Keeps the folder alive for the test's duration (held by the first server only).
     _dir: Option<tempfile::TempDir>,
-    postgres_db: Option<String>,
+    /// The test's own PostgreSQL database, dropped with it (even when the test panics).
+    postgres_db: Option<FreshDatabase>,
 }
 
 /// The secrets PostgreSQL tests configure.
@@ -93,31 +95,6 @@ pub fn key_file_value(path: &std::path::Path, name: &str) -> Option<String> {
             .filter(|(k, _)| k.trim() == name)
             .map(|(_, v)| v.trim().to_string())
     })
-}
-
-async fn drop_database(name: String) {
-    if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{}/test", postgres_base())).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await;
-    }
-}
-
-/// A test that panics never reaches `stop`: its PostgreSQL database is dropped here.
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(name) = self.postgres_db.take() {
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                if let Ok(rt) = rt {
-                    rt.block_on(drop_database(name));
-                }
-            })
-            .join();
-        }
-    }
 }
 
 /// A response: status, headers and the JSON body (`Null` when there is none).
@@ -182,16 +159,9 @@ impl TestApp {
                 None,
             ),
             Backend::Postgres => {
-                let name = format!("dgidgi_test_{}", uuid::Uuid::now_v7().simple());
-                match sqlx::PgConnection::connect(&format!("{}/test", postgres_base())).await {
-                    Ok(mut admin) => {
-                        sqlx::query(&format!("CREATE DATABASE {name}"))
-                            .execute(&mut admin)
-                            .await
-                            .expect("create test database");
-                        let _ = admin.close().await;
-                        (format!("{}/{name}", postgres_base()), Some(name))
-                    }
+                let admin = format!("{}/test", postgres_base());
+                match FreshDatabase::create(&admin, "test").await {
+                    Ok(db) => (db.url.clone(), Some(db)),
                     Err(e) if std::env::var_os("CI").is_some() => {
                         panic!(
                             "PostgreSQL is required under CI and is not reachable at {}: {e}",
@@ -260,7 +230,7 @@ impl TestApp {
         path: std::path::PathBuf,
         dir: Option<tempfile::TempDir>,
         database_url: String,
-        postgres_db: Option<String>,
+        postgres_db: Option<FreshDatabase>,
     ) -> Self {
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state.clone();
@@ -324,9 +294,7 @@ impl TestApp {
     pub async fn stop(mut self) {
         self.handle.stop(false).await;
         self.state.store.close().await;
-        if let Some(name) = self.postgres_db.take() {
-            drop_database(name).await;
-        }
+        drop(self.postgres_db.take());
     }
 
     /// Sends `method path` with `key` as Bearer credentials (if any) and `body` as JSON.
@@ -438,6 +406,22 @@ impl TestApp {
         panic!("run {run} did not reach the expected state");
     }
 
+    /// Opens the event stream at `path` and reads it until an event named `event` arrives
+    /// (for at most 10 s); whether one did.
+    pub async fn until_event(&self, path: &str, key: &str, event: &str) -> bool {
+        let mut res = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let seen = dgidgi_testkit::sse::read_until(&mut res, |_, frame| frame.event == event);
+        tokio::time::timeout(std::time::Duration::from_secs(10), seen)
+            .await
+            .unwrap_or(false)
+    }
+
     /// Creates a project in the tenant whose key is `key`; returns its id.
     pub async fn project(&self, key: &str, name: &str) -> String {
         let res = self
@@ -456,24 +440,5 @@ impl TestApp {
                 .expect("the SQLite key file holds the sealing key"),
             configured => configured.to_string(),
         }
-    }
-}
-
-/// Polls `check` every 20 ms until it holds, for at most `limit`; whether it came to hold.
-/// For "it happens" checks, instead of a fixed sleep that is either too long or too short.
-pub async fn eventually<F, Fut>(limit: std::time::Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

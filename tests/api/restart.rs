@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{dgidgi, libc_kill, wait, wait_for_port};
 use crate::fake_llm::{provider_settings, FakeLlm, Script};
+use dgidgi_testkit::sse::{read_until, Frame};
 
 struct Server {
     child: Child,
@@ -73,6 +74,22 @@ async fn call(method: reqwest::Method, url: String, key: &str, body: Option<Valu
     body["data"].clone()
 }
 
+/// Reads the whole event stream at `url` (from its first event) until `seen` holds for an
+/// event, for at most 10 s; whether it did.
+async fn until_event(url: String, key: &str, mut seen: impl FnMut(&Frame) -> bool) -> bool {
+    let mut res = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(key)
+        .header("Last-Event-ID", "0")
+        .send()
+        .await
+        .unwrap();
+    let read = read_until(&mut res, |_, frame| seen(frame));
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .unwrap_or(false)
+}
+
 #[actix_web::test]
 async fn a_run_killed_mid_step_resumes_after_its_last_finished_step() {
     let dir = tempfile::tempdir().unwrap();
@@ -125,7 +142,9 @@ async fn a_run_killed_mid_step_resumes_after_its_last_finished_step() {
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(llm.requests().len(), 2, "the second step started");
-    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    let stream = format!("{}/agents/{agent}/runs/{run}/stream", first.base);
+    let streaming = until_event(stream, &key, |f| f.event == "token" && f.data["step"] == 1);
+    assert!(streaming.await, "step 1's first tokens are stored");
     unsafe { libc_kill(first.child.id() as i32, 9) };
     wait(&mut first.child, Duration::from_secs(10)).expect("killed");
 
@@ -241,7 +260,9 @@ async fn a_chat_session_killed_mid_reply_is_settled_at_start_up_keeping_its_part
         }
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
-    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    let stream = format!("{}/chat/sessions/{session}/stream", first.base);
+    let streaming = until_event(stream, &key, |f| f.event == "token");
+    assert!(streaming.await, "the first reply's tokens are stored");
     unsafe { libc_kill(first.child.id() as i32, 9) };
     wait(&mut first.child, Duration::from_secs(10)).expect("killed");
 

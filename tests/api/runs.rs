@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::fake_llm::{LlmApp, Script};
-use crate::helpers::{backend_tests, Backend, TestApp, TestTenant};
+use crate::helpers::{backend_tests, holds_for, Backend, TestApp, TestTenant};
 
 backend_tests!(@with crate::fake_llm::LlmApp::start;
     a_streamed_answer_completes_the_run_with_its_output_and_usage,
@@ -576,9 +576,11 @@ async fn cancel_stops_a_streaming_run_and_keeps_its_partial_text() {
         .push(Script::Slow(vec!["a "; 200], Duration::from_millis(25)));
     let res = execute(&ctx, &tenant.key, &agent, &project, json!({})).await;
     let run = res.data()["id"].as_str().unwrap().to_string();
-    ctx.run_until(&tenant.key, &agent, &run, |r| r["status"] == "running")
-        .await;
-    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    let stream = format!("/api/v1/agents/{agent}/runs/{run}/stream");
+    assert!(
+        ctx.until_event(&stream, &tenant.key, "token").await,
+        "the answer started"
+    );
     let started = std::time::Instant::now();
     let res = ctx
         .post(
@@ -650,16 +652,18 @@ async fn a_tenant_runs_at_most_its_limit_at_once_and_a_queued_run_can_be_cancell
         .as_str()
         .unwrap()
         .to_string();
-    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    for queued in [&second, &third] {
-        let res = ctx
-            .get(
-                &format!("/api/v1/agents/{agent}/runs/{queued}"),
-                &tenant.key,
-            )
-            .await;
-        assert_eq!(res.data()["status"], "queued", "the limit holds it back");
-    }
+    // The limit holds them back while the first run streams (20 pieces, 20 ms apart).
+    let held = holds_for(Duration::from_millis(150), || async {
+        for queued in [&second, &third] {
+            let path = format!("/api/v1/agents/{agent}/runs/{queued}");
+            if ctx.get(&path, &tenant.key).await.data()["status"] != "queued" {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(held, "the limit holds them back");
     // Cancelled before it started: it never reaches the provider.
     let res = ctx
         .post(

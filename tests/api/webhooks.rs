@@ -11,7 +11,7 @@ use figment::providers::Serialized;
 use figment::Figment;
 use serde_json::{json, Value};
 
-use crate::helpers::{backend_tests, Backend, TestApp};
+use crate::helpers::{backend_tests, holds_for, Backend, TestApp};
 
 /// One request the receiver got.
 #[derive(Clone, Debug)]
@@ -349,9 +349,15 @@ async fn tenants_get_only_their_events_and_a_platform_endpoint_gets_all(app: &Te
         got_all.iter().any(|r| r.body.contains(&c.id)),
         "tenant.created of the new tenant"
     );
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(for_a.got().len(), 3, "nothing of B's reached A");
-    assert_eq!(for_b.got().len(), 1, "nothing of A's reached B");
+    // Nothing more arrives over six delivery polls (webhooks.poll_ms = 50).
+    let settled = holds_for(Duration::from_millis(300), || async {
+        for_a.got().len() == 3 && for_b.got().len() == 1
+    })
+    .await;
+    assert!(
+        settled,
+        "nothing of B's reached A, nothing of A's reached B"
+    );
     // Endpoints are tenant-scoped like everything else.
     let listed = app.get("/api/v1/webhooks", &b.key).await;
     assert_eq!(listed.data().as_array().unwrap().len(), 1);
@@ -413,10 +419,12 @@ async fn a_410_disables_the_endpoint() {
     assert_eq!(shown["enabled"], false);
     assert!(shown["disabled_reason"].as_str().unwrap().contains("410"));
     app.project(&tenant.key, "two").await;
-    actix_web::rt::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        receiver.got().len(),
-        1,
+    // Over eight delivery polls (webhooks.poll_ms = 50), nothing reaches it.
+    assert!(
+        holds_for(Duration::from_millis(400), || async {
+            receiver.got().len() == 1
+        })
+        .await,
         "a disabled endpoint gets nothing more"
     );
     // Enabled again, it gets new events.
@@ -739,10 +747,12 @@ async fn consecutive_failures_disable_the_endpoint() {
         .as_str()
         .unwrap()
         .contains("consecutive"));
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        receiver.got().len(),
-        2,
+    // Over six delivery polls (webhooks.poll_ms = 50), no attempt.
+    assert!(
+        holds_for(Duration::from_millis(300), || async {
+            receiver.got().len() == 2
+        })
+        .await,
         "no attempt after the endpoint was disabled"
     );
     receiver.stop().await;
