@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 
 use crate::chat::Message;
 use crate::provider::Usage;
-use crate::run::RunError;
+use crate::run;
 use crate::store::StoreFailure;
 
 /// One event of a stream, as stored and sent: its seq, its kind (the SSE `event:`) and
@@ -88,7 +88,7 @@ pub enum RunEvent {
         usage: Usage,
     },
     RunFailed {
-        error: RunError,
+        error: run::Failure,
     },
     RunCancelled {
         steps: usize,
@@ -153,7 +153,7 @@ pub enum SessionEvent {
         reply_id: String,
         message: Message,
         usage: Option<Usage>,
-        error: Option<RunError>,
+        error: Option<run::Failure>,
     },
 }
 

@@ -33,9 +33,8 @@ pub mod time;
 pub mod tools;
 pub mod webhook;
 
-pub use registry::{ActorError, ActorInfo, ActorMeta, Registry};
+pub use registry::{ActorInfo, ActorMeta, Registry};
 pub use store::{StoreFailure, TenantStore};
 pub use tenant::{
-    GetTenant, Tenant, TenantActor, TenantError, TenantSettings, TenantSettingsPatch, Tenants,
-    UpdateTenant,
+    GetTenant, Tenant, TenantActor, TenantSettings, TenantSettingsPatch, Tenants, UpdateTenant,
 };

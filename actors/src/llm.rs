@@ -9,10 +9,8 @@ use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 
 use crate::events::{Event, EventHub, EventLog, StreamEvent};
-use crate::provider::{
-    ChatChunk, ChatRequest, LlmProvider, ProviderError, ProviderSet, ToolCall, Usage,
-};
-use crate::run::{RunError, RunSettings};
+use crate::provider::{self, ChatChunk, ChatRequest, LlmProvider, ProviderSet, ToolCall, Usage};
+use crate::run::{self, RunSettings};
 use crate::store::retrying;
 
 pub use crate::time::now;
@@ -68,7 +66,7 @@ impl EventWriter {
     }
 
     /// Queues a token event carrying `delta`; writes the batch when it is big or old enough.
-    pub async fn token(&mut self, delta: &str, token: &impl Event) -> Result<(), RunError> {
+    pub async fn token(&mut self, delta: &str, token: &impl Event) -> Result<(), run::Failure> {
         self.streamed.push_str(delta);
         let event = self.event(token);
         self.pending.push(event);
@@ -79,7 +77,7 @@ impl EventWriter {
     }
 
     /// Persists then publishes what is queued.
-    pub async fn flush(&mut self) -> Result<(), RunError> {
+    pub async fn flush(&mut self) -> Result<(), run::Failure> {
         self.last_flush = Instant::now();
         if self.pending.is_empty() {
             return Ok(());
@@ -97,7 +95,7 @@ impl EventWriter {
     }
 
     /// Writes one event at once (after what is queued).
-    pub async fn emit(&mut self, event: &impl Event) -> Result<(), RunError> {
+    pub async fn emit(&mut self, event: &impl Event) -> Result<(), run::Failure> {
         let event = self.event(event);
         self.pending.push(event);
         self.flush().await
@@ -140,11 +138,11 @@ pub async fn complete<E: Event>(
     request: ChatRequest,
     token: &(impl Fn(&str) -> E + Sync),
     log: &mut EventWriter,
-) -> Result<Answer, RunError> {
+) -> Result<Answer, run::Failure> {
     let mut failures = Vec::new();
     for name in providers {
         let Some(provider) = set.get(name) else {
-            failures.push(ProviderError::new(
+            failures.push(provider::Error::new(
                 "unknown_provider",
                 format!("no provider named '{name}' is configured"),
                 false,
@@ -194,9 +192,9 @@ pub async fn complete<E: Event>(
             break;
         }
     }
-    let last = failures
-        .pop()
-        .unwrap_or_else(|| ProviderError::new("no_provider", "the agent names no provider", false));
+    let last = failures.pop().unwrap_or_else(|| {
+        provider::Error::new("no_provider", "the agent names no provider", false)
+    });
     let mut error = provider_failure(providers.last().map_or("", String::as_str), last);
     if !failures.is_empty() {
         error.details = Some(json!({ "earlier_failures": failures }));
@@ -215,8 +213,8 @@ fn count_tokens(answer: &Answer) {
         .increment(answer.usage.completion_tokens);
 }
 
-fn provider_failure(provider: &str, error: ProviderError) -> RunError {
-    RunError {
+fn provider_failure(provider: &str, error: provider::Error) -> run::Failure {
+    run::Failure {
         code: format!("provider_{}", error.code),
         message: error.message.clone(),
         details: Some(json!({ "provider": provider, "status": error.status })),
@@ -225,7 +223,7 @@ fn provider_failure(provider: &str, error: ProviderError) -> RunError {
 
 /// What waiting on a provider stream gave.
 enum Next {
-    Item(Option<Result<ChatChunk, ProviderError>>),
+    Item(Option<Result<ChatChunk, provider::Error>>),
     /// Nothing ready at once (tokens are waiting to be written).
     Pause,
     /// Nothing for the whole start or idle timeout.
@@ -240,10 +238,10 @@ async fn stream_answer<E: Event>(
     token: &(impl Fn(&str) -> E + Sync),
     log: &mut EventWriter,
     settings: &RunSettings,
-) -> Result<(), (ProviderError, bool)> {
+) -> Result<(), (provider::Error, bool)> {
     let stalled = |waited: Duration| {
         let message = format!("no data from the provider for {} ms", waited.as_millis());
-        ProviderError::new("timeout", message, true)
+        provider::Error::new("timeout", message, true)
     };
     let request_max_tool_arguments = request.max_tool_arguments;
     let mut stream =
@@ -277,7 +275,7 @@ async fn stream_answer<E: Event>(
             Next::Pause => {
                 log.flush().await.map_err(|e| {
                     (
-                        ProviderError::new("store_failure", e.message, false),
+                        provider::Error::new("store_failure", e.message, false),
                         streamed,
                     )
                 })?;
@@ -297,7 +295,7 @@ async fn stream_answer<E: Event>(
                             settings.max_step_output
                         );
                         return Err((
-                            ProviderError::new("output_too_large", message, false),
+                            provider::Error::new("output_too_large", message, false),
                             streamed,
                         ));
                     }
@@ -309,14 +307,17 @@ async fn stream_answer<E: Event>(
                             request_max_tool_arguments
                         );
                         return Err((
-                            ProviderError::new("tool_arguments_too_large", message, false),
+                            provider::Error::new("tool_arguments_too_large", message, false),
                             streamed,
                         ));
                     }
                     ChatChunk::Delta(delta) => {
                         answer.text.push_str(&delta);
                         log.token(&delta, &token(&delta)).await.map_err(|e| {
-                            (ProviderError::new("store_failure", e.message, false), true)
+                            (
+                                provider::Error::new("store_failure", e.message, false),
+                                true,
+                            )
                         })?;
                     }
                     ChatChunk::ToolCall(call) => answer.tool_calls.push(call),

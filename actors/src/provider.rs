@@ -84,12 +84,12 @@ pub enum ChatChunk {
     Usage(Usage),
 }
 
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, ProviderError>> + Send>>;
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;
 
 /// Why a provider failed, with a stable code for the run's `error.code`.
 #[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
 #[error("{code}: {message}")]
-pub struct ProviderError {
+pub struct Error {
     /// `rate_limited`, `server_error`, `timeout`, `insufficient_quota`, `bad_request`,
     /// `unauthorized`, `malformed_response`, `stream_broken`, `unknown_provider`.
     pub code: String,
@@ -103,7 +103,7 @@ pub struct ProviderError {
     pub status: Option<u16>,
 }
 
-impl ProviderError {
+impl Error {
     pub fn new(code: &str, message: impl Into<String>, retryable: bool) -> Self {
         Self {
             code: code.into(),
@@ -120,7 +120,7 @@ pub trait LlmProvider: Send + Sync + 'static {
     fn default_model(&self) -> &str;
     /// Starts a streaming completion. Errors before the first chunk come from here; errors
     /// in the middle of the answer come from the stream.
-    async fn stream_chat(&self, request: ChatRequest) -> Result<ChunkStream, ProviderError>;
+    async fn stream_chat(&self, request: ChatRequest) -> Result<ChunkStream, Error>;
 }
 
 /// The configured providers, by name.

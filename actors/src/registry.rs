@@ -16,7 +16,7 @@ use dashmap::DashMap;
 
 /// Why a message could not be answered by its actor.
 #[derive(Debug, thiserror::Error)]
-pub enum ActorError {
+pub enum Error {
     /// The actor's mailbox is full or it stopped while the message was in flight.
     #[error("actor unavailable: {0}")]
     Unavailable(String),
@@ -266,7 +266,7 @@ where
 
     /// Sends `msg` to the actor for `key`, activating it with `make` first when needed, and
     /// retries once on a fresh activation if the actor stopped while it was addressed.
-    pub async fn send<M, F>(&self, key: &str, make: F, msg: M) -> Result<M::Result, ActorError>
+    pub async fn send<M, F>(&self, key: &str, make: F, msg: M) -> Result<M::Result, Error>
     where
         M: Message + Send + Clone + 'static,
         M::Result: Send,
@@ -287,9 +287,9 @@ where
                 live.addr
                     .send(msg)
                     .await
-                    .map_err(|e| ActorError::Unavailable(e.to_string()))
+                    .map_err(|e| Error::Unavailable(e.to_string()))
             }
-            Err(e) => Err(ActorError::Unavailable(e.to_string())),
+            Err(e) => Err(Error::Unavailable(e.to_string())),
         }
     }
 

@@ -5,7 +5,7 @@ use actix_web::web::{Data, Path};
 use actix_web::{delete, get, post};
 use actix_web::{HttpRequest, HttpResponse};
 use dgidgi_actors::agent;
-use dgidgi_actors::chat::{ChatError, PostMessage, Session};
+use dgidgi_actors::chat::{self, PostMessage, Session};
 use dgidgi_actors::events::SessionEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -271,13 +271,13 @@ async fn find_session(state: &AppState, tenant_id: &str, id: &str) -> Result<Ses
         .ok_or_else(|| ApiError::not_found("session", id))
 }
 
-fn chat_error(e: ChatError) -> ApiError {
+fn chat_error(e: chat::Error) -> ApiError {
     match e {
-        ChatError::NotFound => ApiError::not_found("session", ""),
-        ChatError::QueueFull(max) => ApiError::TooMany(format!(
+        chat::Error::NotFound => ApiError::not_found("session", ""),
+        chat::Error::QueueFull(max) => ApiError::TooMany(format!(
             "{max} messages are already waiting for a reply in this session"
         )),
-        ChatError::Store(cause) => ApiError::Internal(cause),
-        ChatError::Unavailable(cause) => ApiError::Unavailable(cause),
+        chat::Error::Store(cause) => ApiError::Internal(cause),
+        chat::Error::Unavailable(cause) => ApiError::Unavailable(cause),
     }
 }

@@ -287,8 +287,8 @@ pub struct RunError {
     pub details: Option<Value>,
 }
 
-impl From<domain::run::RunError> for RunError {
-    fn from(e: domain::run::RunError) -> Self {
+impl From<domain::run::Failure> for RunError {
+    fn from(e: domain::run::Failure) -> Self {
         Self {
             code: e.code,
             message: e.message,

@@ -3,7 +3,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use dgidgi_actors::TenantError;
+use dgidgi_actors::tenant;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -180,13 +180,13 @@ impl From<dgidgi_actors::StoreFailure> for ApiError {
     }
 }
 
-impl From<TenantError> for ApiError {
-    fn from(e: TenantError) -> Self {
+impl From<tenant::Error> for ApiError {
+    fn from(e: tenant::Error) -> Self {
         match e {
-            TenantError::NotFound => ApiError::not_found("tenant", ""),
-            TenantError::Invalid { field, reason } => ApiError::invalid(&field, reason),
-            TenantError::Store(cause) => ApiError::Internal(cause),
-            TenantError::Unavailable(cause) => ApiError::Unavailable(cause),
+            tenant::Error::NotFound => ApiError::not_found("tenant", ""),
+            tenant::Error::Invalid { field, reason } => ApiError::invalid(&field, reason),
+            tenant::Error::Store(cause) => ApiError::Internal(cause),
+            tenant::Error::Unavailable(cause) => ApiError::Unavailable(cause),
         }
     }
 }

@@ -151,7 +151,7 @@ async fn acting_tenant(
         }
         (None, Some(named)) => {
             state.tenants.get(named).await.map_err(|e| match e {
-                dgidgi_actors::TenantError::NotFound => ApiError::not_found("tenant", named),
+                dgidgi_actors::tenant::Error::NotFound => ApiError::not_found("tenant", named),
                 other => other.into(),
             })?;
             Ok(named.to_string())

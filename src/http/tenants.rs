@@ -234,9 +234,9 @@ async fn visible_tenant(
     state.tenants.get(id).await.map_err(|e| not_found_as(e, id))
 }
 
-fn not_found_as(e: dgidgi_actors::TenantError, id: &str) -> ApiError {
+fn not_found_as(e: dgidgi_actors::tenant::Error, id: &str) -> ApiError {
     match e {
-        dgidgi_actors::TenantError::NotFound => ApiError::not_found("tenant", id),
+        dgidgi_actors::tenant::Error::NotFound => ApiError::not_found("tenant", id),
         other => other.into(),
     }
 }

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use dgidgi_actors::provider::{
-    ChatChunk, ChatMessage, ChatRequest, ChunkStream, LlmProvider, ProviderError, ToolCall, Usage,
+    self, ChatChunk, ChatMessage, ChatRequest, ChunkStream, LlmProvider, ToolCall, Usage,
 };
 use futures_util::StreamExt;
 
@@ -29,7 +29,7 @@ impl LlmProvider for OfflineProvider {
         "offline-echo-1"
     }
 
-    async fn stream_chat(&self, request: ChatRequest) -> Result<ChunkStream, ProviderError> {
+    async fn stream_chat(&self, request: ChatRequest) -> Result<ChunkStream, provider::Error> {
         let last_user = request
             .messages
             .iter()
@@ -40,7 +40,7 @@ impl LlmProvider for OfflineProvider {
             })
             .unwrap_or("");
         if last_user.contains("[fail]") {
-            return Err(ProviderError::new(
+            return Err(provider::Error::new(
                 "bad_request",
                 "the offline provider fails what asks it to ([fail])",
                 false,
@@ -60,7 +60,7 @@ impl LlmProvider for OfflineProvider {
             )
         };
         let prompt_tokens: u64 = request.messages.iter().map(|m| words(m) as u64).sum();
-        let mut chunks: Vec<Result<ChatChunk, ProviderError>> = answer
+        let mut chunks: Vec<Result<ChatChunk, provider::Error>> = answer
             .split_inclusive(' ')
             .map(|piece| Ok(ChatChunk::Delta(piece.to_string())))
             .collect();

@@ -9,7 +9,7 @@ use async_openai::types::chat::CreateChatCompletionStreamResponse;
 use async_openai::Client;
 use async_trait::async_trait;
 use dgidgi_actors::provider::{
-    ChatChunk, ChatMessage, ChatRequest, ChunkStream, LlmProvider, ProviderError, ToolCall, Usage,
+    self, ChatChunk, ChatMessage, ChatRequest, ChunkStream, LlmProvider, ToolCall, Usage,
 };
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -80,7 +80,7 @@ fn body(request: &ChatRequest, model: &str) -> Value {
 /// `insufficient_quota`), 5xx answers and failed connections with exponential backoff
 /// honouring `Retry-After`, so those come here final; only a stream that broke or stalled
 /// may be worth another try.
-fn classify(error: OpenAIError) -> ProviderError {
+fn classify(error: OpenAIError) -> provider::Error {
     match error {
         OpenAIError::ApiError(response) => {
             let status = response.status_code.as_u16();
@@ -95,25 +95,25 @@ fn classify(error: OpenAIError) -> ProviderError {
                 s if s >= 500 => "server_error",
                 _ => "bad_request",
             };
-            ProviderError {
+            provider::Error {
                 status: Some(status),
-                ..ProviderError::new(code, api.message, false)
+                ..provider::Error::new(code, api.message, false)
             }
         }
         OpenAIError::Reqwest(e) if e.is_timeout() => {
-            ProviderError::new("timeout", e.to_string(), true)
+            provider::Error::new("timeout", e.to_string(), true)
         }
         OpenAIError::Reqwest(e) if e.is_body() || e.is_decode() => {
-            ProviderError::new("stream_broken", e.to_string(), true)
+            provider::Error::new("stream_broken", e.to_string(), true)
         }
-        OpenAIError::Reqwest(e) => ProviderError::new("unreachable", e.to_string(), false),
-        OpenAIError::JSONDeserialize(e, content) => ProviderError::new(
+        OpenAIError::Reqwest(e) => provider::Error::new("unreachable", e.to_string(), false),
+        OpenAIError::JSONDeserialize(e, content) => provider::Error::new(
             "malformed_response",
             format!("{e}: {}", content.chars().take(200).collect::<String>()),
             false,
         ),
-        OpenAIError::StreamError(e) => ProviderError::new("stream_broken", e.to_string(), true),
-        other => ProviderError::new("bad_request", other.to_string(), false),
+        OpenAIError::StreamError(e) => provider::Error::new("stream_broken", e.to_string(), true),
+        other => provider::Error::new("bad_request", other.to_string(), false),
     }
 }
 
@@ -128,7 +128,7 @@ struct PartialCall {
 struct Assembly {
     inner: async_openai::types::stream::StreamResponse<CreateChatCompletionStreamResponse>,
     calls: BTreeMap<u32, PartialCall>,
-    ready: VecDeque<Result<ChatChunk, ProviderError>>,
+    ready: VecDeque<Result<ChatChunk, provider::Error>>,
     finished: bool,
     done: bool,
     /// The most bytes of arguments one call may gather (the request's limit).
@@ -154,7 +154,7 @@ impl Assembly {
                     if let Some(arguments) = function.arguments {
                         if partial.arguments.len() + arguments.len() > self.max_arguments {
                             // Not gathered further: the step fails rather than hold it all.
-                            self.ready.push_back(Err(ProviderError::new(
+                            self.ready.push_back(Err(provider::Error::new(
                                 "tool_arguments_too_large",
                                 format!(
                                     "a tool call's arguments passed {} bytes",
@@ -185,7 +185,7 @@ impl Assembly {
     fn end(&mut self) {
         self.done = true;
         if !self.finished {
-            self.ready.push_back(Err(ProviderError::new(
+            self.ready.push_back(Err(provider::Error::new(
                 "stream_broken",
                 "the stream ended without a finish reason",
                 true,
@@ -213,7 +213,7 @@ impl LlmProvider for OpenAiProvider {
         &self.model
     }
 
-    async fn stream_chat(&self, request: ChatRequest) -> Result<ChunkStream, ProviderError> {
+    async fn stream_chat(&self, request: ChatRequest) -> Result<ChunkStream, provider::Error> {
         let model = request.model.clone().unwrap_or_else(|| self.model.clone());
         let inner = self
             .client

@@ -728,7 +728,7 @@ impl dgidgi_actors::provider::LlmProvider for PanickingProvider {
     async fn stream_chat(
         &self,
         _: dgidgi_actors::provider::ChatRequest,
-    ) -> Result<dgidgi_actors::provider::ChunkStream, dgidgi_actors::provider::ProviderError> {
+    ) -> Result<dgidgi_actors::provider::ChunkStream, dgidgi_actors::provider::Error> {
         panic!("a bug in the provider")
     }
 }

@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
 use super::reply::{reply_loop, Current};
-use super::{ChatDeps, ChatError, Message, Session};
+use super::{ChatDeps, Error, Message, Session};
 use crate::events::EventHub;
 use crate::llm::now;
 use crate::registry::{ActorMeta, Registry};
@@ -18,7 +18,7 @@ use crate::store::StoreFailure;
 
 /// Store a user message and queue it for a reply with id `reply_id`.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Message, ChatError>")]
+#[rtype(result = "Result<Message, Error>")]
 pub struct PostMessage {
     pub message_id: String,
     pub reply_id: String,
@@ -140,19 +140,19 @@ impl Supervised for SessionActor {
 
 impl Handler<PostMessage> for SessionActor {
     /// Atomic: messages are stored and queued in the order they arrive.
-    type Result = AtomicResponse<Self, Result<Message, ChatError>>;
+    type Result = AtomicResponse<Self, Result<Message, Error>>;
 
     fn handle(&mut self, msg: PostMessage, _: &mut Context<Self>) -> Self::Result {
         self.last_active = Instant::now();
         let (session, queue) = match &self.state {
             Loaded::Ready { session, queue } => (session.as_ref().clone(), queue.clone()),
-            _ => return AtomicResponse::new(Box::pin(fut::ready(Err(ChatError::NotFound)))),
+            _ => return AtomicResponse::new(Box::pin(fut::ready(Err(Error::NotFound)))),
         };
         // Reserve the place first: a full queue refuses the message before it is stored.
         let permit = match queue.try_reserve_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                let full = ChatError::QueueFull(self.deps.max_queue);
+                let full = Error::QueueFull(self.deps.max_queue);
                 return AtomicResponse::new(Box::pin(fut::ready(Err(full))));
             }
         };
@@ -175,7 +175,7 @@ impl Handler<PostMessage> for SessionActor {
             store
                 .add_message(&tenant_id, &message)
                 .await
-                .map_err(ChatError::from)?;
+                .map_err(Error::from)?;
             permit.send(message.clone());
             Ok(message)
         };
@@ -235,14 +235,14 @@ impl Sessions {
     }
 
     /// Stores and queues a user message; the reply streams on the session's log.
-    pub async fn post(&self, session_id: &str, msg: PostMessage) -> Result<Message, ChatError> {
+    pub async fn post(&self, session_id: &str, msg: PostMessage) -> Result<Message, Error> {
         self.registry
             .send(session_id, self.make(session_id), msg)
             .await?
     }
 
     /// Stops the reply in flight, if any; answers its id.
-    pub async fn cancel(&self, session_id: &str) -> Result<Option<String>, ChatError> {
+    pub async fn cancel(&self, session_id: &str) -> Result<Option<String>, Error> {
         Ok(self
             .registry
             .send(session_id, self.make(session_id), CancelReply)

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::{EventHub, EventLog, StreamEvent};
 use crate::provider::{ProviderSet, Usage};
-use crate::registry::ActorError;
-use crate::run::{RunError, RunSettings};
+use crate::registry;
+use crate::run::{self, RunSettings};
 use crate::store::StoreFailure;
 
 pub use actor::{CancelReply, PostMessage, SessionActor, Sessions};
@@ -59,7 +59,7 @@ pub struct Message {
     /// For a reply: the user message it answers.
     pub in_reply_to: Option<String>,
     pub usage: Option<Usage>,
-    pub error: Option<RunError>,
+    pub error: Option<run::Failure>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -99,7 +99,7 @@ pub struct ChatDeps {
 
 /// Why a session message failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ChatError {
+pub enum Error {
     #[error("session not found")]
     NotFound,
     #[error("{0} messages are already waiting for a reply")]
@@ -110,19 +110,19 @@ pub enum ChatError {
     Unavailable(String),
 }
 
-impl From<StoreFailure> for ChatError {
+impl From<StoreFailure> for Error {
     fn from(e: StoreFailure) -> Self {
         if e.unavailable {
-            ChatError::Unavailable(e.message)
+            Error::Unavailable(e.message)
         } else {
-            ChatError::Store(e.message)
+            Error::Store(e.message)
         }
     }
 }
 
-impl From<ActorError> for ChatError {
-    fn from(e: ActorError) -> Self {
-        ChatError::Unavailable(e.to_string())
+impl From<registry::Error> for Error {
+    fn from(e: registry::Error) -> Self {
+        Error::Unavailable(e.to_string())
     }
 }
 

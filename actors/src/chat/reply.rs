@@ -12,7 +12,7 @@ use crate::events::{ReplyEnd, SessionEvent};
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest};
 use crate::registry::ActorMeta;
-use crate::run::RunError;
+use crate::run;
 use crate::store::retrying;
 
 /// The reply in flight: its id and how to stop it.
@@ -52,7 +52,7 @@ pub(super) async fn reply_loop(
                     .collect(),
                 Err(_) => failed.content,
             };
-            failed.error = Some(RunError::new(
+            failed.error = Some(run::Failure::new(
                 "interrupted",
                 "the server stopped while this reply was streaming",
             ));
@@ -121,7 +121,7 @@ async fn reply(
     message: &Message,
     log: &mut EventWriter,
     cancel: &CancellationToken,
-) -> Result<(), RunError> {
+) -> Result<(), run::Failure> {
     let reply_id = message.reply_id.clone().unwrap_or_default();
     log.emit(&SessionEvent::MessageCreated {
         message: message.clone(),

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::events::SessionEvent;
-use crate::provider::{ChatChunk, ChatRequest, ChunkStream, LlmProvider, ProviderError};
+use crate::provider::{self, ChatChunk, ChatRequest, ChunkStream, LlmProvider};
 
 #[derive(Default)]
 struct Memory {
@@ -82,7 +82,7 @@ impl LlmProvider for Echo {
         "echo"
     }
 
-    async fn stream_chat(&self, request: ChatRequest) -> Result<ChunkStream, ProviderError> {
+    async fn stream_chat(&self, request: ChatRequest) -> Result<ChunkStream, provider::Error> {
         let last = request
             .messages
             .iter()

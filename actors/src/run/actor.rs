@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::driver::{drive, fail_after_panic};
 use super::{Run, RunDeps};
 use crate::events::EventHub;
-use crate::registry::{ActorError, ActorMeta, Registry};
+use crate::registry::{self, ActorMeta, Registry};
 use crate::store::StoreFailure;
 
 /// Stop the run: the LLM stream is dropped at once; a queued run never starts.
@@ -129,7 +129,7 @@ impl Runs {
     }
 
     /// Cancels run `id`, starting its actor if needed so that a queued run is cancelled too.
-    pub async fn cancel(&self, id: &str) -> Result<(), ActorError> {
+    pub async fn cancel(&self, id: &str) -> Result<(), registry::Error> {
         self.registry.send(id, self.make(id), CancelRun).await
     }
 

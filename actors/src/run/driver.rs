@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Run, RunDeps, RunError, RunStatus, RunStore, Step, ToolResult};
+use super::{Failure, Run, RunDeps, RunStatus, RunStore, Step, ToolResult};
 use crate::events::{DomainEvent, RunEvent};
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest};
@@ -33,7 +33,7 @@ pub(super) async fn fail_after_panic(deps: Arc<RunDeps>, id: String) {
         &*deps.store,
         &mut run,
         &mut log,
-        Err(RunError::new(
+        Err(Failure::new(
             "internal_error",
             "the run stopped on an internal error",
         )),
@@ -94,7 +94,7 @@ pub(super) async fn drive(
             Ok(()) => tokio::select! {
                 outcome = run_steps(&deps, &mut run, &mut log) => outcome.map(Ending::Completed),
                 _ = cancel.cancelled() => Ok(Ending::Cancelled),
-                _ = tokio::time::sleep_until(deadline) => Err(RunError::new(
+                _ = tokio::time::sleep_until(deadline) => Err(Failure::new(
                     "run_timeout",
                     format!("the run did not finish within {} s", run.spec.timeout_secs),
                 )),
@@ -125,7 +125,7 @@ enum Ending {
     Cancelled,
 }
 
-async fn start(store: &dyn RunStore, run: &mut Run, log: &mut EventWriter) -> Result<(), RunError> {
+async fn start(store: &dyn RunStore, run: &mut Run, log: &mut EventWriter) -> Result<(), Failure> {
     if run.status == RunStatus::Running {
         return log
             .emit(&RunEvent::RunResumed {
@@ -150,7 +150,7 @@ async fn finish(
     store: &dyn RunStore,
     run: &mut Run,
     log: &mut EventWriter,
-    ending: Result<Ending, RunError>,
+    ending: Result<Ending, Failure>,
 ) {
     // The run's end decides its event on the stream and the domain event webhooks get.
     let (ended, domain) = match ending {
@@ -194,7 +194,7 @@ async fn run_steps(
     deps: &Arc<RunDeps>,
     run: &mut Run,
     log: &mut EventWriter,
-) -> Result<String, RunError> {
+) -> Result<String, Failure> {
     let tool_specs = tools::specs(&run.spec.tools);
     let workspace = if tool_specs.is_empty() {
         Workspace::new(Err("this run has no tools".into()))
@@ -286,7 +286,7 @@ async fn run_steps(
             return Ok(run.steps.last().map(|s| s.text.clone()).unwrap_or_default());
         }
     }
-    Err(RunError::new(
+    Err(Failure::new(
         "step_budget_exhausted",
         format!(
             "the model still asked for tools after {} steps",

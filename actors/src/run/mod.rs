@@ -111,14 +111,14 @@ pub struct Step {
 
 /// Why a run failed: a stable code and a message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunError {
+pub struct Failure {
     pub code: String,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Value>,
 }
 
-impl RunError {
+impl Failure {
     pub fn new(code: &str, message: impl Into<String>) -> Self {
         Self {
             code: code.into(),
@@ -128,9 +128,9 @@ impl RunError {
     }
 }
 
-impl From<StoreFailure> for RunError {
+impl From<StoreFailure> for Failure {
     fn from(e: StoreFailure) -> Self {
-        RunError::new("store_failure", e.message)
+        Failure::new("store_failure", e.message)
     }
 }
 
@@ -147,7 +147,7 @@ pub struct Run {
     pub steps: Vec<Step>,
     pub output: Option<String>,
     pub usage: Usage,
-    pub error: Option<RunError>,
+    pub error: Option<Failure>,
     pub artifacts: Vec<Artifact>,
     pub created_at: String,
     pub started_at: Option<String>,

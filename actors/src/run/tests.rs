@@ -12,7 +12,7 @@ use super::*;
 use crate::events::DomainEvent;
 use crate::events::RunEvent;
 use crate::provider::ChatRequest;
-use crate::provider::{ChatChunk, ChunkStream, LlmProvider, ProviderError, ToolCall};
+use crate::provider::{self, ChatChunk, ChunkStream, LlmProvider, ToolCall};
 use crate::tenant::{Tenant, TenantSettings};
 use crate::tools::FileStore;
 use crate::TenantStore;
@@ -181,14 +181,14 @@ impl LlmProvider for Scripted {
         "scripted"
     }
 
-    async fn stream_chat(&self, _: ChatRequest) -> Result<ChunkStream, ProviderError> {
+    async fn stream_chat(&self, _: ChatRequest) -> Result<ChunkStream, provider::Error> {
         let answer = self
             .answers
             .lock()
             .unwrap()
             .pop_front()
             .unwrap_or_else(|| self.otherwise.clone());
-        let chunks: Vec<Result<ChatChunk, ProviderError>> = match answer {
+        let chunks: Vec<Result<ChatChunk, provider::Error>> = match answer {
             Answer::Text(text) => vec![Ok(ChatChunk::Delta(text.into()))],
             Answer::Tool => vec![Ok(ChatChunk::ToolCall(ToolCall {
                 id: "call_1".into(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::{GetTenant, Tenant, TenantError, UpdateTenant};
+use super::{Error, GetTenant, Tenant, UpdateTenant};
 use crate::registry::{ActorMeta, Registry};
 use crate::store::{StoreFailure, TenantStore};
 
@@ -47,12 +47,12 @@ impl TenantActor {
         self.last_active = Instant::now();
     }
 
-    fn current(&self) -> Result<Tenant, TenantError> {
+    fn current(&self) -> Result<Tenant, Error> {
         match &self.state {
             State::Live(t) => Ok(t.as_ref().clone()),
-            State::Missing => Err(TenantError::NotFound),
+            State::Missing => Err(Error::NotFound),
             State::Failed(e) => Err(e.clone().into()),
-            State::Loading => Err(TenantError::Unavailable("tenant is loading".into())),
+            State::Loading => Err(Error::Unavailable("tenant is loading".into())),
         }
     }
 
@@ -117,7 +117,7 @@ impl Supervised for TenantActor {
 }
 
 impl Handler<GetTenant> for TenantActor {
-    type Result = Result<Tenant, TenantError>;
+    type Result = Result<Tenant, Error>;
 
     fn handle(&mut self, _: GetTenant, _: &mut Context<Self>) -> Self::Result {
         self.touch();
@@ -126,7 +126,7 @@ impl Handler<GetTenant> for TenantActor {
 }
 
 impl Handler<UpdateTenant> for TenantActor {
-    type Result = AtomicResponse<Self, Result<Tenant, TenantError>>;
+    type Result = AtomicResponse<Self, Result<Tenant, Error>>;
 
     fn handle(&mut self, msg: UpdateTenant, _: &mut Context<Self>) -> Self::Result {
         self.touch();
@@ -155,7 +155,7 @@ impl Handler<UpdateTenant> for TenantActor {
                     }
                     Ok(None) => {
                         act.state = State::Missing;
-                        Err(TenantError::NotFound)
+                        Err(Error::NotFound)
                     }
                     Err(e) => Err(e.into()),
                 }),
@@ -165,7 +165,7 @@ impl Handler<UpdateTenant> for TenantActor {
 
 /// Ask for one of the tenant's run slots; the receiver fires when the run may start.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<oneshot::Receiver<()>, TenantError>")]
+#[rtype(result = "Result<oneshot::Receiver<()>, Error>")]
 pub struct AdmitRun {
     pub run_id: String,
 }
@@ -190,7 +190,7 @@ impl TenantActor {
 
     /// Refuses more concurrent runs than `plan` includes, naming its limit and a plan that
     /// allows them.
-    fn allows_run_slots(&self, plan: &str, wanted: u32) -> Result<(), TenantError> {
+    fn allows_run_slots(&self, plan: &str, wanted: u32) -> Result<(), Error> {
         let Some(&limit) = self.plan_caps.get(plan) else {
             return Ok(());
         };
@@ -204,7 +204,7 @@ impl TenantActor {
             .min_by_key(|(_, cap)| **cap)
             .map(|(name, _)| format!(" (the {name} plan allows {wanted})"))
             .unwrap_or_default();
-        Err(TenantError::Invalid {
+        Err(Error::Invalid {
             field: "max_concurrent_runs".into(),
             reason: format!("must be at most {limit}, the {plan} plan's limit{roomier}"),
         })
@@ -225,7 +225,7 @@ impl TenantActor {
 }
 
 impl Handler<AdmitRun> for TenantActor {
-    type Result = Result<oneshot::Receiver<()>, TenantError>;
+    type Result = Result<oneshot::Receiver<()>, Error>;
 
     fn handle(&mut self, msg: AdmitRun, _: &mut Context<Self>) -> Self::Result {
         self.touch();
@@ -287,12 +287,12 @@ impl Tenants {
     }
 
     /// The tenant's live state.
-    pub async fn get(&self, id: &str) -> Result<Tenant, TenantError> {
+    pub async fn get(&self, id: &str) -> Result<Tenant, Error> {
         self.send(id, GetTenant).await?
     }
 
     /// Waits until run `run_id` may start under the tenant's concurrency limit.
-    pub async fn admit(&self, tenant_id: &str, run_id: &str) -> Result<(), TenantError> {
+    pub async fn admit(&self, tenant_id: &str, run_id: &str) -> Result<(), Error> {
         let wait = self
             .send(
                 tenant_id,
@@ -302,7 +302,7 @@ impl Tenants {
             )
             .await??;
         wait.await
-            .map_err(|_| TenantError::Unavailable("the tenant actor stopped".into()))
+            .map_err(|_| Error::Unavailable("the tenant actor stopped".into()))
     }
 
     /// Gives run `run_id`'s slot back (or takes it out of the queue).
@@ -321,11 +321,11 @@ impl Tenants {
     }
 
     /// Changes the tenant's plan and settings through its actor.
-    pub async fn update(&self, id: &str, update: UpdateTenant) -> Result<Tenant, TenantError> {
+    pub async fn update(&self, id: &str, update: UpdateTenant) -> Result<Tenant, Error> {
         self.send(id, update).await?
     }
 
-    async fn send<M>(&self, id: &str, msg: M) -> Result<M::Result, TenantError>
+    async fn send<M>(&self, id: &str, msg: M) -> Result<M::Result, Error>
     where
         M: Message + Send + Clone + 'static,
         M::Result: Send,

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::registry::ActorError;
+use crate::registry;
 use crate::store::StoreFailure;
 
 pub use actor::{AdmitRun, PlanCaps, ReleaseRun, TenantActor, Tenants};
@@ -115,7 +115,7 @@ impl TenantSettings {
 
 /// Why a tenant message failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum TenantError {
+pub enum Error {
     #[error("tenant not found")]
     NotFound,
     /// A change the tenant's plan does not allow (more concurrent runs than it includes).
@@ -127,30 +127,30 @@ pub enum TenantError {
     Unavailable(String),
 }
 
-impl From<StoreFailure> for TenantError {
+impl From<StoreFailure> for Error {
     fn from(e: StoreFailure) -> Self {
         if e.unavailable {
-            TenantError::Unavailable(e.message)
+            Error::Unavailable(e.message)
         } else {
-            TenantError::Store(e.message)
+            Error::Store(e.message)
         }
     }
 }
 
-impl From<ActorError> for TenantError {
-    fn from(e: ActorError) -> Self {
-        TenantError::Unavailable(e.to_string())
+impl From<registry::Error> for Error {
+    fn from(e: registry::Error) -> Self {
+        Error::Unavailable(e.to_string())
     }
 }
 
 /// Read the tenant's live state.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Tenant, TenantError>")]
+#[rtype(result = "Result<Tenant, Error>")]
 pub struct GetTenant;
 
 /// Change the tenant's plan and/or settings; persisted before it is answered.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Tenant, TenantError>")]
+#[rtype(result = "Result<Tenant, Error>")]
 pub struct UpdateTenant {
     pub plan: Option<String>,
     pub settings: TenantSettingsPatch,

@@ -105,14 +105,14 @@ async fn a_failed_write_changes_nothing() {
             },
         )
         .await;
-    assert!(matches!(failed, Err(TenantError::Store(_))), "{failed:?}");
+    assert!(matches!(failed, Err(Error::Store(_))), "{failed:?}");
     assert_eq!(tenants.get("ten_1").await.unwrap().settings.locale, "en-US");
 }
 
 #[actix::test]
 async fn a_missing_tenant_is_not_found_and_its_actor_goes_away() {
     let tenants = tenants_over(Arc::new(MemoryStore::default()), Duration::from_secs(60));
-    assert_eq!(tenants.get("ten_nobody").await, Err(TenantError::NotFound));
+    assert_eq!(tenants.get("ten_nobody").await, Err(Error::NotFound));
     actix::clock::sleep(Duration::from_millis(200)).await;
     assert_eq!(tenants.actors().live(), 0);
 }
