@@ -81,8 +81,15 @@ impl Store {
 
     pub async fn list_agents(&self, tenant_id: &str, page: &Page) -> Result<Paged<Agent>> {
         let select = format!("SELECT {COLUMNS} FROM agents");
-        self.tenant_page(&select, tenant_id, page, agent_from_row, |a| &a.id)
-            .await
+        self.page_where(
+            &select,
+            "tenant_id = $1",
+            &[tenant_id],
+            page,
+            agent_from_row,
+            |a| &a.id,
+        )
+        .await
     }
 
     pub async fn delete_agent(&self, tenant_id: &str, id: &str) -> Result<bool> {

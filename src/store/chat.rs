@@ -82,8 +82,15 @@ impl Store {
 
     pub async fn list_sessions(&self, tenant_id: &str, page: &Page) -> Result<Paged<Session>> {
         let select = format!("SELECT {SESSION_COLUMNS} FROM chat_sessions");
-        self.tenant_page(&select, tenant_id, page, session_from_row, |s| &s.id)
-            .await
+        self.page_where(
+            &select,
+            "tenant_id = $1",
+            &[tenant_id],
+            page,
+            session_from_row,
+            |s| &s.id,
+        )
+        .await
     }
 
     /// Deletes a session with its messages and events.
@@ -116,22 +123,11 @@ impl Store {
         session_id: &str,
         page: &Page,
     ) -> Result<Paged<Message>> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE tenant_id = $1 AND session_id = $2 AND id < $3 \
-             ORDER BY id DESC LIMIT $4"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(tenant_id)
-            .bind(session_id)
-            .bind(page.before())
-            .bind(page.fetch())
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows
-            .iter()
-            .map(message_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(page.paged(items, |m| &m.id))
+        let select = format!("SELECT {MESSAGE_COLUMNS} FROM chat_messages");
+        let filter = "tenant_id = $1 AND session_id = $2";
+        let binds = [tenant_id, session_id];
+        self.page_where(&select, filter, &binds, page, message_from_row, |m| &m.id)
+            .await
     }
 
     async fn upsert_message(

@@ -4,7 +4,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{json_column, to_json, write_tx, Error, Page, Paged, Result, Store};
+use super::{json_column, to_json, write_tx, Error, Page, Paged, Result, Store, OWNED_BY};
 
 /// A key about to be stored.
 #[derive(Debug, Clone)]
@@ -136,19 +136,10 @@ impl Store {
         tenant_id: Option<&str>,
         page: &Page,
     ) -> Result<Paged<ApiKeyRecord>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM api_keys \
-             WHERE (tenant_id = $1 OR ($1 = '' AND tenant_id IS NULL)) AND id < $2 \
-             ORDER BY id DESC LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(tenant_id.unwrap_or(""))
-            .bind(page.before())
-            .bind(page.fetch())
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows.iter().map(key_from_row).collect::<Result<Vec<_>>>()?;
-        Ok(page.paged(items, |k| &k.id))
+        let select = format!("SELECT {COLUMNS} FROM api_keys");
+        let owner = tenant_id.unwrap_or("");
+        self.page_where(&select, OWNED_BY, &[owner], page, key_from_row, |k| &k.id)
+            .await
     }
 
     /// Revokes key `id` (if it belongs to `tenant_id`, when one is given). Revoking twice

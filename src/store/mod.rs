@@ -151,6 +151,9 @@ pub struct Page {
     pub cursor: Option<String>,
 }
 
+/// The filter of rows owned by tenant `$1`, or by the platform (no tenant) when `$1` is ''.
+const OWNED_BY: &str = "(tenant_id = $1 OR ($1 = '' AND tenant_id IS NULL))";
+
 /// One page of rows, newest first, and the cursor of the next page if there is one.
 #[derive(Debug, Clone)]
 pub struct Paged<T> {
@@ -359,18 +362,29 @@ impl Store {
         row.as_ref().map(from_row).transpose()
     }
 
-    /// One page of tenant `tenant_id`'s rows from `select`, newest first.
-    async fn tenant_page<T>(
+    /// One page, newest first, of the rows of `select` that match `filter`, whose
+    /// placeholders `$1..$n` take `binds`; the page's bounds come after them. The one
+    /// shape of every keyset-paginated list.
+    async fn page_where<T>(
         &self,
         select: &str,
-        tenant_id: &str,
+        filter: &str,
+        binds: &[&str],
         page: &Page,
         from_row: fn(&AnyRow) -> Result<T>,
         id: fn(&T) -> &str,
     ) -> Result<Paged<T>> {
-        let sql = format!("{select} WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
-        let rows = sqlx::query(&sql)
-            .bind(tenant_id)
+        let n = binds.len();
+        let sql = format!(
+            "{select} WHERE {filter} AND id < ${} ORDER BY id DESC LIMIT ${}",
+            n + 1,
+            n + 2
+        );
+        let mut query = sqlx::query(&sql);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        let rows = query
             .bind(page.before())
             .bind(page.fetch())
             .fetch_all(&self.pool)

@@ -99,8 +99,15 @@ impl Store {
 
     pub async fn list_projects(&self, tenant_id: &str, page: &Page) -> Result<Paged<Project>> {
         let select = format!("SELECT {COLUMNS} FROM projects");
-        self.tenant_page(&select, tenant_id, page, project_from_row, |p| &p.id)
-            .await
+        self.page_where(
+            &select,
+            "tenant_id = $1",
+            &[tenant_id],
+            page,
+            project_from_row,
+            |p| &p.id,
+        )
+        .await
     }
 
     pub async fn update_project(

@@ -118,18 +118,17 @@ impl Store {
         agent_id: &str,
         page: &Page,
     ) -> Result<Paged<Run>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM runs WHERE tenant_id = $1 AND agent_id = $2 AND id < $3 ORDER BY id DESC LIMIT $4"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(tenant_id)
-            .bind(agent_id)
-            .bind(page.before())
-            .bind(page.fetch())
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
-        Ok(page.paged(items, |r| &r.id))
+        let select = format!("SELECT {COLUMNS} FROM runs");
+        let filter = "tenant_id = $1 AND agent_id = $2";
+        self.page_where(
+            &select,
+            filter,
+            &[tenant_id, agent_id],
+            page,
+            run_from_row,
+            |r| &r.id,
+        )
+        .await
     }
 
     async fn steps(&self, run_id: &str) -> Result<Vec<Step>> {

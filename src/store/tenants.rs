@@ -63,21 +63,17 @@ impl Store {
 
     /// All tenants (`only` = None, for operators) or just one (a tenant's own key).
     pub async fn list_tenants(&self, only: Option<&str>, page: &Page) -> Result<Paged<Tenant>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM tenants WHERE ($1 = '' OR id = $1) AND id < $2 \
-             ORDER BY id DESC LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(only.unwrap_or(""))
-            .bind(page.before())
-            .bind(page.fetch())
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows
-            .iter()
-            .map(tenant_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(page.paged(items, |t| &t.id))
+        let select = format!("SELECT {COLUMNS} FROM tenants");
+        let filter = "($1 = '' OR id = $1)";
+        self.page_where(
+            &select,
+            filter,
+            &[only.unwrap_or("")],
+            page,
+            tenant_from_row,
+            |t| &t.id,
+        )
+        .await
     }
 
     pub async fn update_tenant(

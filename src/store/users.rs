@@ -78,7 +78,14 @@ impl Store {
 
     pub async fn list_users(&self, tenant_id: &str, page: &Page) -> Result<Paged<User>> {
         let select = format!("SELECT {COLUMNS} FROM users");
-        self.tenant_page(&select, tenant_id, page, user_from_row, |u| &u.id)
-            .await
+        self.page_where(
+            &select,
+            "tenant_id = $1",
+            &[tenant_id],
+            page,
+            user_from_row,
+            |u| &u.id,
+        )
+        .await
     }
 }

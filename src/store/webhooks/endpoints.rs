@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::ids::{now_rfc3339, IdKind};
-use crate::store::{json_column, to_json, write_tx, Page, Paged, Result, Store};
+use crate::store::{json_column, to_json, write_tx, Page, Paged, Result, Store, OWNED_BY};
 
 /// An endpoint as the API shows it (never its secret).
 #[derive(Debug, Clone, Serialize)]
@@ -105,21 +105,12 @@ impl Store {
         tenant_id: Option<&str>,
         page: &Page,
     ) -> Result<Paged<Endpoint>> {
-        let sql = format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE (tenant_id = $1 OR ($1 = '' AND tenant_id IS NULL)) \
-             AND id < $2 ORDER BY id DESC LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(tenant_id.unwrap_or(""))
-            .bind(page.before())
-            .bind(page.fetch())
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows
-            .iter()
-            .map(endpoint_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(page.paged(items, |e| &e.id))
+        let select = format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints");
+        let owner = tenant_id.unwrap_or("");
+        self.page_where(&select, OWNED_BY, &[owner], page, endpoint_from_row, |e| {
+            &e.id
+        })
+        .await
     }
 
     /// Stores an endpoint's changed url, events, description and enabled flag
