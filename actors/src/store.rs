@@ -7,7 +7,7 @@ use crate::tenant::{Tenant, TenantSettings};
 
 /// A failure of the durable store, opaque to actors: they report it, and tell a passing
 /// outage (retry later: 503) from anything else.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("store failure: {message}")]
 pub struct StoreFailure {
     pub message: String,

@@ -6,6 +6,7 @@ use dgidgi_actors::tools::TOOL_NAMES;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::dto;
 use super::envelope::Reply;
 use super::extract::{nullable, scope, Acting, Json};
 use super::{optional_text, text, ApiError, AppState};
@@ -66,14 +67,14 @@ pub struct UpdateAgent {
     tag = "agents",
     params(crate::http::openapi::TenantParam),
     request_body = CreateAgent,
-    responses((status = 201, body = crate::http::openapi::Envelope<crate::http::dto::Agent>), crate::http::openapi::Errors)
+    responses((status = 201, body = crate::http::openapi::Envelope<dto::Agent>), crate::http::openapi::Errors)
 )]
 #[post("/agents")]
 pub async fn create_agent(
     acting: Acting<scope::AgentsWrite>,
     state: Data<AppState>,
     body: Json<CreateAgent>,
-) -> Result<Reply<crate::http::dto::Agent>, ApiError> {
+) -> Result<Reply<dto::Agent>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     let body = body.0;
     let now = now_rfc3339();
@@ -112,13 +113,13 @@ pub async fn create_agent(
 #[utoipa::path(
     tag = "agents",
     params(crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::Agent>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<dto::Agent>>), crate::http::openapi::Errors)
 )]
 #[get("/agents")]
 pub async fn list_agents(
     acting: Acting<scope::AgentsRead>,
     state: Data<AppState>,
-) -> Result<Reply<Vec<crate::http::dto::Agent>>, ApiError> {
+) -> Result<Reply<Vec<dto::Agent>>, ApiError> {
     let Acting {
         tenant_id, query, ..
     } = acting;
@@ -129,14 +130,14 @@ pub async fn list_agents(
 #[utoipa::path(
     tag = "agents",
     params(("id" = String, Path, description = "Agent id"), crate::http::openapi::TenantParam),
-    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Agent>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::Agent>), crate::http::openapi::Errors)
 )]
 #[get("/agents/{id}")]
 pub async fn get_agent(
     acting: Acting<scope::AgentsRead>,
     state: Data<AppState>,
     id: Path<String>,
-) -> Result<Reply<crate::http::dto::Agent>, ApiError> {
+) -> Result<Reply<dto::Agent>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     Ok(Reply::ok(find_agent(&state, &tenant_id, &id).await?))
 }
@@ -145,7 +146,7 @@ pub async fn get_agent(
     tag = "agents",
     params(("id" = String, Path, description = "Agent id"), crate::http::openapi::TenantParam),
     request_body = UpdateAgent,
-    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Agent>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::Agent>), crate::http::openapi::Errors)
 )]
 #[patch("/agents/{id}")]
 pub async fn update_agent(
@@ -153,7 +154,7 @@ pub async fn update_agent(
     state: Data<AppState>,
     id: Path<String>,
     body: Json<UpdateAgent>,
-) -> Result<Reply<crate::http::dto::Agent>, ApiError> {
+) -> Result<Reply<dto::Agent>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     let mut agent = find_agent(&state, &tenant_id, &id).await?;
     let body = body.0;

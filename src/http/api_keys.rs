@@ -5,6 +5,7 @@ use actix_web::web::{Data, Path};
 use actix_web::{delete, get, post};
 use serde::Deserialize;
 
+use super::dto;
 use super::envelope::Reply;
 use super::extract::{Json, ListQuery};
 use super::tenants::CreatedKey;
@@ -119,14 +120,14 @@ pub async fn create_key(
 #[utoipa::path(
     tag = "api-keys",
     params(crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::ApiKeyRecord>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<dto::ApiKeyRecord>>), crate::http::openapi::Errors)
 )]
 #[get("/api-keys")]
 pub async fn list_keys(
     principal: Principal,
     state: Data<AppState>,
     query: ListQuery,
-) -> Result<Reply<Vec<crate::http::dto::ApiKeyRecord>>, ApiError> {
+) -> Result<Reply<Vec<dto::ApiKeyRecord>>, ApiError> {
     require(&principal, "keys:read")?;
     // An operator without tenant_id lists the operator keys.
     let tenant_id = match (&principal.tenant_id, &query.tenant_id) {
@@ -143,14 +144,14 @@ pub async fn list_keys(
 #[utoipa::path(
     tag = "api-keys",
     params(("id" = String, Path, description = "Key id")),
-    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::ApiKeyRecord>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::ApiKeyRecord>), crate::http::openapi::Errors)
 )]
 #[delete("/api-keys/{id}")]
 pub async fn revoke_key(
     principal: Principal,
     state: Data<AppState>,
     id: Path<String>,
-) -> Result<Reply<crate::http::dto::ApiKeyRecord>, ApiError> {
+) -> Result<Reply<dto::ApiKeyRecord>, ApiError> {
     require(&principal, "keys:write")?;
     // A key may revoke only keys whose scopes it holds itself, as it may only create those.
     if let Some(target) = state.store.key_by_id(&id).await? {

@@ -34,14 +34,14 @@ pub struct CreateSession {
     tag = "chat",
     params(crate::http::openapi::TenantParam),
     request_body = CreateSession,
-    responses((status = 201, body = crate::http::openapi::Envelope<crate::http::dto::Session>), crate::http::openapi::Errors)
+    responses((status = 201, body = crate::http::openapi::Envelope<dto::Session>), crate::http::openapi::Errors)
 )]
 #[post("/chat/sessions")]
 pub async fn create_session(
     acting: Acting<scope::ChatWrite>,
     state: Data<AppState>,
     body: Json<CreateSession>,
-) -> Result<Reply<crate::http::dto::Session>, ApiError> {
+) -> Result<Reply<dto::Session>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     let body = body.0;
     let project_id = project(&state, &tenant_id, Some(body.project_id))
@@ -79,13 +79,13 @@ pub async fn create_session(
 #[utoipa::path(
     tag = "chat",
     params(crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::Session>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<dto::Session>>), crate::http::openapi::Errors)
 )]
 #[get("/chat/sessions")]
 pub async fn list_sessions(
     acting: Acting<scope::ChatRead>,
     state: Data<AppState>,
-) -> Result<Reply<Vec<crate::http::dto::Session>>, ApiError> {
+) -> Result<Reply<Vec<dto::Session>>, ApiError> {
     let Acting {
         tenant_id, query, ..
     } = acting;
@@ -99,14 +99,14 @@ pub async fn list_sessions(
 #[utoipa::path(
     tag = "chat",
     params(("id" = String, Path, description = "Session id"), crate::http::openapi::TenantParam),
-    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Session>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::Session>), crate::http::openapi::Errors)
 )]
 #[get("/chat/sessions/{id}")]
 pub async fn get_session(
     acting: Acting<scope::ChatRead>,
     state: Data<AppState>,
     id: Path<String>,
-) -> Result<Reply<crate::http::dto::Session>, ApiError> {
+) -> Result<Reply<dto::Session>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     Ok(Reply::ok(find_session(&state, &tenant_id, &id).await?))
 }
@@ -185,14 +185,14 @@ pub async fn post_message(
 #[utoipa::path(
     tag = "chat",
     params(("id" = String, Path, description = "Session id"), crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::Message>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<dto::Message>>), crate::http::openapi::Errors)
 )]
 #[get("/chat/sessions/{id}/messages")]
 pub async fn list_messages(
     acting: Acting<scope::ChatRead>,
     state: Data<AppState>,
     id: Path<String>,
-) -> Result<Reply<Vec<crate::http::dto::Message>>, ApiError> {
+) -> Result<Reply<Vec<dto::Message>>, ApiError> {
     let Acting {
         tenant_id, query, ..
     } = acting;
@@ -277,7 +277,7 @@ fn chat_error(e: chat::Error) -> ApiError {
         chat::Error::QueueFull(max) => ApiError::TooMany(format!(
             "{max} messages are already waiting for a reply in this session"
         )),
-        chat::Error::Store(cause) => ApiError::Internal(cause),
+        chat::Error::Store(failure) => failure.into(),
         chat::Error::Unavailable(cause) => ApiError::Unavailable(cause),
     }
 }

@@ -185,7 +185,7 @@ impl From<tenant::Error> for ApiError {
         match e {
             tenant::Error::NotFound => ApiError::not_found("tenant", ""),
             tenant::Error::Invalid { field, reason } => ApiError::invalid(&field, reason),
-            tenant::Error::Store(cause) => ApiError::Internal(cause),
+            tenant::Error::Store(failure) => failure.into(),
             tenant::Error::Unavailable(cause) => ApiError::Unavailable(cause),
         }
     }

@@ -5,6 +5,7 @@ use actix_web::{delete, get, patch, post};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::dto;
 use super::envelope::Reply;
 use super::extract::{nullable, scope, Acting, Json};
 use super::{optional_text, text, ApiError, AppState};
@@ -37,14 +38,14 @@ pub struct UpdateProject {
     tag = "projects",
     params(crate::http::openapi::TenantParam),
     request_body = CreateProject,
-    responses((status = 201, body = crate::http::openapi::Envelope<crate::http::dto::Project>), crate::http::openapi::Errors)
+    responses((status = 201, body = crate::http::openapi::Envelope<dto::Project>), crate::http::openapi::Errors)
 )]
 #[post("/projects")]
 pub async fn create_project(
     acting: Acting<scope::ProjectsWrite>,
     state: Data<AppState>,
     body: Json<CreateProject>,
-) -> Result<Reply<crate::http::dto::Project>, ApiError> {
+) -> Result<Reply<dto::Project>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     let body = body.0;
     let new = NewProject {
@@ -61,13 +62,13 @@ pub async fn create_project(
 #[utoipa::path(
     tag = "projects",
     params(crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::Project>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<dto::Project>>), crate::http::openapi::Errors)
 )]
 #[get("/projects")]
 pub async fn list_projects(
     acting: Acting<scope::ProjectsRead>,
     state: Data<AppState>,
-) -> Result<Reply<Vec<crate::http::dto::Project>>, ApiError> {
+) -> Result<Reply<Vec<dto::Project>>, ApiError> {
     let Acting {
         tenant_id, query, ..
     } = acting;
@@ -81,14 +82,14 @@ pub async fn list_projects(
 #[utoipa::path(
     tag = "projects",
     params(("id" = String, Path, description = "Project id"), crate::http::openapi::TenantParam),
-    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Project>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::Project>), crate::http::openapi::Errors)
 )]
 #[get("/projects/{id}")]
 pub async fn get_project(
     acting: Acting<scope::ProjectsRead>,
     state: Data<AppState>,
     id: Path<String>,
-) -> Result<Reply<crate::http::dto::Project>, ApiError> {
+) -> Result<Reply<dto::Project>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     let project = state.store.get_project(&tenant_id, &id).await?;
     Ok(Reply::ok(
@@ -100,7 +101,7 @@ pub async fn get_project(
     tag = "projects",
     params(("id" = String, Path, description = "Project id"), crate::http::openapi::TenantParam),
     request_body = UpdateProject,
-    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Project>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::Project>), crate::http::openapi::Errors)
 )]
 #[patch("/projects/{id}")]
 pub async fn update_project(
@@ -108,7 +109,7 @@ pub async fn update_project(
     state: Data<AppState>,
     id: Path<String>,
     body: Json<UpdateProject>,
-) -> Result<Reply<crate::http::dto::Project>, ApiError> {
+) -> Result<Reply<dto::Project>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     let body = body.0;
     let patch = ProjectPatch {

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use super::agents::{find_agent, project};
+use super::dto;
 use super::envelope::Reply;
 use super::extract::{scope, Acting, Json};
 use super::{sse, text, ApiError, AppState};
@@ -41,7 +42,7 @@ pub struct Execute {
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), crate::http::openapi::ExecuteParams),
     request_body = Execute,
-    responses((status = 202, body = crate::http::openapi::Envelope<crate::http::dto::Run>, description = "Queued (or still going when the wait ran out)"), (status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Run>, description = "Finished within the wait"), crate::http::openapi::Errors)
+    responses((status = 202, body = crate::http::openapi::Envelope<dto::Run>, description = "Queued (or still going when the wait ran out)"), (status = 200, body = crate::http::openapi::Envelope<dto::Run>, description = "Finished within the wait"), crate::http::openapi::Errors)
 )]
 #[post("/agents/{id}/execute")]
 pub async fn execute_agent(
@@ -49,7 +50,7 @@ pub async fn execute_agent(
     state: Data<AppState>,
     id: Path<String>,
     body: Json<Execute>,
-) -> Result<Reply<crate::http::dto::Run>, ApiError> {
+) -> Result<Reply<dto::Run>, ApiError> {
     let Acting {
         tenant_id, query, ..
     } = acting;
@@ -128,14 +129,14 @@ pub async fn execute_agent(
 #[utoipa::path(
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), ("run_id" = String, Path, description = "Run id"), crate::http::openapi::TenantParam),
-    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Run>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::Run>), crate::http::openapi::Errors)
 )]
 #[get("/agents/{id}/runs/{run_id}")]
 pub async fn get_run(
     acting: Acting<scope::AgentsRead>,
     state: Data<AppState>,
     ids: Path<(String, String)>,
-) -> Result<Reply<crate::http::dto::Run>, ApiError> {
+) -> Result<Reply<dto::Run>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     Ok(Reply::ok(reload(&state, &tenant_id, &ids.0, &ids.1).await?))
 }
@@ -143,14 +144,14 @@ pub async fn get_run(
 #[utoipa::path(
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::Run>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<dto::Run>>), crate::http::openapi::Errors)
 )]
 #[get("/agents/{id}/runs")]
 pub async fn list_runs(
     acting: Acting<scope::AgentsRead>,
     state: Data<AppState>,
     id: Path<String>,
-) -> Result<Reply<Vec<crate::http::dto::Run>>, ApiError> {
+) -> Result<Reply<Vec<dto::Run>>, ApiError> {
     let Acting {
         tenant_id, query, ..
     } = acting;
@@ -165,14 +166,14 @@ pub async fn list_runs(
 #[utoipa::path(
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), ("run_id" = String, Path, description = "Run id"), crate::http::openapi::TenantParam),
-    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Run>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::Run>), crate::http::openapi::Errors)
 )]
 #[post("/agents/{id}/runs/{run_id}/cancel")]
 pub async fn cancel_run(
     acting: Acting<scope::AgentsExecute>,
     state: Data<AppState>,
     ids: Path<(String, String)>,
-) -> Result<Reply<crate::http::dto::Run>, ApiError> {
+) -> Result<Reply<dto::Run>, ApiError> {
     let Acting { tenant_id, .. } = acting;
     let run = reload(&state, &tenant_id, &ids.0, &ids.1).await?;
     if run.status.is_terminal() {

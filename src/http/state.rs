@@ -17,8 +17,8 @@ use crate::ids::now_rfc3339;
 use crate::ratelimit::RateLimiter;
 use crate::store::{KeyWithPlan, Store};
 
-/// What every handler may use; one per process, shared by all workers.
-pub struct AppState {
+/// What the application is built from; [`AppState::new`] adds the per-process parts.
+pub struct Services {
     pub config: Config,
     pub store: Store,
     pub tenants: Tenants,
@@ -31,6 +31,12 @@ pub struct AppState {
     pub storage: crate::storage::Storage,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub webhook_actor: std::sync::Arc<dgidgi_actors::ActorMeta>,
+}
+
+/// What every handler may use; one per process, shared by all workers: the services
+/// (reached through `Deref`: `state.store`), and what lives only in this process.
+pub struct AppState {
+    services: Services,
     pub limiter: RateLimiter,
     /// Cancelled when the server begins to stop: open event streams end, so that the
     /// graceful stop does not wait on connections that never finish by themselves.
@@ -46,53 +52,21 @@ pub struct AppState {
     pub open_streams: Arc<DashMap<String, usize>>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.services
+    }
+}
+
 /// How often `last_used_at` is written for one key.
 const TOUCH_EVERY_SECS: u64 = 60;
 
-/// What the application is built from; [`AppState::new`] adds the per-process parts.
-pub struct Services {
-    pub config: Config,
-    pub store: Store,
-    pub tenants: Tenants,
-    pub runs: Runs,
-    pub sessions: Sessions,
-    pub providers: Arc<dyn ProviderSet>,
-    pub jwt: JwtIssuer,
-    pub sealer: crate::sealing::Sealer,
-    pub storage: crate::storage::Storage,
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    pub webhook_actor: std::sync::Arc<dgidgi_actors::ActorMeta>,
-}
-
 impl AppState {
     pub fn new(services: Services) -> Arc<Self> {
-        let Services {
-            config,
-            store,
-            tenants,
-            runs,
-            sessions,
-            providers,
-            jwt,
-            sealer,
-            storage,
-            metrics,
-            webhook_actor,
-        } = services;
-        let limiter = RateLimiter::new(config.rate_limit.window_secs);
         Arc::new(Self {
-            config,
-            store,
-            tenants,
-            runs,
-            sessions,
-            providers,
-            jwt,
-            sealer,
-            storage,
-            metrics,
-            webhook_actor,
-            limiter,
+            limiter: RateLimiter::new(services.config.rate_limit.window_secs),
+            services,
             shutdown: tokio_util::sync::CancellationToken::new(),
             key_touched: DashMap::new(),
             key_cache: DashMap::new(),

@@ -97,14 +97,14 @@ pub async fn create_tenant(
 #[utoipa::path(
     tag = "tenants",
     params(crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::Tenant>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<dto::Tenant>>), crate::http::openapi::Errors)
 )]
 #[get("/tenants")]
 pub async fn list_tenants(
     principal: Principal,
     state: Data<AppState>,
     query: ListQuery,
-) -> Result<Reply<Vec<crate::http::dto::Tenant>>, ApiError> {
+) -> Result<Reply<Vec<dto::Tenant>>, ApiError> {
     require(&principal, "tenants:read")?;
     let page = state
         .store
@@ -116,14 +116,14 @@ pub async fn list_tenants(
 #[utoipa::path(
     tag = "tenants",
     params(("id" = String, Path, description = "Tenant id")),
-    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Tenant>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::Tenant>), crate::http::openapi::Errors)
 )]
 #[get("/tenants/{id}")]
 pub async fn get_tenant(
     principal: Principal,
     state: Data<AppState>,
     id: Path<String>,
-) -> Result<Reply<crate::http::dto::Tenant>, ApiError> {
+) -> Result<Reply<dto::Tenant>, ApiError> {
     require(&principal, "tenants:read")?;
     let tenant = visible_tenant(&principal, &state, &id).await?;
     Ok(Reply::ok(tenant))
@@ -154,7 +154,7 @@ pub struct SettingsBody {
     tag = "tenants",
     params(("id" = String, Path, description = "Tenant id")),
     request_body = SettingsBody,
-    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Tenant>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::Tenant>), crate::http::openapi::Errors)
 )]
 #[patch("/tenants/{id}/settings")]
 pub async fn update_tenant_settings(
@@ -162,7 +162,7 @@ pub async fn update_tenant_settings(
     state: Data<AppState>,
     id: Path<String>,
     body: Json<SettingsBody>,
-) -> Result<Reply<crate::http::dto::Tenant>, ApiError> {
+) -> Result<Reply<dto::Tenant>, ApiError> {
     require(&principal, "tenants:write")?;
     if !principal.sees_tenant(&id) || !IdKind::Tenant.is_valid(&id) {
         return Err(ApiError::not_found("tenant", &id));

@@ -4,6 +4,7 @@ use actix_web::web::Data;
 use actix_web::{get, post};
 use serde::Deserialize;
 
+use super::dto;
 use super::envelope::Reply;
 use super::extract::{scope, Acting, Json};
 use super::{acting_tenant, require, text, ApiError, AppState};
@@ -25,14 +26,14 @@ pub struct CreateUser {
 #[utoipa::path(
     tag = "users",
     request_body = CreateUser,
-    responses((status = 201, body = crate::http::openapi::Envelope<crate::http::dto::User>), crate::http::openapi::Errors)
+    responses((status = 201, body = crate::http::openapi::Envelope<dto::User>), crate::http::openapi::Errors)
 )]
 #[post("/users")]
 pub async fn create_user(
     principal: Principal,
     state: Data<AppState>,
     body: Json<CreateUser>,
-) -> Result<Reply<crate::http::dto::User>, ApiError> {
+) -> Result<Reply<dto::User>, ApiError> {
     require(&principal, "users:write")?;
     let body = body.0;
     let tenant_id = acting_tenant(&state, &principal, body.tenant_id.as_deref()).await?;
@@ -55,13 +56,13 @@ pub async fn create_user(
 #[utoipa::path(
     tag = "users",
     params(crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::User>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<dto::User>>), crate::http::openapi::Errors)
 )]
 #[get("/users")]
 pub async fn list_users(
     acting: Acting<scope::UsersRead>,
     state: Data<AppState>,
-) -> Result<Reply<Vec<crate::http::dto::User>>, ApiError> {
+) -> Result<Reply<Vec<dto::User>>, ApiError> {
     let Acting {
         tenant_id, query, ..
     } = acting;

@@ -88,14 +88,14 @@ pub async fn create_endpoint(
 #[utoipa::path(
     tag = "webhooks",
     params(crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::Endpoint>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<dto::Endpoint>>), crate::http::openapi::Errors)
 )]
 #[get("/webhooks")]
 pub async fn list_endpoints(
     principal: Principal,
     state: Data<AppState>,
     query: ListQuery,
-) -> Result<Reply<Vec<crate::http::dto::Endpoint>>, ApiError> {
+) -> Result<Reply<Vec<dto::Endpoint>>, ApiError> {
     require(&principal, "webhooks:read")?;
     let tenant_id = owner(&state, &principal, query.tenant_id.as_deref()).await?;
     let page = state
@@ -108,14 +108,14 @@ pub async fn list_endpoints(
 #[utoipa::path(
     tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id")),
-    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Endpoint>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::Endpoint>), crate::http::openapi::Errors)
 )]
 #[get("/webhooks/{id}")]
 pub async fn get_endpoint(
     principal: Principal,
     state: Data<AppState>,
     id: Path<String>,
-) -> Result<Reply<crate::http::dto::Endpoint>, ApiError> {
+) -> Result<Reply<dto::Endpoint>, ApiError> {
     require(&principal, "webhooks:read")?;
     Ok(Reply::ok(find(&state, &principal, &id).await?))
 }
@@ -134,7 +134,7 @@ pub struct UpdateEndpoint {
     tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id")),
     request_body = UpdateEndpoint,
-    responses((status = 200, body = crate::http::openapi::Envelope<crate::http::dto::Endpoint>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::Endpoint>), crate::http::openapi::Errors)
 )]
 #[patch("/webhooks/{id}")]
 pub async fn update_endpoint(
@@ -142,7 +142,7 @@ pub async fn update_endpoint(
     state: Data<AppState>,
     id: Path<String>,
     body: Json<UpdateEndpoint>,
-) -> Result<Reply<crate::http::dto::Endpoint>, ApiError> {
+) -> Result<Reply<dto::Endpoint>, ApiError> {
     require(&principal, "webhooks:write")?;
     let mut endpoint = find(&state, &principal, &id).await?;
     let body = body.0;
@@ -188,7 +188,7 @@ pub async fn delete_endpoint(
 #[utoipa::path(
     tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id"), crate::http::openapi::PageParams),
-    responses((status = 200, body = crate::http::openapi::Envelope<Vec<crate::http::dto::Delivery>>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Vec<dto::Delivery>>), crate::http::openapi::Errors)
 )]
 #[get("/webhooks/{id}/deliveries")]
 pub async fn list_deliveries(
@@ -196,7 +196,7 @@ pub async fn list_deliveries(
     state: Data<AppState>,
     query: ListQuery,
     id: Path<String>,
-) -> Result<Reply<Vec<crate::http::dto::Delivery>>, ApiError> {
+) -> Result<Reply<Vec<dto::Delivery>>, ApiError> {
     require(&principal, "webhooks:read")?;
     find(&state, &principal, &id).await?;
     let page = state.store.list_deliveries(&id, &query.page()?).await?;

@@ -121,20 +121,12 @@ pub enum Error {
     /// A change the tenant's plan does not allow (more concurrent runs than it includes).
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
-    #[error("{0}")]
-    Store(String),
+    /// The store failed (an outage among them: `StoreFailure::unavailable`).
+    #[error(transparent)]
+    Store(#[from] StoreFailure),
+    /// The actor could not take the message (stopped, still loading, mailbox full).
     #[error("{0}")]
     Unavailable(String),
-}
-
-impl From<StoreFailure> for Error {
-    fn from(e: StoreFailure) -> Self {
-        if e.unavailable {
-            Error::Unavailable(e.message)
-        } else {
-            Error::Store(e.message)
-        }
-    }
 }
 
 impl From<registry::Error> for Error {
