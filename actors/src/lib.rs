@@ -33,6 +33,9 @@ pub mod time;
 pub mod tools;
 pub mod webhook;
 
+#[cfg(test)]
+mod testing;
+
 pub use registry::{ActorInfo, ActorMeta, Registry};
 pub use store::{StoreFailure, TenantStore};
 pub use tenant::{

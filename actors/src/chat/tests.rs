@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use super::*;
 use crate::events::SessionEvent;
 use crate::provider::{self, ChatChunk, ChatRequest, ChunkStream, LlmProvider};
+use crate::testing::One;
 
 #[derive(Default)]
 struct Memory {
@@ -100,20 +101,6 @@ impl LlmProvider for Echo {
     }
 }
 
-struct One;
-
-impl ProviderSet for One {
-    fn get(&self, _: &str) -> Option<Arc<dyn LlmProvider>> {
-        Some(Arc::new(Echo))
-    }
-    fn default_name(&self) -> &str {
-        "echo"
-    }
-    fn names(&self) -> Vec<String> {
-        vec!["echo".into()]
-    }
-}
-
 fn sessions_over(memory: Arc<Memory>, idle_after: Duration) -> Sessions {
     memory.sessions.lock().unwrap().insert(
         "ses_1".into(),
@@ -134,7 +121,7 @@ fn sessions_over(memory: Arc<Memory>, idle_after: Duration) -> Sessions {
         ChatDeps {
             store: memory,
             hub: EventHub::default(),
-            providers: Arc::new(One),
+            providers: Arc::new(One("echo", Arc::new(Echo))),
             settings: RunSettings::quick(),
             max_queue: 8,
             idle_after,

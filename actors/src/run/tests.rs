@@ -13,17 +13,16 @@ use crate::events::DomainEvent;
 use crate::events::RunEvent;
 use crate::provider::ChatRequest;
 use crate::provider::{self, ChatChunk, ChunkStream, LlmProvider, ToolCall};
-use crate::tenant::{Tenant, TenantSettings};
+use crate::tenant::TenantSettings;
+use crate::testing::{MemoryTenants, One};
 use crate::tools::FileStore;
-use crate::TenantStore;
 
-/// Runs, their events and the tenants, in memory.
+/// Runs and their events, in memory.
 #[derive(Default)]
 struct Memory {
     runs: Mutex<HashMap<String, Run>>,
     events: Mutex<HashMap<String, Vec<StreamEvent>>>,
     domain: Mutex<Vec<DomainEvent>>,
-    tenants: Mutex<HashMap<String, Tenant>>,
 }
 
 impl Memory {
@@ -141,27 +140,6 @@ impl RunStore for Memory {
     }
 }
 
-#[async_trait]
-impl TenantStore for Memory {
-    async fn load_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreFailure> {
-        Ok(self.tenants.lock().unwrap().get(id).cloned())
-    }
-
-    async fn save_tenant(
-        &self,
-        id: &str,
-        plan: &str,
-        settings: &TenantSettings,
-    ) -> Result<Option<Tenant>, StoreFailure> {
-        let mut tenants = self.tenants.lock().unwrap();
-        Ok(tenants.get_mut(id).map(|t| {
-            t.plan = plan.to_string();
-            t.settings = settings.clone();
-            t.clone()
-        }))
-    }
-}
-
 /// What the scripted provider answers, in order; `Tool` asks for a tool call.
 #[derive(Clone)]
 enum Answer {
@@ -200,20 +178,6 @@ impl LlmProvider for Scripted {
     }
 }
 
-struct One(Arc<dyn LlmProvider>);
-
-impl ProviderSet for One {
-    fn get(&self, _: &str) -> Option<Arc<dyn LlmProvider>> {
-        Some(self.0.clone())
-    }
-    fn default_name(&self) -> &str {
-        "scripted"
-    }
-    fn names(&self) -> Vec<String> {
-        vec!["scripted".into()]
-    }
-}
-
 struct NoFiles;
 
 #[async_trait]
@@ -241,20 +205,9 @@ fn runs_over(memory: Arc<Memory>, answers: Vec<Answer>, otherwise: Answer, slots
         max_concurrent_runs: slots,
         ..TenantSettings::default()
     };
-    memory.tenants.lock().unwrap().insert(
-        "ten_1".into(),
-        Tenant {
-            id: "ten_1".into(),
-            name: "Acme".into(),
-            plan: "free".into(),
-            settings,
-            created_at: String::new(),
-            updated_at: String::new(),
-        },
-    );
     let arbiters = vec![Arbiter::current()];
     let tenants = Tenants::new(
-        memory.clone(),
+        MemoryTenants::with_ten_1(settings),
         arbiters.clone(),
         Duration::from_secs(60),
         Default::default(),
@@ -267,7 +220,7 @@ fn runs_over(memory: Arc<Memory>, answers: Vec<Answer>, otherwise: Answer, slots
         RunDeps {
             store: memory,
             hub: EventHub::default(),
-            providers: Arc::new(One(Arc::new(provider))),
+            providers: Arc::new(One("scripted", Arc::new(provider))),
             tenants,
             settings: RunSettings::quick(),
             workspaces: Arc::new(NoFiles),

@@ -1,64 +1,19 @@
 //! The tenant actor over an in-memory store.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-
 use super::*;
-use crate::store::{StoreFailure, TenantStore};
+use crate::testing::MemoryTenants;
 
-/// A store that keeps tenants in memory and can be told to fail.
-#[derive(Default)]
-struct MemoryStore {
-    tenants: Mutex<HashMap<String, Tenant>>,
-    failing: AtomicBool,
-}
-
-#[async_trait]
-impl TenantStore for MemoryStore {
-    async fn load_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreFailure> {
-        Ok(self.tenants.lock().unwrap().get(id).cloned())
-    }
-
-    async fn save_tenant(
-        &self,
-        id: &str,
-        plan: &str,
-        settings: &TenantSettings,
-    ) -> Result<Option<Tenant>, StoreFailure> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreFailure::new("disk on fire"));
-        }
-        let mut tenants = self.tenants.lock().unwrap();
-        Ok(tenants.get_mut(id).map(|t| {
-            t.plan = plan.to_string();
-            t.settings = settings.clone();
-            t.clone()
-        }))
-    }
-}
-
-fn tenants_over(store: Arc<MemoryStore>, idle: Duration) -> Tenants {
-    store.tenants.lock().unwrap().insert(
-        "ten_1".into(),
-        Tenant {
-            id: "ten_1".into(),
-            name: "Acme".into(),
-            plan: "free".into(),
-            settings: TenantSettings::default(),
-            created_at: "2026-01-01T00:00:00.000Z".into(),
-            updated_at: "2026-01-01T00:00:00.000Z".into(),
-        },
-    );
+fn tenants_over(store: Arc<MemoryTenants>, idle: Duration) -> Tenants {
     Tenants::new(store, vec![Arbiter::current()], idle, Default::default())
 }
 
 #[actix::test]
 async fn an_update_is_answered_only_after_the_store_kept_it() {
-    let store = Arc::new(MemoryStore::default());
+    let store = MemoryTenants::with_ten_1(TenantSettings::default());
     let tenants = tenants_over(store.clone(), Duration::from_secs(60));
     let patch = TenantSettingsPatch {
         max_concurrent_runs: Some(9),
@@ -89,7 +44,7 @@ async fn an_update_is_answered_only_after_the_store_kept_it() {
 
 #[actix::test]
 async fn a_failed_write_changes_nothing() {
-    let store = Arc::new(MemoryStore::default());
+    let store = MemoryTenants::with_ten_1(TenantSettings::default());
     let tenants = tenants_over(store.clone(), Duration::from_secs(60));
     store.failing.store(true, Ordering::SeqCst);
     let patch = TenantSettingsPatch {
@@ -111,7 +66,10 @@ async fn a_failed_write_changes_nothing() {
 
 #[actix::test]
 async fn a_missing_tenant_is_not_found_and_its_actor_goes_away() {
-    let tenants = tenants_over(Arc::new(MemoryStore::default()), Duration::from_secs(60));
+    let tenants = tenants_over(
+        MemoryTenants::with_ten_1(TenantSettings::default()),
+        Duration::from_secs(60),
+    );
     assert_eq!(tenants.get("ten_nobody").await, Err(Error::NotFound));
     actix::clock::sleep(Duration::from_millis(200)).await;
     assert_eq!(tenants.actors().live(), 0);
