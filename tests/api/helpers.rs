@@ -8,7 +8,7 @@ use dgidgi::http::AppState;
 use dgidgi::providers::Providers;
 use dgidgi::startup::Application;
 use dgidgi_testkit::FreshDatabase;
-pub use dgidgi_testkit::{eventually, holds_for};
+pub use dgidgi_testkit::{eventually, holds_for, until};
 use figment::providers::Serialized;
 use figment::Figment;
 use reqwest::Method;
@@ -393,17 +393,14 @@ impl TestApp {
         run: &str,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        for _ in 0..500 {
-            let res = self
-                .get(&format!("/api/v1/agents/{agent}/runs/{run}"), key)
-                .await;
+        let path = format!("/api/v1/agents/{agent}/runs/{run}");
+        let found = until(std::time::Duration::from_secs(10), || async {
+            let res = self.get(&path, key).await;
             assert_eq!(res.status, 200, "{}", res.body);
-            if done(res.data()) {
-                return res.data().clone();
-            }
-            actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("run {run} did not reach the expected state");
+            done(res.data()).then(|| res.data().clone())
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("run {run} did not reach the expected state"))
     }
 
     /// Opens the event stream at `path` and reads it until an event named `event` arrives

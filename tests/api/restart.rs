@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::cli::{dgidgi, libc_kill, wait, wait_for_port};
 use crate::fake_llm::{provider_settings, FakeLlm, Script};
 use dgidgi_testkit::sse::{read_until, Frame};
+use dgidgi_testkit::until;
 
 struct Server {
     child: Child,
@@ -135,31 +136,22 @@ async fn a_run_killed_mid_step_resumes_after_its_last_finished_step() {
     let run = run["id"].as_str().unwrap().to_string();
 
     // Step 0 finishes; step 1 streams a little and stalls. Then the server dies hard.
-    for _ in 0..500 {
-        if llm.requests().len() == 2 {
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(llm.requests().len(), 2, "the second step started");
     let stream = format!("{}/agents/{agent}/runs/{run}/stream", first.base);
     let streaming = until_event(stream, &key, |f| f.event == "token" && f.data["step"] == 1);
     assert!(streaming.await, "step 1's first tokens are stored");
+    assert_eq!(llm.requests().len(), 2, "the second step started");
     unsafe { libc_kill(first.child.id() as i32, 9) };
     wait(&mut first.child, Duration::from_secs(10)).expect("killed");
 
     llm.push(Script::Text(vec!["resumed ", "and done"]));
     let (mut second, _) = start(&db, &llm, dir.path(), false, &[]);
     let url = format!("{}/agents/{agent}/runs/{run}", second.base);
-    let mut finished = Value::Null;
-    for _ in 0..500 {
+    let finished = until(Duration::from_secs(10), || async {
         let now = call(reqwest::Method::GET, url.clone(), &key, None).await;
-        if now["status"] != "running" && now["status"] != "queued" {
-            finished = now;
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
+        (now["status"] != "running" && now["status"] != "queued").then_some(now)
+    })
+    .await
+    .expect("the run ends");
     assert_eq!(finished["status"], "completed", "{finished}");
     assert_eq!(finished["output"], "resumed and done");
     let steps = finished["steps"].as_array().unwrap();
@@ -254,12 +246,6 @@ async fn a_chat_session_killed_mid_reply_is_settled_at_start_up_keeping_its_part
     )
     .await;
     let second_reply = waiting["reply_id"].as_str().unwrap().to_string();
-    for _ in 0..500 {
-        if !llm.requests().is_empty() {
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
     let stream = format!("{}/chat/sessions/{session}/stream", first.base);
     let streaming = until_event(stream, &key, |f| f.event == "token");
     assert!(streaming.await, "the first reply's tokens are stored");
@@ -270,25 +256,20 @@ async fn a_chat_session_killed_mid_reply_is_settled_at_start_up_keeping_its_part
     let (mut second, _) = start(&db, &llm, dir.path(), false, &[]);
     // The new process settles what the crash left by itself, with no client asking: the
     // cut reply fails keeping the text it had streamed, and the waiting message is answered.
-    let mut messages_now = Value::Null;
-    for _ in 0..500 {
-        messages_now = call(
-            reqwest::Method::GET,
-            format!("{}/chat/sessions/{session}/messages", second.base),
-            &key,
-            None,
-        )
-        .await;
-        let done = messages_now
+    let listed = format!("{}/chat/sessions/{session}/messages", second.base);
+    let answered = |messages: &Value| {
+        messages
             .as_array()
             .unwrap()
             .iter()
-            .any(|m| m["id"] == second_reply.as_str() && m["status"] == "complete");
-        if done {
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
+            .any(|m| m["id"] == second_reply.as_str() && m["status"] == "complete")
+    };
+    let messages_now = until(Duration::from_secs(10), || async {
+        let now = call(reqwest::Method::GET, listed.clone(), &key, None).await;
+        answered(&now).then_some(now)
+    })
+    .await
+    .unwrap_or_default();
     let cut = messages_now
         .as_array()
         .unwrap()

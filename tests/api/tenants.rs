@@ -1,7 +1,7 @@
 use figment::providers::Serialized;
 use serde_json::json;
 
-use crate::helpers::{backend_tests, Backend, TestApp};
+use crate::helpers::{backend_tests, eventually, Backend, TestApp};
 
 backend_tests!(
     an_operator_creates_a_tenant_whose_first_key_works,
@@ -237,14 +237,10 @@ async fn an_idle_tenant_actor_passivates_and_comes_back_with_its_state() {
         )
         .await;
     assert_eq!(res.status, 200);
-    let mut passivated = false;
-    for _ in 0..100 {
-        if app.state.tenants.actors().live() == 0 {
-            passivated = true;
-            break;
-        }
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let passivated = eventually(std::time::Duration::from_secs(2), || async {
+        app.state.tenants.actors().live() == 0
+    })
+    .await;
     assert!(passivated, "the idle actor left memory");
     let read = app
         .get(&format!("/api/v1/tenants/{}", tenant.id), &tenant.key)

@@ -11,7 +11,7 @@ use figment::providers::Serialized;
 use figment::Figment;
 use serde_json::{json, Value};
 
-use crate::helpers::{backend_tests, holds_for, Backend, TestApp};
+use crate::helpers::{backend_tests, holds_for, until, Backend, TestApp};
 
 /// One request the receiver got.
 #[derive(Clone, Debug)]
@@ -167,20 +167,32 @@ async fn endpoint(
     )
 }
 
-/// The endpoint's newest delivery once its status is `status` (or as it is after ~2 s).
+/// The endpoint's newest delivery once its status is `status` (or as it is after 2 s).
 async fn first_delivery_when(app: &TestApp, key: &str, endpoint: &str, status: &str) -> Value {
-    let mut delivery = Value::Null;
-    for _ in 0..100 {
-        let deliveries = app
-            .get(&format!("/api/v1/webhooks/{endpoint}/deliveries"), key)
-            .await;
-        delivery = deliveries.data()[0].clone();
-        if delivery["status"] == status {
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    let path = format!("/api/v1/webhooks/{endpoint}/deliveries");
+    let found = until(Duration::from_secs(2), || async {
+        let delivery = app.get(&path, key).await.data()[0].clone();
+        (delivery["status"] == status).then_some(delivery)
+    })
+    .await;
+    match found {
+        Some(delivery) => delivery,
+        None => app.get(&path, key).await.data()[0].clone(),
     }
-    delivery
+}
+
+/// The endpoint as shown once it is disabled (or as it is after 4 s).
+async fn once_disabled(app: &TestApp, key: &str, endpoint: &str) -> Value {
+    let path = format!("/api/v1/webhooks/{endpoint}");
+    let found = until(Duration::from_secs(4), || async {
+        let shown = app.get(&path, key).await.data().clone();
+        (shown["enabled"] == false).then_some(shown)
+    })
+    .await;
+    match found {
+        Some(shown) => shown,
+        None => app.get(&path, key).await.data().clone(),
+    }
 }
 
 async fn a_tenant_event_arrives_signed_with_the_resource_as_the_api_returns_it(app: &TestApp) {
@@ -404,18 +416,7 @@ async fn a_410_disables_the_endpoint() {
     .await;
     app.project(&tenant.key, "one").await;
     receiver.wait_for(|g| g.len() == 1).await;
-    let mut shown = Value::Null;
-    for _ in 0..100 {
-        shown = app
-            .get(&format!("/api/v1/webhooks/{id}"), &tenant.key)
-            .await
-            .data()
-            .clone();
-        if shown["enabled"] == false {
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    let shown = once_disabled(&app, &tenant.key, &id).await;
     assert_eq!(shown["enabled"], false);
     assert!(shown["disabled_reason"].as_str().unwrap().contains("410"));
     app.project(&tenant.key, "two").await;
@@ -729,18 +730,7 @@ async fn consecutive_failures_disable_the_endpoint() {
     )
     .await;
     app.project(&tenant.key, "p").await;
-    let mut shown = Value::Null;
-    for _ in 0..200 {
-        shown = app
-            .get(&format!("/api/v1/webhooks/{id}"), &tenant.key)
-            .await
-            .data()
-            .clone();
-        if shown["enabled"] == false {
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    let shown = once_disabled(&app, &tenant.key, &id).await;
     assert_eq!(shown["enabled"], false, "{shown}");
     assert_eq!(shown["consecutive_failures"], 2);
     assert!(shown["disabled_reason"]

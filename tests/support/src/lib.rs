@@ -8,6 +8,6 @@ pub mod postgres;
 pub mod sse;
 
 pub use fake_llm::{FakeLlm, Script};
-pub use poll::{eventually, holds_for};
+pub use poll::{eventually, holds_for, until};
 pub use postgres::FreshDatabase;
 pub use sse::{Frame, Frames};

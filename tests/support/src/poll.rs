@@ -13,13 +13,27 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
+    until(limit, || {
+        let done = check();
+        async move { done.await.then_some(()) }
+    })
+    .await
+    .is_some()
+}
+
+/// Polls `look` every 20 ms until it finds something, for at most `limit`; what it found.
+pub async fn until<T, F, Fut>(limit: Duration, mut look: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
     let deadline = Instant::now() + limit;
     loop {
-        if check().await {
-            return true;
+        if let Some(found) = look().await {
+            return Some(found);
         }
         if Instant::now() >= deadline {
-            return false;
+            return None;
         }
         tokio::time::sleep(EVERY).await;
     }
