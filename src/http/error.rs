@@ -180,6 +180,20 @@ impl From<dgidgi_actors::StoreFailure> for ApiError {
     }
 }
 
+impl From<dgidgi_actors::run::Error> for ApiError {
+    fn from(e: dgidgi_actors::run::Error) -> Self {
+        use dgidgi_actors::run::Error;
+        match e {
+            Error::Tenant(e) => e.into(),
+            Error::Busy(max) => ApiError::TooMany(format!(
+                "{max} runs of this tenant already wait for a slot (runs.max_queued_per_tenant); \
+                 retry when some have started"
+            )),
+            Error::Store(failure) => failure.into(),
+        }
+    }
+}
+
 impl From<tenant::Error> for ApiError {
     fn from(e: tenant::Error) -> Self {
         match e {

@@ -7,8 +7,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
-use dgidgi_actors::agent::RunDefaults;
-use dgidgi_actors::run::{Run, RunSpec, RunStatus};
+use dgidgi_actors::run::{NewRun, Run};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -18,7 +17,7 @@ use super::dto;
 use super::envelope::Reply;
 use super::extract::{scope, Acting, Json};
 use super::{sse, text, ApiError, AppState};
-use crate::ids::{now_rfc3339, IdKind};
+use crate::ids::IdKind;
 
 /// `"wait": true` (up to the server's limit) or `"wait": <seconds>`.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -71,53 +70,31 @@ pub async fn execute_agent(
     }
     .min(state.config.runs.max_wait_secs);
 
-    let tenant = state.tenants.get(&tenant_id).await?;
-    let defaults = RunDefaults {
-        provider: state.providers.default_name().to_string(),
-        timeout_secs: state.config.runs.default_timeout_secs,
-    };
-    let spec = RunSpec::for_agent(&agent, &tenant.settings, &defaults);
-    let max_queued = state.config.runs.max_queued_per_tenant;
-    if state.store.queued_runs(&tenant_id).await? >= i64::from(max_queued) {
-        return Err(ApiError::TooMany(format!(
-            "{max_queued} runs of this tenant already wait for a slot (runs.max_queued_per_tenant); \
-             retry when some have started"
-        )));
-    }
-    let now = now_rfc3339();
-    let run = Run {
-        id: IdKind::Run.new_id(),
-        tenant_id: tenant_id.clone(),
-        agent_id: agent.id.clone(),
-        project_id,
-        goal,
-        input: body.input.unwrap_or(Value::Null),
-        status: RunStatus::Queued,
-        steps: Vec::new(),
-        output: None,
-        usage: Default::default(),
-        error: None,
-        artifacts: Vec::new(),
-        created_at: now.clone(),
-        started_at: None,
-        finished_at: None,
-        updated_at: now,
-        spec,
-        last_seq: 0,
-    };
+    let id = IdKind::Run.new_id();
     // Subscribed before the run starts, so its end cannot be missed.
-    let events = (wait_secs > 0).then(|| state.runs.hub().subscribe(&run.id));
-    if let Err(e) = state.runs.create(&run).await {
+    let events = (wait_secs > 0).then(|| state.runs.hub().subscribe(&id));
+    let submitted = state
+        .runs
+        .submit(NewRun {
+            id: id.clone(),
+            tenant_id: tenant_id.clone(),
+            agent: &agent,
+            project_id,
+            goal,
+            input: body.input.unwrap_or(Value::Null),
+        })
+        .await;
+    if let Err(e) = submitted {
         if events.is_some() {
-            state.runs.hub().release(&run.id);
+            state.runs.hub().release(&id);
         }
         return Err(e.into());
     }
     let ended = match events {
-        Some(events) => wait_for_end(&state, &run.id, events, Duration::from_secs(wait_secs)).await,
+        Some(events) => wait_for_end(&state, &id, events, Duration::from_secs(wait_secs)).await,
         None => false,
     };
-    let run = reload(&state, &tenant_id, &agent.id, &run.id).await?;
+    let run = reload(&state, &tenant_id, &agent.id, &id).await?;
     let status = if ended {
         StatusCode::OK
     } else {

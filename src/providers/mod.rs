@@ -121,7 +121,7 @@ impl ProviderSet for Providers {
     }
 }
 
-/// The retry and stall settings of `[llm]`.
+/// The retry, stall and limit settings of `[llm]` and `[runs]`.
 pub fn run_settings(config: &Config) -> dgidgi_actors::run::RunSettings {
     dgidgi_actors::run::RunSettings {
         max_retries: config.llm.max_retries,
@@ -133,5 +133,7 @@ pub fn run_settings(config: &Config) -> dgidgi_actors::run::RunSettings {
         store_retry: Duration::from_secs(config.runs.store_retry_secs),
         max_step_output: config.llm.max_step_output_bytes,
         max_tool_arguments: config.llm.max_tool_arguments_bytes,
+        default_timeout_secs: config.runs.default_timeout_secs,
+        max_queued_per_tenant: config.runs.max_queued_per_tenant,
     }
 }

@@ -91,16 +91,6 @@ impl Store {
 
     /// Just the status of run `id`.
     /// How many of the tenant's runs wait for a slot.
-    pub async fn queued_runs(&self, tenant_id: &str) -> Result<i64> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND status = 'queued'",
-        )
-        .bind(tenant_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get("n")?)
-    }
-
     pub async fn get_run_status(&self, id: &str) -> Result<Option<RunStatus>> {
         let row = sqlx::query("SELECT status FROM runs WHERE id = $1")
             .bind(id)
@@ -253,6 +243,19 @@ impl RunStore for Store {
             })
         };
         for_actors(write.await)
+    }
+
+    async fn queued_runs(&self, tenant_id: &str) -> Result<i64, StoreFailure> {
+        let count = async {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND status = 'queued'",
+            )
+            .bind(tenant_id)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(row.try_get("n")?)
+        };
+        for_actors(count.await)
     }
 
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure> {

@@ -10,10 +10,12 @@ use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{drive, fail_after_panic};
-use super::{Run, RunDeps};
+use super::{Error, NewRun, Run, RunDeps, RunSpec, RunStatus};
+use crate::agent::RunDefaults;
 use crate::events::EventHub;
 use crate::registry::{self, ActorMeta, Registry};
 use crate::store::StoreFailure;
+use crate::time;
 
 /// Stop the run: the LLM stream is dropped at once; a queued run never starts.
 #[derive(Debug, Clone, Message)]
@@ -116,11 +118,45 @@ impl Runs {
         &self.registry
     }
 
-    /// Stores the new run and starts it: it waits for one of its tenant's slots, then runs.
-    pub async fn create(&self, run: &Run) -> Result<(), StoreFailure> {
-        self.deps.store.create_run(run).await?;
+    /// Makes a run of `new.agent` (its budget, providers and model from the agent, its
+    /// tenant's settings and the server's defaults: `RunSpec::for_agent`), stores it queued
+    /// and starts it: it waits for one of its tenant's slots, then runs. Refused when the
+    /// tenant already has `max_queued_per_tenant` runs waiting.
+    pub async fn submit(&self, new: NewRun<'_>) -> Result<Run, Error> {
+        let tenant = self.deps.tenants.get(&new.tenant_id).await?;
+        let defaults = RunDefaults {
+            provider: self.deps.providers.default_name().to_string(),
+            timeout_secs: self.deps.settings.default_timeout_secs,
+        };
+        let spec = RunSpec::for_agent(new.agent, &tenant.settings, &defaults);
+        let max_queued = self.deps.settings.max_queued_per_tenant;
+        if self.deps.store.queued_runs(&new.tenant_id).await? >= i64::from(max_queued) {
+            return Err(Error::Busy(max_queued));
+        }
+        let now = time::now();
+        let run = Run {
+            id: new.id,
+            tenant_id: new.tenant_id,
+            agent_id: new.agent.id.clone(),
+            project_id: new.project_id,
+            goal: new.goal,
+            input: new.input,
+            status: RunStatus::Queued,
+            steps: Vec::new(),
+            output: None,
+            usage: Default::default(),
+            error: None,
+            artifacts: Vec::new(),
+            created_at: now.clone(),
+            started_at: None,
+            finished_at: None,
+            updated_at: now,
+            spec,
+            last_seq: 0,
+        };
+        self.deps.store.create_run(&run).await?;
         self.start(&run.id);
-        Ok(())
+        Ok(run)
     }
 
     /// Starts (or finds) the actor of stored run `id`.

@@ -20,10 +20,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::agent::Agent;
 use crate::events::{DomainEvent, EventHub, EventLog, StreamEvent};
 use crate::provider::{ProviderSet, ToolCall, Usage};
 use crate::store::StoreFailure;
-use crate::tenant::Tenants;
+use crate::tenant::{self, Tenants};
 use crate::tools::{Artifact, Workspaces};
 
 pub use actor::{CancelRun, RunActor, Runs};
@@ -192,6 +193,31 @@ pub trait RunStore: EventLog {
     ) -> Result<(), StoreFailure>;
     /// Runs left `queued` or `running` (by a stop or a crash).
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure>;
+    /// How many of the tenant's runs wait for a slot.
+    async fn queued_runs(&self, tenant_id: &str) -> Result<i64, StoreFailure>;
+}
+
+/// A run to submit: the agent it runs, what for, and where its files go.
+pub struct NewRun<'a> {
+    /// Chosen by the caller, so that it can follow the run's events before it starts.
+    pub id: String,
+    pub tenant_id: String,
+    pub agent: &'a Agent,
+    pub project_id: String,
+    pub goal: String,
+    pub input: Value,
+}
+
+/// Why a run was not submitted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Tenant(#[from] tenant::Error),
+    /// The tenant already has this many runs waiting for a slot.
+    #[error("{0} runs of this tenant already wait for a slot")]
+    Busy(u32),
+    #[error(transparent)]
+    Store(#[from] StoreFailure),
 }
 
 /// Retry, timeout and batching settings of run execution.
@@ -215,6 +241,10 @@ pub struct RunSettings {
     pub max_step_output: usize,
     /// The most arguments one tool call may carry, in bytes.
     pub max_tool_arguments: usize,
+    /// A run's time limit when its agent sets none.
+    pub default_timeout_secs: u64,
+    /// Runs of one tenant that may wait for a slot; a submission past it is refused.
+    pub max_queued_per_tenant: u32,
 }
 
 /// What every run actor shares.
@@ -242,6 +272,8 @@ impl RunSettings {
             store_retry: Duration::from_millis(10),
             max_step_output: 1 << 20,
             max_tool_arguments: 1 << 20,
+            default_timeout_secs: 60,
+            max_queued_per_tenant: 100,
         }
     }
 }

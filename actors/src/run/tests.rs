@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use actix::prelude::*;
 
 use super::*;
+use crate::agent::{Agent, AgentConfig};
 use crate::events::DomainEvent;
 use crate::events::RunEvent;
 use crate::provider::ChatRequest;
@@ -138,6 +139,14 @@ impl RunStore for Memory {
             .map(|r| r.id.clone())
             .collect())
     }
+
+    async fn queued_runs(&self, tenant_id: &str) -> Result<i64, StoreFailure> {
+        let runs = self.runs.lock().unwrap();
+        Ok(runs
+            .values()
+            .filter(|r| r.tenant_id == tenant_id && r.status == RunStatus::Queued)
+            .count() as i64)
+    }
 }
 
 /// What the scripted provider answers, in order; `Tool` asks for a tool call.
@@ -200,15 +209,14 @@ impl Workspaces for NoFiles {
     }
 }
 
-fn runs_over(memory: Arc<Memory>, answers: Vec<Answer>, otherwise: Answer, slots: u32) -> Runs {
+fn deps_over(memory: Arc<Memory>, answers: Vec<Answer>, otherwise: Answer, slots: u32) -> RunDeps {
     let settings = TenantSettings {
         max_concurrent_runs: slots,
         ..TenantSettings::default()
     };
-    let arbiters = vec![Arbiter::current()];
     let tenants = Tenants::new(
         MemoryTenants::with_ten_1(settings),
-        arbiters.clone(),
+        vec![Arbiter::current()],
         Duration::from_secs(60),
         Default::default(),
     );
@@ -216,19 +224,57 @@ fn runs_over(memory: Arc<Memory>, answers: Vec<Answer>, otherwise: Answer, slots
         answers: Mutex::new(answers.into()),
         otherwise,
     };
-    Runs::new(
-        RunDeps {
-            store: memory,
-            hub: EventHub::default(),
-            providers: Arc::new(One("scripted", Arc::new(provider))),
-            tenants,
-            settings: RunSettings::quick(),
-            workspaces: Arc::new(NoFiles),
-        },
-        arbiters,
-    )
+    RunDeps {
+        store: memory,
+        hub: EventHub::default(),
+        providers: Arc::new(One("scripted", Arc::new(provider))),
+        tenants,
+        settings: RunSettings::quick(),
+        workspaces: Arc::new(NoFiles),
+    }
 }
 
+fn runs_over(memory: Arc<Memory>, answers: Vec<Answer>, otherwise: Answer, slots: u32) -> Runs {
+    let deps = deps_over(memory, answers, otherwise, slots);
+    Runs::new(deps, vec![Arbiter::current()])
+}
+
+/// An agent on the scripted provider that may list files, for at most `max_steps` steps.
+fn agent(max_steps: u32) -> Agent {
+    Agent {
+        id: "agt_1".into(),
+        tenant_id: "ten_1".into(),
+        project_id: Some("proj_1".into()),
+        name: "lister".into(),
+        description: None,
+        system_prompt: None,
+        provider: Some("scripted".into()),
+        model: None,
+        fallbacks: Vec::new(),
+        tools: vec!["list_files".into()],
+        config: AgentConfig {
+            max_steps: Some(max_steps),
+            ..AgentConfig::default()
+        },
+        created_at: String::new(),
+        updated_at: String::new(),
+    }
+}
+
+/// Submits run `id` of [`agent`]`(max_steps)`.
+async fn submit(runs: &Runs, id: &str, max_steps: u32) -> Result<Run, Error> {
+    runs.submit(NewRun {
+        id: id.into(),
+        tenant_id: "ten_1".into(),
+        agent: &agent(max_steps),
+        project_id: "proj_1".into(),
+        goal: "do it".into(),
+        input: Value::Null,
+    })
+    .await
+}
+
+/// A run as a crash left it, stored queued.
 fn queued(id: &str, max_steps: u32) -> Run {
     Run {
         id: id.into(),
@@ -278,7 +324,9 @@ async fn until(memory: &Memory, id: &str, done: impl Fn(&Run) -> bool) -> Run {
 async fn a_model_that_keeps_calling_tools_ends_at_the_step_budget() {
     let memory = Arc::new(Memory::default());
     let runs = runs_over(memory.clone(), Vec::new(), Answer::Tool, 4);
-    runs.create(&queued("run_1", 3)).await.unwrap();
+    let run = submit(&runs, "run_1", 3).await.unwrap();
+    assert_eq!(run.spec.max_steps, 3);
+    assert_eq!(run.spec.providers, ["scripted"]);
     let run = until(&memory, "run_1", |r| r.status.is_terminal()).await;
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.error.unwrap().code, "step_budget_exhausted");
@@ -296,7 +344,7 @@ async fn a_run_cancelled_while_it_waits_for_a_slot_never_starts() {
     // The tenant's one slot is taken.
     let slot = runs.deps.tenants.admit("ten_1", "run_busy").await;
     assert!(slot.is_ok());
-    runs.create(&queued("run_waiting", 1)).await.unwrap();
+    submit(&runs, "run_waiting", 1).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     runs.cancel("run_waiting").await.unwrap();
     let run = until(&memory, "run_waiting", |r| r.status.is_terminal()).await;
@@ -305,7 +353,7 @@ async fn a_run_cancelled_while_it_waits_for_a_slot_never_starts() {
     assert_eq!(memory.kinds("run_waiting"), [RunEvent::CANCELLED]);
     // Its place in the queue is given back: the next run gets the slot once it is free.
     runs.deps.tenants.release("ten_1", "run_busy").await;
-    runs.create(&queued("run_next", 1)).await.unwrap();
+    submit(&runs, "run_next", 1).await.unwrap();
     let next = until(&memory, "run_next", |r| r.status.is_terminal()).await;
     assert_eq!(next.status, RunStatus::Completed);
 }
@@ -365,4 +413,26 @@ async fn a_run_left_running_by_a_crash_resumes_after_its_last_finished_step() {
         (1..=seqs.len() as i64).collect::<Vec<_>>(),
         "no gap, no repeat"
     );
+}
+
+#[actix::test]
+async fn a_tenant_with_its_queue_full_gets_no_more_runs() {
+    let memory = Arc::new(Memory::default());
+    let runs = Runs::new(
+        RunDeps {
+            settings: RunSettings {
+                max_queued_per_tenant: 2,
+                ..RunSettings::quick()
+            },
+            ..deps_over(memory.clone(), Vec::new(), Answer::Text("done"), 1)
+        },
+        vec![Arbiter::current()],
+    );
+    // The one slot is taken: runs wait for it, two at most.
+    let slot = runs.deps.tenants.admit("ten_1", "run_busy").await;
+    assert!(slot.is_ok());
+    submit(&runs, "run_1", 1).await.unwrap();
+    submit(&runs, "run_2", 1).await.unwrap();
+    assert_eq!(submit(&runs, "run_3", 1).await, Err(Error::Busy(2)));
+    assert!(memory.runs.lock().unwrap().get("run_3").is_none());
 }
