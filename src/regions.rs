@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::config::{Config, PlanConfig, RegionConfig};
 
 /// A tenant's regional preferences (the seed's schema).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Preferences {
     pub primary_region: String,
@@ -67,7 +67,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> Refusal {
 }
 
 /// The answer to "may this tenant use this feature?".
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FeatureCheck {
     pub feature_key: String,

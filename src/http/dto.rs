@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::store;
+use crate::{storage, store};
 
 /// Converts a list of domain values into their wire shapes.
 pub fn all<T, W: From<T>>(items: Vec<T>) -> Vec<W> {
@@ -630,6 +630,148 @@ impl From<store::Delivery> for Delivery {
             next_attempt_at: d.next_attempt_at,
             payload: d.payload,
             created_at: d.created_at,
+        }
+    }
+}
+
+/// A tenant's regional preferences (the seed's schema).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Preferences {
+    pub primary_region: String,
+    pub secondary_region: Option<String>,
+    pub data_residency_required: bool,
+    pub data_residency_region: Option<String>,
+    pub compliance_level: String,
+}
+
+impl From<crate::regions::Preferences> for Preferences {
+    fn from(p: crate::regions::Preferences) -> Self {
+        Self {
+            primary_region: p.primary_region,
+            secondary_region: p.secondary_region,
+            data_residency_required: p.data_residency_required,
+            data_residency_region: p.data_residency_region,
+            compliance_level: p.compliance_level,
+        }
+    }
+}
+
+/// The answer to "may this tenant use this feature?".
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureCheck {
+    pub feature_key: String,
+    pub allowed: bool,
+    pub plan: String,
+    /// The lowest plan that includes the feature (`None`: no plan does).
+    pub required_plan: Option<String>,
+    pub limits: Value,
+}
+
+impl From<crate::regions::FeatureCheck> for FeatureCheck {
+    fn from(c: crate::regions::FeatureCheck) -> Self {
+        Self {
+            feature_key: c.feature_key,
+            allowed: c.allowed,
+            plan: c.plan,
+            required_plan: c.required_plan,
+            limits: c.limits,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageMode {
+    Platform,
+    Byos,
+}
+
+impl From<storage::StorageMode> for StorageMode {
+    fn from(m: storage::StorageMode) -> Self {
+        match m {
+            storage::StorageMode::Platform => Self::Platform,
+            storage::StorageMode::Byos => Self::Byos,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ByosProvider {
+    S3,
+    R2,
+    Gcs,
+    Azure,
+}
+
+impl From<storage::ByosProvider> for ByosProvider {
+    fn from(p: storage::ByosProvider) -> Self {
+        match p {
+            storage::ByosProvider::S3 => Self::S3,
+            storage::ByosProvider::R2 => Self::R2,
+            storage::ByosProvider::Gcs => Self::Gcs,
+            storage::ByosProvider::Azure => Self::Azure,
+        }
+    }
+}
+
+/// Why a check failed: a stable code (`bad_credentials`, `access_denied`, `no_such_bucket`,
+/// `region_mismatch`, `unreachable`, `forbidden_address`, `read_mismatch`,
+/// `credentials_unreadable`, `storage_error`) and a message for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Failure {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl From<storage::Failure> for Failure {
+    fn from(f: storage::Failure) -> Self {
+        Self {
+            code: f.code,
+            message: f.message,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    pub name: &'static str,
+    /// `passed`, `failed`, or `skipped` (after an earlier failure).
+    pub status: &'static str,
+    pub latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+}
+
+impl From<storage::Check> for Check {
+    fn from(c: storage::Check) -> Self {
+        Self {
+            name: c.name,
+            status: c.status,
+            latency_ms: c.latency_ms,
+            error: c.error.map(Into::into),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Validation {
+    pub valid: bool,
+    pub checks: Vec<Check>,
+    /// The first failure, when there is one.
+    pub reason: Option<Failure>,
+}
+
+impl From<storage::Validation> for Validation {
+    fn from(v: storage::Validation) -> Self {
+        Self {
+            valid: v.valid,
+            checks: all(v.checks),
+            reason: v.reason.map(Into::into),
         }
     }
 }

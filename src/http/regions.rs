@@ -7,12 +7,13 @@ use actix_web::{get, patch};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::dto;
 use super::envelope::Reply;
 use super::extract::{nullable, Json, ListQuery};
 use super::storage::failure;
 use super::{acting_tenant, require, ApiError, AppState};
 use crate::auth::Principal;
-use crate::regions::{self, FeatureCheck, Preferences, Refusal};
+use crate::regions::{self, Preferences, Refusal};
 use crate::storage::StorageMode;
 use crate::store::Placement;
 
@@ -106,14 +107,14 @@ pub(super) async fn preferences(
 #[utoipa::path(
     tag = "regions",
     params(("tenant_id" = String, Path, description = "Tenant id")),
-    responses((status = 200, body = crate::http::openapi::Envelope<Preferences>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::Preferences>), crate::http::openapi::Errors)
 )]
 #[get("/regions/preferences/{tenant_id}")]
 pub async fn get_preferences(
     principal: Principal,
     state: Data<AppState>,
     tenant_id: Path<String>,
-) -> Result<Reply<Preferences>, ApiError> {
+) -> Result<Reply<dto::Preferences>, ApiError> {
     let tenant = tenant_in_path(&state, &principal, &tenant_id, "regions:read").await?;
     Ok(Reply::ok(preferences(&state, &tenant.id).await?))
 }
@@ -136,7 +137,7 @@ pub struct PreferencesPatch {
     tag = "regions",
     params(("tenant_id" = String, Path, description = "Tenant id")),
     request_body = PreferencesPatch,
-    responses((status = 200, body = crate::http::openapi::Envelope<Preferences>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::Preferences>), crate::http::openapi::Errors)
 )]
 #[patch("/regions/preferences/{tenant_id}")]
 pub async fn update_preferences(
@@ -144,7 +145,7 @@ pub async fn update_preferences(
     state: Data<AppState>,
     tenant_id: Path<String>,
     body: Json<PreferencesPatch>,
-) -> Result<Reply<Preferences>, ApiError> {
+) -> Result<Reply<dto::Preferences>, ApiError> {
     let tenant = tenant_in_path(&state, &principal, &tenant_id, "regions:write").await?;
     let patch = body.0;
     let mut prefs = preferences(&state, &tenant.id).await?;
@@ -194,14 +195,14 @@ pub async fn update_preferences(
 #[utoipa::path(
     tag = "regions",
     params(("tenant_id" = String, Path, description = "Tenant id"), ("feature_key" = String, Path, description = "secondaryRegion, byos, dataResidency or compliance.<level>")),
-    responses((status = 200, body = crate::http::openapi::Envelope<FeatureCheck>), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::FeatureCheck>), crate::http::openapi::Errors)
 )]
 #[get("/regions/features/{tenant_id}/check/{feature_key}")]
 pub async fn check_feature(
     principal: Principal,
     state: Data<AppState>,
     path: Path<(String, String)>,
-) -> Result<Reply<FeatureCheck>, ApiError> {
+) -> Result<Reply<dto::FeatureCheck>, ApiError> {
     let (tenant_id, feature_key) = path.into_inner();
     let tenant = tenant_in_path(&state, &principal, &tenant_id, "regions:read").await?;
     regions::check_feature(

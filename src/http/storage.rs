@@ -7,6 +7,7 @@ use actix_web::{get, post, put};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::dto;
 use super::envelope::Reply;
 use super::extract::Json;
 use super::regions::{preferences, tenant_in_path};
@@ -14,16 +15,16 @@ use super::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::ids::now_rfc3339;
 use crate::regions::{self};
-use crate::storage::{self, ByosProvider, ByosRequest, StorageMode, StorageRecord, Validation};
+use crate::storage::{self, ByosRequest, StorageMode, StorageRecord, Validation};
 use crate::store::Placement;
 
 /// A storage configuration as responses show it: keys masked.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageView {
-    storage_mode: StorageMode,
+    storage_mode: dto::StorageMode,
     platform_region: Option<String>,
-    byos_provider: Option<ByosProvider>,
+    byos_provider: Option<dto::ByosProvider>,
     byos_endpoint: Option<String>,
     byos_bucket: Option<String>,
     byos_region: Option<String>,
@@ -37,9 +38,9 @@ impl StorageView {
     fn of(record: StorageRecord, platform_region: String) -> Self {
         let byos = record.byos;
         Self {
-            storage_mode: record.mode,
+            storage_mode: record.mode.into(),
             platform_region: (record.mode == StorageMode::Platform).then_some(platform_region),
-            byos_provider: byos.as_ref().map(|b| b.provider),
+            byos_provider: byos.as_ref().map(|b| b.provider.into()),
             byos_endpoint: byos.as_ref().and_then(|b| b.endpoint.clone()),
             byos_bucket: byos.as_ref().map(|b| b.bucket.clone()),
             byos_region: byos.as_ref().and_then(|b| b.region.clone()),
@@ -97,7 +98,7 @@ pub struct StorageBody {
 pub struct StorageSaved {
     #[serde(flatten)]
     storage: StorageView,
-    validation: Option<Validation>,
+    validation: Option<dto::Validation>,
 }
 
 /// `PUT /regions/storage/:tenantId`: platform storage (in `platformRegion`, default the
@@ -219,7 +220,7 @@ pub async fn put_storage(
     tracing::info!(tenant_id = %tenant.id, mode = ?record.mode, "storage configuration changed");
     Ok(Reply::ok(StorageSaved {
         storage: storage_view(&state, &tenant.id, record).await,
-        validation,
+        validation: validation.map(Into::into),
     }))
 }
 
@@ -237,11 +238,11 @@ async fn run_validation(state: &AppState, tenant_id: &str, record: &StorageRecor
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ValidationReport {
-    storage_mode: StorageMode,
-    provider: Option<ByosProvider>,
+    storage_mode: dto::StorageMode,
+    provider: Option<dto::ByosProvider>,
     bucket: Option<String>,
     #[serde(flatten)]
-    validation: Validation,
+    validation: dto::Validation,
     validated_at: String,
 }
 
@@ -272,10 +273,10 @@ pub async fn validate_storage(
         tracing::warn!(tenant_id = %tenant.id, reason = reason.code, "storage validation failed");
     }
     Ok(Reply::ok(ValidationReport {
-        storage_mode: record.mode,
-        provider: record.byos.as_ref().map(|b| b.provider),
+        storage_mode: record.mode.into(),
+        provider: record.byos.as_ref().map(|b| b.provider.into()),
         bucket: record.byos.as_ref().map(|b| b.bucket.clone()),
-        validation,
+        validation: validation.into(),
         validated_at: now,
     }))
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 /// Why a check failed: a stable code (`bad_credentials`, `access_denied`, `no_such_bucket`,
 /// `region_mismatch`, `unreachable`, `forbidden_address`, `read_mismatch`,
 /// `credentials_unreadable`, `storage_error`) and a message for people.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Failure {
     pub code: &'static str,
     pub message: String,
@@ -28,7 +28,7 @@ impl Failure {
     }
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Check {
     pub name: &'static str,
@@ -39,7 +39,7 @@ pub struct Check {
     pub error: Option<Failure>,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Validation {
     pub valid: bool,

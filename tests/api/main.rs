@@ -17,6 +17,7 @@ mod health;
 mod idempotency;
 mod isolation;
 mod keys;
+mod layering;
 mod openapi;
 mod ops;
 mod projects;
