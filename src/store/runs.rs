@@ -90,7 +90,6 @@ impl Store {
     }
 
     /// Just the status of run `id`.
-    /// How many of the tenant's runs wait for a slot.
     pub async fn get_run_status(&self, id: &str) -> Result<Option<RunStatus>> {
         let row = sqlx::query("SELECT status FROM runs WHERE id = $1")
             .bind(id)
