@@ -94,6 +94,7 @@ impl Application {
                 store: Arc::new(store.clone()),
                 hub: runs.hub().clone(),
                 providers: providers.clone(),
+                runs: runs.clone(),
                 settings: run_settings(&config),
                 max_queue: config.chat.max_queue,
                 idle_after: Duration::from_secs(config.chat.idle_secs),

@@ -131,6 +131,7 @@ impl RunSpec {
                 .config
                 .timeout_seconds
                 .unwrap_or(defaults.timeout_secs),
+            chat: None,
         }
     }
 }

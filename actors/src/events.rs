@@ -36,6 +36,36 @@ impl StreamEvent {
     }
 }
 
+/// What a subscriber follows of a stream: all of it, or one reply of a session (a chat
+/// run seen through its run), and which event ends what it follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    /// Every event; a run's end ends it (a session's stream never ends).
+    All,
+    /// The events of reply `0` of a session, up to the reply's end.
+    Reply(String),
+}
+
+impl View {
+    /// Whether `event` is part of what this view follows.
+    pub fn shows(&self, event: &StreamEvent) -> bool {
+        match self {
+            View::All => true,
+            View::Reply(id) => event.data["reply_id"] == id.as_str(),
+        }
+    }
+
+    /// Whether `event` ends what this view follows.
+    pub fn ends_with(&self, event: &StreamEvent) -> bool {
+        match self {
+            View::All => event.is_terminal(),
+            View::Reply(_) => {
+                self.shows(event) && SessionEvent::REPLY_ENDS.contains(&event.kind.as_str())
+            }
+        }
+    }
+}
+
 /// What can be written to a stream's log: each value is one event of one kind.
 pub trait Event: Serialize {
     /// The event's name on the wire (SSE `event:`).
@@ -138,13 +168,34 @@ pub enum SessionEvent {
     MessageCreated {
         message: Message,
     },
+    /// The reply waits for one of its tenant's run slots (an agent session's reply is a run).
+    ReplyQueued {
+        reply_id: String,
+        run_id: String,
+    },
     ReplyStarted {
         reply_id: String,
         in_reply_to: String,
+        /// The run that writes the reply, in a session with an agent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        run_id: Option<String>,
+    },
+    /// The reply's run picked up again after a crash, after its last finished step.
+    ReplyResumed {
+        reply_id: String,
+        run_id: String,
+        after_step: usize,
     },
     Token {
         reply_id: String,
         delta: String,
+    },
+    /// A step of the reply's run: `step.started`, `token` (with its `step`), `tool.called`,
+    /// `tool.result`, `step.completed`, each with the reply's id beside the run's fields.
+    Step {
+        reply_id: String,
+        #[serde(flatten)]
+        event: RunEvent,
     },
     /// The reply's end: `message` as stored, with its status (complete, cancelled, failed).
     ReplyEnded {
@@ -166,6 +217,17 @@ pub enum ReplyEnd {
     Cancelled,
 }
 
+impl ReplyEnd {
+    /// The reply message's status after such an end.
+    pub fn status(self) -> &'static str {
+        match self {
+            ReplyEnd::Completed => "complete",
+            ReplyEnd::Failed => "failed",
+            ReplyEnd::Cancelled => "cancelled",
+        }
+    }
+}
+
 impl SessionEvent {
     /// The end of the reply `message` (as stored), `how` it ended.
     pub fn ended(how: ReplyEnd, message: &Message) -> Self {
@@ -179,7 +241,9 @@ impl SessionEvent {
     }
 
     pub const MESSAGE_CREATED: &'static str = "message.created";
+    pub const REPLY_QUEUED: &'static str = "reply.queued";
     pub const REPLY_STARTED: &'static str = "reply.started";
+    pub const REPLY_RESUMED: &'static str = "reply.resumed";
     pub const TOKEN: &'static str = "token";
     pub const REPLY_COMPLETED: &'static str = "reply.completed";
     pub const REPLY_FAILED: &'static str = "reply.failed";
@@ -196,8 +260,11 @@ impl Event for SessionEvent {
     fn kind(&self) -> &'static str {
         match self {
             Self::MessageCreated { .. } => Self::MESSAGE_CREATED,
+            Self::ReplyQueued { .. } => Self::REPLY_QUEUED,
             Self::ReplyStarted { .. } => Self::REPLY_STARTED,
+            Self::ReplyResumed { .. } => Self::REPLY_RESUMED,
             Self::Token { .. } => Self::TOKEN,
+            Self::Step { event, .. } => event.kind(),
             Self::ReplyEnded { how, .. } => match how {
                 ReplyEnd::Completed => Self::REPLY_COMPLETED,
                 ReplyEnd::Failed => Self::REPLY_FAILED,

@@ -53,6 +53,17 @@ impl EventWriter {
         }
     }
 
+    /// The seq of the last event written (or queued).
+    pub fn last_seq(&self) -> i64 {
+        self.next_seq - 1
+    }
+
+    /// Goes on after event `seq`, which another writer of the stream wrote (a chat reply's
+    /// run, while this writer waited for it).
+    pub fn skip_to(&mut self, seq: i64) {
+        self.next_seq = self.next_seq.max(seq + 1);
+    }
+
     /// The next event, with its seq; the caller persists it.
     pub fn event(&mut self, event: &impl Event) -> StreamEvent {
         let seq = self.next_seq;

@@ -1,5 +1,5 @@
-//! What the actors' own tests share: an in-memory tenant store that can be told to fail,
-//! and a provider set of one provider.
+//! What the actors' own tests share: in-memory tenant and run stores (the tenant store can
+//! be told to fail), a provider set of one provider, and project files that are never there.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,9 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
+use crate::chat::Message;
+use crate::events::{DomainEvent, EventLog, StreamEvent};
 use crate::provider::{LlmProvider, ProviderSet};
+use crate::run::{Run, RunStatus, RunStore, Step};
 use crate::store::{StoreFailure, TenantStore};
 use crate::tenant::{Tenant, TenantSettings};
+use crate::tools::{FileStore, Workspaces};
 
 /// Tenants in memory: `ten_1` ("Acme", free) with the settings it was made with.
 #[derive(Default)]
@@ -73,5 +77,160 @@ impl ProviderSet for One {
     }
     fn names(&self) -> Vec<String> {
         vec![self.0.into()]
+    }
+}
+
+/// Runs and their events, in memory.
+#[derive(Default)]
+pub struct MemoryRuns {
+    pub runs: Mutex<HashMap<String, Run>>,
+    pub events: Mutex<HashMap<String, Vec<StreamEvent>>>,
+    pub domain: Mutex<Vec<DomainEvent>>,
+}
+
+impl MemoryRuns {
+    pub fn append(&self, stream: &str, events: &[StreamEvent]) {
+        let mut all = self.events.lock().unwrap();
+        all.entry(stream.to_string())
+            .or_default()
+            .extend_from_slice(events);
+    }
+
+    pub fn kinds(&self, stream: &str) -> Vec<String> {
+        self.events.lock().unwrap()[stream]
+            .iter()
+            .map(|e| e.kind.clone())
+            .collect()
+    }
+
+    pub fn save(&self, run: &Run) {
+        self.runs
+            .lock()
+            .unwrap()
+            .insert(run.id.clone(), run.clone());
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryRuns {
+    async fn append_events(
+        &self,
+        stream: &str,
+        events: &[StreamEvent],
+    ) -> Result<(), StoreFailure> {
+        self.append(stream, events);
+        Ok(())
+    }
+
+    async fn events_after(
+        &self,
+        stream: &str,
+        after: i64,
+    ) -> Result<Vec<StreamEvent>, StoreFailure> {
+        let all = self.events.lock().unwrap();
+        Ok(all
+            .get(stream)
+            .map(|e| e.iter().filter(|e| e.seq > after).cloned().collect())
+            .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl RunStore for MemoryRuns {
+    async fn create_run(&self, run: &Run, _: Option<&Message>) -> Result<(), StoreFailure> {
+        self.save(run);
+        Ok(())
+    }
+
+    async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure> {
+        let mut run = self.runs.lock().unwrap().get(id).cloned();
+        if let Some(run) = run.as_mut() {
+            run.last_seq = self
+                .events
+                .lock()
+                .unwrap()
+                .get(run.stream())
+                .and_then(|e| e.last())
+                .map_or(0, |e| e.seq);
+        }
+        Ok(run)
+    }
+
+    async fn start_run(
+        &self,
+        run: &Run,
+        event: &StreamEvent,
+        domain: DomainEvent,
+    ) -> Result<(), StoreFailure> {
+        self.save(run);
+        self.append(run.stream(), std::slice::from_ref(event));
+        self.domain.lock().unwrap().push(domain);
+        Ok(())
+    }
+
+    async fn save_step(
+        &self,
+        run: &Run,
+        _: &Step,
+        event: &StreamEvent,
+    ) -> Result<(), StoreFailure> {
+        self.save(run);
+        self.append(run.stream(), std::slice::from_ref(event));
+        Ok(())
+    }
+
+    async fn finish_run(
+        &self,
+        run: &Run,
+        event: &StreamEvent,
+        domain: Option<DomainEvent>,
+        _: Option<&Message>,
+    ) -> Result<(), StoreFailure> {
+        self.save(run);
+        self.append(run.stream(), std::slice::from_ref(event));
+        self.domain.lock().unwrap().extend(domain);
+        Ok(())
+    }
+
+    async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure> {
+        Ok(self
+            .runs
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|r| !r.status.is_terminal())
+            .map(|r| r.id.clone())
+            .collect())
+    }
+
+    async fn queued_runs(&self, tenant_id: &str) -> Result<i64, StoreFailure> {
+        let runs = self.runs.lock().unwrap();
+        Ok(runs
+            .values()
+            .filter(|r| r.tenant_id == tenant_id && r.status == RunStatus::Queued)
+            .count() as i64)
+    }
+}
+
+/// Project files that are never there.
+pub struct NoFiles;
+
+#[async_trait]
+impl FileStore for NoFiles {
+    async fn put(&self, _: &str, _: Vec<u8>) -> Result<(), String> {
+        Ok(())
+    }
+    async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(None)
+    }
+    async fn list(&self, _: &str, _: usize) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+}
+
+#[async_trait]
+impl Workspaces for NoFiles {
+    async fn open(&self, _: &str, _: &str) -> Result<Arc<dyn FileStore>, String> {
+        Ok(Arc::new(NoFiles))
     }
 }

@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use dgidgi_actors::agent;
 use dgidgi_actors::chat::{self, PostMessage, Session};
 use dgidgi_actors::events::SessionEvent;
+use dgidgi_actors::events::View;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -226,7 +227,7 @@ pub async fn cancel_reply(
 #[utoipa::path(
     tag = "chat",
     params(("id" = String, Path, description = "Session id"), crate::http::openapi::TenantParam, ("access_token" = Option<String>, Query, description = "A JWT (not an API key), for EventSource"), ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
-    responses((status = 200, description = "Server-Sent Events of the session: message.created, reply.started, token {reply_id, delta}, reply.completed | reply.failed | reply.cancelled; id: <seq>; ?access_token=<JWT> for EventSource", content_type = "text/event-stream"), crate::http::openapi::Errors)
+    responses((status = 200, description = "Server-Sent Events of the session: message.created, reply.started, token {reply_id, delta}, reply.completed | reply.failed | reply.cancelled; in a session with an agent each reply is a run, whose events carry the reply_id: reply.queued {run_id} (waiting for a run slot), reply.started {run_id}, step.started, token {reply_id, step, delta}, tool.called, tool.result, step.completed, reply.resumed {run_id, after_step}; id: <seq>; ?access_token=<JWT> for EventSource", content_type = "text/event-stream"), crate::http::openapi::Errors)
 )]
 #[get("/chat/sessions/{id}/stream")]
 pub async fn stream_session(
@@ -259,6 +260,7 @@ pub async fn stream_session(
         slot,
         state.sessions.hub().clone(),
         session.id,
+        View::All,
         after,
     ))
 }

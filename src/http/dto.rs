@@ -332,6 +332,12 @@ pub struct Run {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub updated_at: String,
+    /// For a run that writes a chat reply: its session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// For a run that writes a chat reply: the reply message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
 }
 
 impl From<domain::run::Run> for Run {
@@ -353,6 +359,8 @@ impl From<domain::run::Run> for Run {
             started_at: r.started_at,
             finished_at: r.finished_at,
             updated_at: r.updated_at,
+            session_id: r.session_id,
+            message_id: r.message_id,
         }
     }
 }
@@ -406,6 +414,9 @@ pub struct Message {
     pub in_reply_to: Option<String>,
     pub usage: Option<Usage>,
     pub error: Option<RunError>,
+    /// For a reply in a session with an agent: the run that writes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -422,6 +433,7 @@ impl From<domain::chat::Message> for Message {
             in_reply_to: m.in_reply_to,
             usage: m.usage.map(Into::into),
             error: m.error.map(Into::into),
+            run_id: m.run_id,
             created_at: m.created_at,
             updated_at: m.updated_at,
         }

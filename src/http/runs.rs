@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
+use dgidgi_actors::events::EventLog;
 use dgidgi_actors::run::{NewRun, Run};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -82,16 +83,20 @@ pub async fn execute_agent(
             project_id,
             goal,
             input: body.input.unwrap_or(Value::Null),
+            reply: None,
         })
         .await;
-    if let Err(e) = submitted {
-        if events.is_some() {
-            state.runs.hub().release(&id);
+    let run = match submitted {
+        Ok(run) => run,
+        Err(e) => {
+            if events.is_some() {
+                state.runs.hub().release(&id);
+            }
+            return Err(e.into());
         }
-        return Err(e.into());
-    }
+    };
     let ended = match events {
-        Some(events) => wait_for_end(&state, &id, events, Duration::from_secs(wait_secs)).await,
+        Some(events) => wait_for_end(&state, &run, events, Duration::from_secs(wait_secs)).await,
         None => false,
     };
     let run = reload(&state, &tenant_id, &agent.id, &id).await?;
@@ -159,20 +164,20 @@ pub async fn cancel_run(
             details: json!({ "run_id": run.id, "status": run.status }),
         });
     }
-    let events = state.runs.hub().subscribe(&run.id);
+    let events = state.runs.hub().subscribe(run.stream());
     state
         .runs
         .cancel(&run.id)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    wait_for_end(&state, &run.id, events, Duration::from_secs(10)).await;
+    wait_for_end(&state, &run, events, Duration::from_secs(10)).await;
     Ok(Reply::ok(reload(&state, &tenant_id, &ids.0, &ids.1).await?))
 }
 
 #[utoipa::path(
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), ("run_id" = String, Path, description = "Run id"), crate::http::openapi::TenantParam, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
-    responses((status = 200, description = "Server-Sent Events of the run: run.started, step.started, token {step, delta}, tool.called, tool.result, step.completed, run.resumed, then run.completed | run.failed | run.cancelled; id: <seq>; resume with Last-Event-ID", content_type = "text/event-stream"), (status = 204, description = "The run has finished and Last-Event-ID is at or past its last event: nothing more to send"), crate::http::openapi::Errors)
+    responses((status = 200, description = "Server-Sent Events of the run: run.started, step.started, token {step, delta}, tool.called, tool.result, step.completed, run.resumed, then run.completed | run.failed | run.cancelled; for a run that writes a chat reply, its events on the session's stream (same ids, each with the reply_id): reply.queued, reply.started, the steps, reply.resumed, then reply.completed | reply.failed | reply.cancelled; id: <seq>; resume with Last-Event-ID", content_type = "text/event-stream"), (status = 204, description = "The run has finished and Last-Event-ID is at or past its last event: nothing more to send"), crate::http::openapi::Errors)
 )]
 #[get("/agents/{id}/runs/{run_id}/stream")]
 pub async fn stream_run(
@@ -189,7 +194,7 @@ pub async fn stream_run(
     let run = reload(&state, &tenant_id, &ids.0, &ids.1).await?;
     let after = sse::last_event_id(&req)?.unwrap_or(0);
     // A finished run resumed at (or past) its last event has nothing more to send.
-    if run.status.is_terminal() && after >= state.store.last_seq(&run.id, &[]).await? {
+    if run.status.is_terminal() && after >= last_seq(&state, &run).await? {
         return Ok(sse::finished());
     }
     let slot = sse::StreamSlot::take(&state, &principal)?;
@@ -198,9 +203,25 @@ pub async fn stream_run(
         &state,
         slot,
         state.runs.hub().clone(),
-        run.id,
+        run.stream().to_string(),
+        run.view(),
         after,
     ))
+}
+
+/// The seq of the last event of `run` (for a chat reply's run, of its reply's end on the
+/// session's stream).
+async fn last_seq(state: &AppState, run: &Run) -> Result<i64, ApiError> {
+    if run.session_id.is_none() {
+        return Ok(state.store.last_seq(&run.id, &[]).await?);
+    }
+    let view = run.view();
+    let events = state.store.events_after(run.stream(), 0).await?;
+    Ok(events
+        .iter()
+        .rev()
+        .find(|e| view.ends_with(e))
+        .map_or(0, |e| e.seq))
 }
 
 async fn reload(
@@ -219,14 +240,15 @@ async fn reload(
 /// Waits (at most `limit`) for the run's terminal event; true when it came.
 async fn wait_for_end(
     state: &AppState,
-    run_id: &str,
+    run: &Run,
     mut events: broadcast::Receiver<Arc<dgidgi_actors::events::StreamEvent>>,
     limit: Duration,
 ) -> bool {
+    let view = run.view();
     let ended = tokio::time::timeout(limit, async {
         loop {
             match events.recv().await {
-                Ok(event) if event.is_terminal() => return true,
+                Ok(event) if view.ends_with(&event) => return true,
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 // The channel ends with the run; the store says how.
                 Err(broadcast::error::RecvError::Closed) => return false,
@@ -236,10 +258,10 @@ async fn wait_for_end(
     .await
     .unwrap_or(false);
     drop(events);
-    state.runs.hub().release(run_id);
+    state.runs.hub().release(run.stream());
     if ended {
         return true;
     }
     // The run may have ended before we looked: the store knows.
-    matches!(state.store.get_run_status(run_id).await, Ok(Some(status)) if status.is_terminal())
+    matches!(state.store.get_run_status(&run.id).await, Ok(Some(status)) if status.is_terminal())
 }

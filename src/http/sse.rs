@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse};
 use dashmap::DashMap;
-use dgidgi_actors::events::{EventHub, EventLog, StreamEvent};
+use dgidgi_actors::events::{EventHub, EventLog, StreamEvent, View};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -111,15 +111,16 @@ fn frame(event: &StreamEvent) -> Bytes {
     ))
 }
 
-/// The SSE response for `stream` (whose live events come from `hub`), starting after
-/// event `after`. It ends after the stream's terminal event, when the client goes away or
-/// stalls, or when the server shuts down (clients reconnect with `Last-Event-ID`).
+/// The SSE response for what `view` shows of `stream` (whose live events come from `hub`),
+/// starting after event `after`. It ends after the view's last event, when the client goes
+/// away or stalls, or when the server shuts down (clients reconnect with `Last-Event-ID`).
 pub fn respond(
     req: &HttpRequest,
     state: &AppState,
     slot: StreamSlot,
     hub: EventHub,
     stream: String,
+    view: View,
     after: i64,
 ) -> HttpResponse {
     let log: Arc<dyn EventLog> = Arc::new(state.store.clone());
@@ -132,6 +133,7 @@ pub fn respond(
         let mut live = hub.subscribe(&stream);
         let out = Out {
             tx: &tx,
+            view,
             stall,
             stalled: std::cell::Cell::new(false),
         };
@@ -205,6 +207,8 @@ impl<S: futures_util::Stream + Unpin> futures_util::Stream for Counted<S> {
 /// Where frames go: the body's channel, and how long a full one may wait for the client.
 struct Out<'a> {
     tx: &'a mpsc::Sender<Bytes>,
+    /// What of the stream the client follows.
+    view: View,
     stall: Duration,
     /// Set when the client was given up for not reading.
     stalled: std::cell::Cell<bool>,
@@ -246,8 +250,7 @@ async fn follow(
                 Ok(event) if event.seq <= last => {}
                 Ok(event) if event.seq == last + 1 => {
                     last = event.seq;
-                    send(tx, frame(&event)).await?;
-                    if event.is_terminal() {
+                    if pass(tx, &event).await? {
                         return Ok(());
                     }
                 }
@@ -281,12 +284,19 @@ async fn catch_up(
         .map_err(|e| e.to_string())?;
     for event in events {
         *last = event.seq;
-        send(tx, frame(&event)).await?;
-        if event.is_terminal() {
+        if pass(tx, &event).await? {
             return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// Sends `event` if the client's view shows it; true when it ends the view.
+async fn pass(out: &Out<'_>, event: &StreamEvent) -> Result<bool, String> {
+    if out.view.shows(event) {
+        send(out, frame(event)).await?;
+    }
+    Ok(out.view.ends_with(event))
 }
 
 /// Queues `bytes` for the client; a client that has not taken any for the stall time (the

@@ -1,6 +1,7 @@
 //! Chat sessions and messages; a session's events are in `stream_events` under its id.
 
 use async_trait::async_trait;
+use dgidgi_actors::agent::Agent;
 use dgidgi_actors::chat::{ChatStore, Message, Session};
 use dgidgi_actors::events::StreamEvent;
 use dgidgi_actors::StoreFailure;
@@ -12,7 +13,7 @@ use super::{for_actors, json_column, to_json, write_tx, Error, Page, Paged, Resu
 const SESSION_COLUMNS: &str =
     "id, tenant_id, project_id, agent_id, title, system_prompt, model, providers, created_at, updated_at";
 const MESSAGE_COLUMNS: &str =
-    "id, session_id, role, content, status, reply_id, in_reply_to, usage, error, created_at, updated_at";
+    "id, session_id, role, content, status, reply_id, in_reply_to, usage, error, run_id, created_at, updated_at";
 
 fn session_from_row(row: &AnyRow) -> Result<Session> {
     Ok(Session {
@@ -46,6 +47,7 @@ fn message_from_row(row: &AnyRow) -> Result<Message> {
         in_reply_to: row.try_get("in_reply_to")?,
         usage: optional_json(row, "usage")?,
         error: optional_json(row, "error")?,
+        run_id: row.try_get("run_id")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -130,7 +132,8 @@ impl Store {
             .await
     }
 
-    async fn upsert_message(
+    /// Inserts message `m`, or updates what a reply's progress changes of it.
+    pub(super) async fn upsert_message(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         tenant_id: &str,
@@ -138,7 +141,7 @@ impl Store {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO chat_messages (id, session_id, tenant_id, role, content, status, reply_id, in_reply_to, \
-             usage, error, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             usage, error, created_at, updated_at, run_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (id) DO UPDATE SET content = excluded.content, status = excluded.status, \
              usage = excluded.usage, error = excluded.error, updated_at = excluded.updated_at",
         )
@@ -154,6 +157,7 @@ impl Store {
         .bind(m.error.as_ref().map(to_json))
         .bind(&m.created_at)
         .bind(&m.updated_at)
+        .bind(&m.run_id)
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -206,6 +210,10 @@ impl ChatStore for Store {
                     .map_err(|e| StoreFailure::from(Error::from(e)))
             })
             .collect()
+    }
+
+    async fn load_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>, StoreFailure> {
+        for_actors(self.get_agent(tenant_id, id).await)
     }
 
     async fn add_message(&self, tenant_id: &str, message: &Message) -> Result<(), StoreFailure> {

@@ -1,6 +1,7 @@
 //! Agent runs, their finished steps and the ordered event logs (`stream_events`) behind SSE.
 
 use async_trait::async_trait;
+use dgidgi_actors::chat::Message;
 use dgidgi_actors::events::{DomainEvent, StreamEvent};
 use dgidgi_actors::run::{Run, RunStatus, RunStore, Step};
 use dgidgi_actors::StoreFailure;
@@ -13,7 +14,7 @@ use crate::ids::now_rfc3339;
 
 const COLUMNS: &str =
     "id, tenant_id, agent_id, project_id, goal, input, spec, status, output, error, usage, \
-                       artifacts, created_at, started_at, finished_at, updated_at";
+                       artifacts, created_at, started_at, finished_at, updated_at, session_id, message_id";
 
 fn run_from_row(row: &AnyRow) -> Result<Run> {
     let status: String = row.try_get("status")?;
@@ -39,37 +40,46 @@ fn run_from_row(row: &AnyRow) -> Result<Run> {
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
         updated_at: row.try_get("updated_at")?,
+        session_id: row.try_get("session_id")?,
+        message_id: row.try_get("message_id")?,
         spec: json_column(row, "spec")?,
         last_seq: 0,
     })
 }
 
 impl Store {
-    /// Stores a new (queued) run.
-    async fn insert_run(&self, run: &Run) -> Result<()> {
+    /// Stores a new (queued) run and the chat reply it is to write, if any.
+    async fn insert_run(&self, run: &Run, reply: Option<&Message>) -> Result<()> {
         let sql = format!(
-            "INSERT INTO runs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            "INSERT INTO runs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         );
-        sqlx::query(&sql)
-            .bind(&run.id)
-            .bind(&run.tenant_id)
-            .bind(&run.agent_id)
-            .bind(&run.project_id)
-            .bind(&run.goal)
-            .bind(to_json(&run.input))
-            .bind(to_json(&run.spec))
-            .bind(run.status.as_str())
-            .bind(&run.output)
-            .bind(run.error.as_ref().map(to_json))
-            .bind(to_json(&run.usage))
-            .bind(to_json(&run.artifacts))
-            .bind(&run.created_at)
-            .bind(&run.started_at)
-            .bind(&run.finished_at)
-            .bind(&run.updated_at)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+        write_tx!(self, |tx| {
+            sqlx::query(&sql)
+                .bind(&run.id)
+                .bind(&run.tenant_id)
+                .bind(&run.agent_id)
+                .bind(&run.project_id)
+                .bind(&run.goal)
+                .bind(to_json(&run.input))
+                .bind(to_json(&run.spec))
+                .bind(run.status.as_str())
+                .bind(&run.output)
+                .bind(run.error.as_ref().map(to_json))
+                .bind(to_json(&run.usage))
+                .bind(to_json(&run.artifacts))
+                .bind(&run.created_at)
+                .bind(&run.started_at)
+                .bind(&run.finished_at)
+                .bind(&run.updated_at)
+                .bind(&run.session_id)
+                .bind(&run.message_id)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(reply) = reply {
+                self.upsert_message(&mut tx, &run.tenant_id, reply).await?;
+            }
+            Ok(())
+        })
     }
 
     /// A run of `agent_id` in `tenant_id`, with its steps.
@@ -139,7 +149,7 @@ impl Store {
         };
         let mut run = run_from_row(&row)?;
         run.steps = self.steps(id).await?;
-        run.last_seq = self.last_seq(id, &[]).await?;
+        run.last_seq = self.last_seq(run.stream(), &[]).await?;
         Ok(Some(run))
     }
 }
@@ -172,8 +182,8 @@ fn domain_payload(run: &Run) -> serde_json::Value {
 
 #[async_trait]
 impl RunStore for Store {
-    async fn create_run(&self, run: &Run) -> Result<(), StoreFailure> {
-        for_actors(self.insert_run(run).await)
+    async fn create_run(&self, run: &Run, reply: Option<&Message>) -> Result<(), StoreFailure> {
+        for_actors(self.insert_run(run, reply).await)
     }
 
     async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure> {
@@ -189,7 +199,7 @@ impl RunStore for Store {
         let write = async {
             write_tx!(self, |tx| {
                 self.update_progress(&mut tx, run).await?;
-                self.append(&mut tx, &run.id, std::slice::from_ref(event))
+                self.append(&mut tx, run.stream(), std::slice::from_ref(event))
                     .await?;
                 record_event(&mut tx, &run.tenant_id, domain, &domain_payload(run)).await?;
                 Ok(())
@@ -216,7 +226,7 @@ impl RunStore for Store {
                 .execute(&mut *tx)
                 .await?;
                 self.update_progress(&mut tx, run).await?;
-                self.append(&mut tx, &run.id, std::slice::from_ref(event))
+                self.append(&mut tx, run.stream(), std::slice::from_ref(event))
                     .await?;
                 Ok(())
             })
@@ -229,11 +239,15 @@ impl RunStore for Store {
         run: &Run,
         event: &StreamEvent,
         domain: Option<DomainEvent>,
+        reply: Option<&Message>,
     ) -> Result<(), StoreFailure> {
         let write = async {
             write_tx!(self, |tx| {
                 self.update_progress(&mut tx, run).await?;
-                self.append(&mut tx, &run.id, std::slice::from_ref(event))
+                if let Some(reply) = reply {
+                    self.upsert_message(&mut tx, &run.tenant_id, reply).await?;
+                }
+                self.append(&mut tx, run.stream(), std::slice::from_ref(event))
                     .await?;
                 if let Some(domain) = domain {
                     record_event(&mut tx, &run.tenant_id, domain, &domain_payload(run)).await?;

@@ -15,7 +15,7 @@ backend_tests!(@with crate::fake_llm::LlmApp::start;
     a_session_is_tenant_scoped,
 );
 
-type Event = (i64, String, Value);
+pub type Event = (i64, String, Value);
 
 /// A tenant, a project and a session in it.
 async fn session(app: &TestApp, extra: Value) -> (TestTenant, String) {
@@ -33,7 +33,7 @@ async fn session(app: &TestApp, extra: Value) -> (TestTenant, String) {
 }
 
 /// Opens the session's stream (after `last` if given).
-async fn subscribe(
+pub async fn subscribe(
     app: &TestApp,
     key: &str,
     session: &str,
@@ -57,7 +57,10 @@ async fn subscribe(
 }
 
 /// Reads events until `done` holds for what was read (at most 15 s).
-async fn read_until(res: &mut reqwest::Response, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+pub async fn read_until(
+    res: &mut reqwest::Response,
+    done: impl Fn(&[Event]) -> bool,
+) -> Vec<Event> {
     let mut events: Vec<Event> = Vec::new();
     let mut buffer = String::new();
     let read = async {
@@ -96,11 +99,13 @@ async fn read_until(res: &mut reqwest::Response, done: impl Fn(&[Event]) -> bool
     events
 }
 
-fn ended(n: usize) -> impl Fn(&[Event]) -> bool {
+pub fn ended(n: usize) -> impl Fn(&[Event]) -> bool {
     move |events| {
         events
             .iter()
-            .filter(|e| e.1.starts_with("reply.") && e.1 != "reply.started")
+            .filter(|e| {
+                ["reply.completed", "reply.failed", "reply.cancelled"].contains(&e.1.as_str())
+            })
             .count()
             >= n
     }
@@ -114,7 +119,7 @@ fn reply_text(events: &[Event]) -> String {
         .collect()
 }
 
-async fn post(app: &TestApp, key: &str, session: &str, content: &str) -> crate::helpers::Reply {
+pub async fn post(app: &TestApp, key: &str, session: &str, content: &str) -> crate::helpers::Reply {
     app.post(
         &format!("/api/v1/chat/sessions/{session}/messages"),
         key,

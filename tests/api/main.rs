@@ -5,6 +5,7 @@
 mod fake_llm;
 mod helpers;
 
+mod agent_chat;
 mod auth;
 mod browser;
 mod chat;

@@ -75,6 +75,26 @@ async fn call(method: reqwest::Method, url: String, key: &str, body: Option<Valu
     body["data"].clone()
 }
 
+/// A tenant on `base` (made by `operator`), a project and an agent that may write files:
+/// the tenant's key, the project's id and the agent's.
+async fn writer(base: &str, operator: &str) -> (String, String, String) {
+    let post = |path: &str, key: String, body: Value| {
+        let url = format!("{base}{path}");
+        async move { call(reqwest::Method::POST, url, &key, Some(body)).await }
+    };
+    let tenant = post("/tenants", operator.into(), json!({ "name": "Acme" })).await;
+    let key = tenant["api_key"]["key"].as_str().unwrap().to_string();
+    let project = post("/projects", key.clone(), json!({ "name": "p" })).await;
+    let agent = post(
+        "/agents",
+        key.clone(),
+        json!({ "name": "writer", "tools": ["write_file"], "config": { "autonomyLevel": "medium" } }),
+    )
+    .await;
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    (key, id(&project), id(&agent))
+}
+
 /// Reads the whole event stream at `url` (from its first event) until `seen` holds for an
 /// event, for at most 10 s; whether it did.
 async fn until_event(url: String, key: &str, mut seen: impl FnMut(&Frame) -> bool) -> bool {
@@ -107,30 +127,11 @@ async fn a_run_killed_mid_step_resumes_after_its_last_finished_step() {
     let post = |url: String, key: String, body: Value| async move {
         call(reqwest::Method::POST, url, &key, Some(body)).await
     };
-    let tenant = post(
-        format!("{}/tenants", first.base),
-        operator.clone(),
-        json!({ "name": "Acme" }),
-    )
-    .await;
-    let key = tenant["api_key"]["key"].as_str().unwrap().to_string();
-    let project = post(
-        format!("{}/projects", first.base),
-        key.clone(),
-        json!({ "name": "p" }),
-    )
-    .await;
-    let agent = post(
-        format!("{}/agents", first.base),
-        key.clone(),
-        json!({ "name": "writer", "tools": ["write_file"], "config": { "autonomyLevel": "medium" } }),
-    )
-    .await;
-    let agent = agent["id"].as_str().unwrap().to_string();
+    let (key, project, agent) = writer(&first.base, &operator).await;
     let run = post(
         format!("{}/agents/{agent}/execute", first.base),
         key.clone(),
-        json!({ "goal": "write notes", "projectId": project["id"] }),
+        json!({ "goal": "write notes", "projectId": project }),
     )
     .await;
     let run = run["id"].as_str().unwrap().to_string();
@@ -439,5 +440,118 @@ async fn webhook_deliveries_pending_when_the_server_is_killed_are_delivered_afte
     unsafe { libc_kill(second.child.id() as i32, 15) };
     wait(&mut second.child, Duration::from_secs(20)).expect("the second server stops");
     receiver.stop().await;
+    llm.stop().await;
+}
+
+#[actix_web::test]
+async fn an_agent_reply_killed_mid_step_resumes_and_the_session_answers_the_next_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/dgidgi.db", dir.path().display());
+    let llm = FakeLlm::start().await;
+    llm.push(Script::Tools(vec![(
+        "write_file",
+        json!({ "path": "notes.md", "content": "step one" }),
+    )]));
+    llm.push(Script::Stall(vec!["half a thought"]));
+
+    let (mut first, operator) = start(&db, &llm, dir.path(), true, &[]);
+    let post = |url: String, key: String, body: Value| async move {
+        call(reqwest::Method::POST, url, &key, Some(body)).await
+    };
+    let (key, project, agent) = writer(&first.base, &operator.unwrap()).await;
+    let session = post(
+        format!("{}/chat/sessions", first.base),
+        key.clone(),
+        json!({ "projectId": project, "agentId": agent }),
+    )
+    .await;
+    let session = session["id"].as_str().unwrap().to_string();
+    let messages = format!("{}/chat/sessions/{session}/messages", first.base);
+    let posted = post(messages, key.clone(), json!({ "content": "write notes" })).await;
+    let reply = posted["reply_id"].as_str().unwrap().to_string();
+
+    // Step 0 (the tool call) finishes; step 1 streams a little and stalls. Then the server
+    // dies hard.
+    let stream = format!("{}/chat/sessions/{session}/stream", first.base);
+    let streaming = until_event(stream, &key, |f| f.event == "token" && f.data["step"] == 1);
+    assert!(streaming.await, "step 1's first tokens are stored");
+    unsafe { libc_kill(first.child.id() as i32, 9) };
+    wait(&mut first.child, Duration::from_secs(10)).expect("killed");
+
+    llm.push(Script::Text(vec!["resumed ", "and done"]));
+    llm.push(Script::Text(vec!["next answer"]));
+    let (mut second, _) = start(&db, &llm, dir.path(), false, &[]);
+    // The run resumes after its last finished step and writes the reply, by itself.
+    let listed = format!("{}/chat/sessions/{session}/messages", second.base);
+    let replied = until(Duration::from_secs(10), || async {
+        let now = call(reqwest::Method::GET, listed.clone(), &key, None).await;
+        let reply = now[0].clone();
+        (reply["status"] != "streaming").then_some(reply)
+    })
+    .await
+    .expect("the reply ends");
+    assert_eq!(replied["id"], reply.as_str());
+    assert_eq!(replied["status"], "complete", "{replied}");
+    assert_eq!(replied["content"], "resumed and done");
+    let run = replied["run_id"].as_str().unwrap().to_string();
+    let shown = call(
+        reqwest::Method::GET,
+        format!("{}/agents/{agent}/runs/{run}", second.base),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(shown["status"], "completed");
+    assert_eq!(
+        shown["steps"].as_array().unwrap().len(),
+        2,
+        "step 0 was not run again"
+    );
+
+    // The session's log: the cut step's tokens, then the resume, then the end; no gap.
+    let mut res = reqwest::Client::new()
+        .get(format!("{}/chat/sessions/{session}/stream", second.base))
+        .bearer_auth(&key)
+        .header("Last-Event-ID", "0")
+        .send()
+        .await
+        .unwrap();
+    let mut frames = Vec::new();
+    let read = read_until(&mut res, |_, frame| {
+        frames.push(frame.clone());
+        frame.event == "reply.completed"
+    });
+    assert!(tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .unwrap_or(false));
+    drop(res);
+    let ids: Vec<i64> = frames.iter().map(|f| f.id).collect();
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
+    let kinds: Vec<&str> = frames.iter().map(|f| f.event.as_str()).collect();
+    let resumed = kinds
+        .iter()
+        .position(|k| *k == "reply.resumed")
+        .expect("a reply.resumed event");
+    assert!(kinds[..resumed].contains(&"token"));
+    assert_eq!(frames[resumed].data["after_step"], 1);
+
+    // The session answers the next message.
+    post(
+        format!("{}/chat/sessions/{session}/messages", second.base),
+        key.clone(),
+        json!({ "content": "and now?" }),
+    )
+    .await;
+    let next = until(Duration::from_secs(10), || async {
+        let now = call(reqwest::Method::GET, listed.clone(), &key, None).await;
+        let newest = &now[0];
+        let answered = newest["role"] == "assistant" && newest["id"] != reply.as_str();
+        (answered && newest["status"] != "streaming").then(|| newest.clone())
+    })
+    .await
+    .expect("the next message is answered");
+    assert_eq!(next["content"], "next answer");
+    unsafe { libc_kill(second.child.id() as i32, 9) };
+    let _ = wait(&mut second.child, Duration::from_secs(10));
     llm.stop().await;
 }

@@ -167,6 +167,7 @@ impl Handler<PostMessage> for SessionActor {
             in_reply_to: None,
             usage: None,
             error: None,
+            run_id: None,
             created_at: stamp.clone(),
             updated_at: stamp,
         };

@@ -20,13 +20,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::agent::Agent;
 use crate::events::{EventHub, EventLog, StreamEvent};
 use crate::provider::{ProviderSet, Usage};
 use crate::registry;
-use crate::run::{self, RunSettings};
+use crate::run::{self, RunSettings, Runs};
 use crate::store::StoreFailure;
 
 pub use actor::{CancelReply, PostMessage, SessionActor, Sessions};
+pub use reply::run_id_of;
 
 /// A chat session as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,8 +62,31 @@ pub struct Message {
     pub in_reply_to: Option<String>,
     pub usage: Option<Usage>,
     pub error: Option<run::Failure>,
+    /// For a reply in a session with an agent: the run that writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+impl Message {
+    /// A reply `id` to message `in_reply_to`, begun at `stamp`: streaming, still empty.
+    pub fn reply(session_id: &str, id: &str, in_reply_to: &str, stamp: &str) -> Self {
+        Self {
+            id: id.into(),
+            session_id: session_id.into(),
+            role: "assistant".into(),
+            content: String::new(),
+            status: "streaming".into(),
+            reply_id: None,
+            in_reply_to: Some(in_reply_to.into()),
+            usage: None,
+            error: None,
+            run_id: None,
+            created_at: stamp.into(),
+            updated_at: stamp.into(),
+        }
+    }
 }
 
 /// What a session actor needs from the store.
@@ -74,6 +99,8 @@ pub trait ChatStore: EventLog {
     ) -> Result<Option<(Session, Vec<Message>, i64)>, StoreFailure>;
     /// The sessions a stopped process left with a reply cut off or a message unanswered.
     async fn unfinished_sessions(&self) -> Result<Vec<String>, StoreFailure>;
+    /// The agent of a session, as it is now (each reply runs the agent's current version).
+    async fn load_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>, StoreFailure>;
     /// Stores a user message of tenant `tenant_id` (before it is queued).
     async fn add_message(&self, tenant_id: &str, message: &Message) -> Result<(), StoreFailure>;
     /// Stores `event` and, in the same transaction, inserts or updates `message`.
@@ -90,6 +117,8 @@ pub struct ChatDeps {
     pub store: Arc<dyn ChatStore>,
     pub hub: EventHub,
     pub providers: Arc<dyn ProviderSet>,
+    /// Where the replies of sessions with an agent run.
+    pub runs: Runs,
     pub settings: RunSettings,
     /// Messages waiting behind the reply in progress, at most.
     pub max_queue: usize,

@@ -1,18 +1,22 @@
 //! A session's reply task: answers its messages one at a time (what a crash left first),
-//! streaming each reply's tokens, and records how each reply ended.
+//! streaming each reply's tokens, and records how each reply ended. In a session with an
+//! agent each reply is a run of the agent, which writes the reply on the session's stream
+//! while this task waits for its end.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{ChatDeps, Message, Session};
-use crate::events::{ReplyEnd, SessionEvent};
+use crate::events::{ReplyEnd, SessionEvent, StreamEvent, View};
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest};
 use crate::registry::ActorMeta;
-use crate::run;
+use crate::run::{self, ChatTurn, NewRun, ReplyTo};
 use crate::store::retrying;
 
 /// The reply in flight: its id and how to stop it.
@@ -35,10 +39,18 @@ pub(super) async fn reply_loop(
         deps.hub.clone(),
         &deps.settings,
     );
-    // What the last process left: a reply cut off by a crash fails; unanswered messages queue.
+    // What the last process left: a reply cut off by a crash fails, unless a run writes it
+    // (the run resumes: wait for it); unanswered messages queue.
     let mut pending: VecDeque<Message> = VecDeque::new();
+    let mut resumed: Vec<Message> = Vec::new();
     for message in history.clone() {
-        if message.role == "assistant" && message.status == "streaming" {
+        let run = match &message.run_id {
+            Some(run_id) if message.status == "streaming" => deps.runs.get(run_id).await,
+            _ => Ok(None),
+        };
+        if let Ok(Some(_)) = run {
+            resumed.push(message);
+        } else if message.role == "assistant" && message.status == "streaming" {
             let mut failed = message;
             failed.status = "failed".into();
             // What was streamed before the stop is kept: the reply's token events hold it.
@@ -75,6 +87,41 @@ pub(super) async fn reply_loop(
         if message.role == "user" && message.reply_id.as_deref().is_some_and(|r| !answered(r)) {
             pending.push_back(message.clone());
         }
+    }
+    for reply in resumed {
+        let (Some(run_id), Some(in_reply_to)) = (reply.run_id.clone(), reply.in_reply_to.clone())
+        else {
+            continue;
+        };
+        let cancel = CancellationToken::new();
+        if let Ok(mut slot) = current.lock() {
+            *slot = Some((reply.id.clone(), cancel.clone()));
+        }
+        meta.set_state("replying");
+        let mut live = deps.hub.subscribe(&session.id);
+        deps.runs.start(&run_id);
+        let waited = await_run(
+            &deps,
+            &session.id,
+            &run_id,
+            &reply.id,
+            &mut live,
+            &mut log,
+            &cancel,
+        );
+        match waited.await {
+            Ok(answer) => match history.iter_mut().find(|m| m.id == answer.id) {
+                Some(kept) => *kept = answer,
+                None => history.push(answer),
+            },
+            Err(e) => {
+                tracing::error!(session_id = %session.id, %in_reply_to, error = %e.message, "resumed reply not followed")
+            }
+        }
+        if let Ok(mut slot) = current.lock() {
+            *slot = None;
+        }
+        meta.set_state("idle");
     }
     loop {
         let message = match pending.pop_front() {
@@ -127,23 +174,16 @@ async fn reply(
         message: message.clone(),
     })
     .await?;
-    let stamp = now();
-    let mut answer = Message {
-        id: reply_id.clone(),
-        session_id: session.id.clone(),
-        role: "assistant".into(),
-        content: String::new(),
-        status: "streaming".into(),
-        reply_id: None,
-        in_reply_to: Some(message.id.clone()),
-        usage: None,
-        error: None,
-        created_at: stamp.clone(),
-        updated_at: stamp,
-    };
+    if let Some(agent_id) = &session.agent_id {
+        let answer = agent_reply(deps, session, agent_id, history, message, log, cancel).await?;
+        history.push(answer);
+        return Ok(());
+    }
+    let mut answer = Message::reply(&session.id, &reply_id, &message.id, &now());
     let started = log.event(&SessionEvent::ReplyStarted {
         reply_id: reply_id.clone(),
         in_reply_to: message.id.clone(),
+        run_id: None,
     });
     retrying(deps.settings.store_retry, || {
         deps.store
@@ -171,23 +211,21 @@ async fn reply(
     let streamed = log.take_streamed();
     let how = match outcome {
         Some(Ok(done)) => {
-            answer.status = "complete".into();
             answer.content = done.text;
             answer.usage = Some(done.usage);
             ReplyEnd::Completed
         }
         None => {
-            answer.status = "cancelled".into();
             answer.content = streamed;
             ReplyEnd::Cancelled
         }
         Some(Err(error)) => {
-            answer.status = "failed".into();
             answer.content = streamed;
             answer.error = Some(error);
             ReplyEnd::Failed
         }
     };
+    answer.status = how.status().into();
     answer.updated_at = now();
     let ended = log.event(&SessionEvent::ended(how, &answer));
     retrying(deps.settings.store_retry, || {
@@ -197,6 +235,169 @@ async fn reply(
     log.publish(&ended);
     history.push(answer);
     Ok(())
+}
+
+/// The id of the run that writes reply `reply_id`: the reply's own id under the run prefix,
+/// so that each names the other from the start.
+pub fn run_id_of(reply_id: &str) -> String {
+    let unique = reply_id.split_once('_').map_or(reply_id, |(_, rest)| rest);
+    format!("run_{unique}")
+}
+
+/// A reply in a session with an agent: a run of the agent whose goal is `message`, with
+/// the session's conversation before it; the run writes the reply on the session's stream.
+async fn agent_reply(
+    deps: &ChatDeps,
+    session: &Session,
+    agent_id: &str,
+    history: &[Message],
+    message: &Message,
+    log: &mut EventWriter,
+    cancel: &CancellationToken,
+) -> Result<Message, run::Failure> {
+    let reply_id = message.reply_id.clone().unwrap_or_default();
+    let run_id = run_id_of(&reply_id);
+    // Followed before the run starts, so that its end cannot be missed.
+    let mut live = deps.hub.subscribe(&session.id);
+    let submitted = match deps.store.load_agent(&session.tenant_id, agent_id).await? {
+        None => Err(run::Failure::new(
+            "agent_not_found",
+            "the session's agent no longer exists",
+        )),
+        Some(agent) => {
+            let turn = ChatTurn {
+                in_reply_to: message.id.clone(),
+                history: earlier_turns(deps, history, message).await,
+            };
+            let new = NewRun {
+                id: run_id.clone(),
+                tenant_id: session.tenant_id.clone(),
+                agent: &agent,
+                project_id: session.project_id.clone(),
+                goal: message.content.clone(),
+                input: Value::Null,
+                reply: Some(ReplyTo {
+                    session_id: session.id.clone(),
+                    message_id: reply_id.clone(),
+                    turn,
+                }),
+            };
+            deps.runs.submit(new).await.map_err(|e| match e {
+                run::Error::Store(e) => run::Failure::from(e),
+                other => run::Failure::new("run_not_started", other.to_string()),
+            })
+        }
+    };
+    if let Err(error) = submitted {
+        // No run: the reply fails at once.
+        let mut answer = Message::reply(&session.id, &reply_id, &message.id, &now());
+        answer.status = ReplyEnd::Failed.status().into();
+        answer.error = Some(error);
+        let ended = log.event(&SessionEvent::ended(ReplyEnd::Failed, &answer));
+        retrying(deps.settings.store_retry, || {
+            deps.store.save_message(&session.tenant_id, &answer, &ended)
+        })
+        .await?;
+        log.publish(&ended);
+        return Ok(answer);
+    }
+    await_run(
+        deps,
+        &session.id,
+        &run_id,
+        &reply_id,
+        &mut live,
+        log,
+        cancel,
+    )
+    .await
+}
+
+/// Waits for the end of run `run_id`, which writes reply `reply_id` on the session's
+/// stream (followed through `live`); a cancel of the reply cancels the run. Answers the
+/// reply as the run stored it; `log` goes on after the run's events.
+async fn await_run(
+    deps: &ChatDeps,
+    session_id: &str,
+    run_id: &str,
+    reply_id: &str,
+    live: &mut broadcast::Receiver<Arc<StreamEvent>>,
+    log: &mut EventWriter,
+    cancel: &CancellationToken,
+) -> Result<Message, run::Failure> {
+    let view = View::Reply(reply_id.to_string());
+    let after = log.last_seq();
+    // The store is asked too: a live channel may lag, or miss what was sent before it.
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut cancelling = false;
+    let end = loop {
+        let end = tokio::select! {
+            received = live.recv() => match received {
+                Ok(event) => view.ends_with(&event).then(|| (*event).clone()),
+                Err(broadcast::error::RecvError::Lagged(_)) => None,
+                Err(broadcast::error::RecvError::Closed) => {
+                    *live = deps.hub.subscribe(session_id);
+                    None
+                }
+            },
+            _ = check.tick() => {
+                let stored = deps.store.events_after(session_id, after).await?;
+                stored.into_iter().find(|e| view.ends_with(e))
+            }
+            _ = cancel.cancelled(), if !cancelling => {
+                cancelling = true;
+                if let Err(e) = deps.runs.cancel(run_id).await {
+                    tracing::warn!(%run_id, error = %e, "the reply's run not cancelled");
+                }
+                None
+            }
+        };
+        if let Some(end) = end {
+            break end;
+        }
+    };
+    // Nothing else writes the session while its reply's run does.
+    log.skip_to(end.seq);
+    serde_json::from_value(end.data["message"].clone())
+        .map_err(|e| run::Failure::new("internal_error", format!("reply end unreadable: {e}")))
+}
+
+/// The conversation before `message`, as the model saw it: each message, and for a reply
+/// written by a run the run's steps (its tool calls and their results).
+async fn earlier_turns(
+    deps: &ChatDeps,
+    history: &[Message],
+    message: &Message,
+) -> Vec<ChatMessage> {
+    let mut turns = Vec::new();
+    for m in history.iter().filter(|m| m.id != message.id) {
+        if m.role == "user" {
+            if !m.content.is_empty() {
+                turns.push(ChatMessage::User {
+                    content: m.content.clone(),
+                });
+            }
+            continue;
+        }
+        let steps = match &m.run_id {
+            Some(run_id) => match deps.runs.get(run_id).await {
+                Ok(Some(run)) => run.steps,
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        for step in &steps {
+            turns.extend(step.messages());
+        }
+        let answered = steps.last().is_some_and(|s| s.tool_calls.is_empty());
+        if !answered && !m.content.is_empty() {
+            turns.push(ChatMessage::Assistant {
+                content: m.content.clone(),
+                tool_calls: Vec::new(),
+            });
+        }
+    }
+    turns
 }
 
 /// The session's instructions and every message with text, in order.

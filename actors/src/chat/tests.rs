@@ -10,9 +10,11 @@ use actix::Arbiter;
 use async_trait::async_trait;
 
 use super::*;
+use crate::agent::Agent;
 use crate::events::SessionEvent;
 use crate::provider::{self, ChatChunk, ChatRequest, ChunkStream, LlmProvider};
-use crate::testing::One;
+use crate::tenant::Tenants;
+use crate::testing::{MemoryRuns, MemoryTenants, NoFiles, One};
 
 #[derive(Default)]
 struct Memory {
@@ -51,6 +53,10 @@ impl ChatStore for Memory {
 
     async fn unfinished_sessions(&self) -> Result<Vec<String>, StoreFailure> {
         Ok(Vec::new())
+    }
+
+    async fn load_agent(&self, _: &str, _: &str) -> Result<Option<Agent>, StoreFailure> {
+        Ok(None)
     }
 
     async fn add_message(&self, _: &str, message: &Message) -> Result<(), StoreFailure> {
@@ -122,12 +128,31 @@ fn sessions_over(memory: Arc<Memory>, idle_after: Duration) -> Sessions {
             store: memory,
             hub: EventHub::default(),
             providers: Arc::new(One("echo", Arc::new(Echo))),
+            runs: no_runs(),
             settings: RunSettings::quick(),
             max_queue: 8,
             idle_after,
         },
         vec![Arbiter::current()],
     )
+}
+
+/// Runs for sessions without an agent: there are none.
+fn no_runs() -> Runs {
+    let deps = run::RunDeps {
+        store: Arc::new(MemoryRuns::default()),
+        hub: EventHub::default(),
+        providers: Arc::new(One("echo", Arc::new(Echo))),
+        tenants: Tenants::new(
+            MemoryTenants::with_ten_1(Default::default()),
+            vec![Arbiter::current()],
+            Duration::from_secs(60),
+            Default::default(),
+        ),
+        settings: RunSettings::quick(),
+        workspaces: Arc::new(NoFiles),
+    };
+    Runs::new(deps, vec![Arbiter::current()])
 }
 
 fn post(n: usize) -> PostMessage {
@@ -209,6 +234,7 @@ async fn a_reply_cut_off_by_a_crash_fails_with_the_text_it_had_streamed() {
             in_reply_to: None,
             usage: None,
             error: None,
+            run_id: None,
             created_at: String::new(),
             updated_at: String::new(),
         },
@@ -222,6 +248,7 @@ async fn a_reply_cut_off_by_a_crash_fails_with_the_text_it_had_streamed() {
             in_reply_to: Some("msg_q0".into()),
             usage: None,
             error: None,
+            run_id: None,
             created_at: String::new(),
             updated_at: String::new(),
         },

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::driver::{drive, fail_after_panic};
 use super::{Error, NewRun, Run, RunDeps, RunSpec, RunStatus};
 use crate::agent::RunDefaults;
+use crate::chat::Message;
 use crate::events::EventHub;
 use crate::registry::{self, ActorMeta, Registry};
 use crate::store::StoreFailure;
@@ -128,12 +129,20 @@ impl Runs {
             provider: self.deps.providers.default_name().to_string(),
             timeout_secs: self.deps.settings.default_timeout_secs,
         };
-        let spec = RunSpec::for_agent(new.agent, &tenant.settings, &defaults);
+        let mut spec = RunSpec::for_agent(new.agent, &tenant.settings, &defaults);
+        let now = time::now();
+        // A chat reply's message is stored with its run: each names the other.
+        let reply = new.reply.map(|to| {
+            let mut reply =
+                Message::reply(&to.session_id, &to.message_id, &to.turn.in_reply_to, &now);
+            reply.run_id = Some(new.id.clone());
+            spec.chat = Some(to.turn);
+            reply
+        });
         let max_queued = self.deps.settings.max_queued_per_tenant;
         if self.deps.store.queued_runs(&new.tenant_id).await? >= i64::from(max_queued) {
             return Err(Error::Busy(max_queued));
         }
-        let now = time::now();
         let run = Run {
             id: new.id,
             tenant_id: new.tenant_id,
@@ -151,12 +160,19 @@ impl Runs {
             started_at: None,
             finished_at: None,
             updated_at: now,
+            session_id: reply.as_ref().map(|r| r.session_id.clone()),
+            message_id: reply.as_ref().map(|r| r.id.clone()),
             spec,
             last_seq: 0,
         };
-        self.deps.store.create_run(&run).await?;
+        self.deps.store.create_run(&run, reply.as_ref()).await?;
         self.start(&run.id);
         Ok(run)
+    }
+
+    /// Stored run `id`, with its steps.
+    pub async fn get(&self, id: &str) -> Result<Option<Run>, StoreFailure> {
+        self.deps.store.load_run(id).await
     }
 
     /// Starts (or finds) the actor of stored run `id`.

@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use serde::Serialize;
+
 use super::{Failure, Run, RunDeps, RunStatus, RunStore, Step, ToolResult};
-use crate::events::{DomainEvent, RunEvent};
+use crate::chat::Message;
+use crate::events::{DomainEvent, Event, ReplyEnd, RunEvent, SessionEvent};
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest};
 use crate::registry::ActorMeta;
@@ -23,7 +26,7 @@ pub(super) async fn fail_after_panic(deps: Arc<RunDeps>, id: String) {
         return;
     }
     let mut log = EventWriter::new(
-        &id,
+        run.stream(),
         run.last_seq,
         deps.store.clone(),
         deps.hub.clone(),
@@ -59,7 +62,7 @@ pub(super) async fn drive(
         }
     };
     let mut log = EventWriter::new(
-        &id,
+        run.stream(),
         run.last_seq,
         deps.store.clone(),
         deps.hub.clone(),
@@ -70,9 +73,23 @@ pub(super) async fn drive(
     meta.set_owner(&tenant);
     meta.set_state("queued");
 
-    // Admission: wait for a slot under the tenant's concurrency limit, unless cancelled.
+    // Admission: wait for a slot under the tenant's concurrency limit, unless cancelled. A
+    // chat reply says that it waits.
+    let admission = match deps.tenants.ask(&tenant, &id).await {
+        Ok(mut admission) => {
+            if admission.waits() {
+                if let Some(queued) = Voice::of(&run).queued() {
+                    if let Err(e) = log.emit(&queued).await {
+                        tracing::warn!(run_id = %id, error = %e.message, "the reply's queued event not saved");
+                    }
+                }
+            }
+            Ok(admission)
+        }
+        Err(e) => Err(e),
+    };
     let admitted = tokio::select! {
-        admitted = deps.tenants.admit(&tenant, &id) => admitted,
+        admitted = async { admission?.granted().await } => admitted,
         _ = cancel.cancelled() => {
             deps.tenants.release(&tenant, &id).await;
             finish(&*deps.store, &mut run, &mut log, Ok(Ending::Cancelled)).await;
@@ -125,21 +142,115 @@ enum Ending {
     Cancelled,
 }
 
+/// What a run says on its stream: its own events, or, for a run that writes a chat reply,
+/// the session's (`reply.started`, its steps with the reply's id, `reply.completed`...).
+struct Voice {
+    run_id: String,
+    /// The reply the run writes and the message it answers.
+    reply: Option<(String, String)>,
+}
+
+/// One event a run writes, in its [`Voice`].
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Said {
+    Run(RunEvent),
+    Session(Box<SessionEvent>),
+}
+
+impl Event for Said {
+    fn kind(&self) -> &'static str {
+        match self {
+            Said::Run(e) => e.kind(),
+            Said::Session(e) => e.kind(),
+        }
+    }
+}
+
+impl Voice {
+    fn of(run: &Run) -> Self {
+        let in_reply_to = run.spec.chat.as_ref().map(|c| c.in_reply_to.clone());
+        Self {
+            run_id: run.id.clone(),
+            reply: run.message_id.clone().zip(in_reply_to),
+        }
+    }
+
+    /// `event` as this run says it. (A run's end: see [`Voice::end`].)
+    fn say(&self, event: RunEvent) -> Said {
+        let Some((reply_id, in_reply_to)) = &self.reply else {
+            return Said::Run(event);
+        };
+        let (reply_id, run_id) = (reply_id.clone(), self.run_id.clone());
+        Said::Session(Box::new(match event {
+            RunEvent::RunStarted { .. } => SessionEvent::ReplyStarted {
+                reply_id,
+                in_reply_to: in_reply_to.clone(),
+                run_id: Some(run_id),
+            },
+            RunEvent::RunResumed { after_step } => SessionEvent::ReplyResumed {
+                reply_id,
+                run_id,
+                after_step,
+            },
+            event => SessionEvent::Step { reply_id, event },
+        }))
+    }
+
+    /// `reply.queued`, for a chat reply that waits for a run slot.
+    fn queued(&self) -> Option<Said> {
+        let (reply_id, _) = self.reply.as_ref()?;
+        Some(Said::Session(Box::new(SessionEvent::ReplyQueued {
+            reply_id: reply_id.clone(),
+            run_id: self.run_id.clone(),
+        })))
+    }
+
+    /// The run's end `ended` as this run says it, with the chat reply it wrote (`streamed`:
+    /// the text of its last step, kept when the run did not complete).
+    fn end(&self, run: &Run, ended: RunEvent, streamed: String) -> (Said, Option<Message>) {
+        let (Some((reply_id, in_reply_to)), Some(session_id)) = (&self.reply, &run.session_id)
+        else {
+            return (Said::Run(ended), None);
+        };
+        let how = match run.status {
+            RunStatus::Completed => ReplyEnd::Completed,
+            RunStatus::Cancelled => ReplyEnd::Cancelled,
+            _ => ReplyEnd::Failed,
+        };
+        let content = match &run.output {
+            Some(output) => output.clone(),
+            None if !streamed.is_empty() => streamed,
+            None => run.steps.last().map(|s| s.text.clone()).unwrap_or_default(),
+        };
+        let mut reply = Message::reply(session_id, reply_id, in_reply_to, &run.created_at);
+        reply.run_id = Some(run.id.clone());
+        reply.status = how.status().into();
+        reply.content = content;
+        reply.usage = Some(run.usage);
+        reply.error = run.error.clone();
+        reply.updated_at = now();
+        let said = Said::Session(Box::new(SessionEvent::ended(how, &reply)));
+        (said, Some(reply))
+    }
+}
+
 async fn start(store: &dyn RunStore, run: &mut Run, log: &mut EventWriter) -> Result<(), Failure> {
+    let voice = Voice::of(run);
     if run.status == RunStatus::Running {
         return log
-            .emit(&RunEvent::RunResumed {
+            .emit(&voice.say(RunEvent::RunResumed {
                 after_step: run.steps.len(),
-            })
+            }))
             .await;
     }
     run.status = RunStatus::Running;
     run.started_at = Some(now());
     metrics::counter!("dgidgi_runs_started_total").increment(1);
-    let event = log.event(&RunEvent::RunStarted {
+    let event = log.event(&voice.say(RunEvent::RunStarted {
         run_id: run.id.clone(),
         agent_id: run.agent_id.clone(),
-    });
+    }));
     let started = DomainEvent::AgentStarted;
     retrying(log.store_retry(), || store.start_run(run, &event, started)).await?;
     log.publish(&event);
@@ -179,14 +290,21 @@ async fn finish(
     };
     run.finished_at = Some(now());
     metrics::counter!("dgidgi_runs_finished_total", "status" => run.status.as_str()).increment(1);
+    let (ended, reply) = Voice::of(run).end(run, ended, log.take_streamed());
     let event = log.event(&ended);
-    match retrying(log.store_retry(), || store.finish_run(run, &event, domain)).await {
+    let saved = retrying(log.store_retry(), || {
+        store.finish_run(run, &event, domain, reply.as_ref())
+    });
+    match saved.await {
         Ok(()) => log.publish(&event),
         Err(e) => {
             tracing::error!(run_id = %run.id, error = %e, "run end not saved; it resumes at the next start")
         }
     }
-    log.end();
+    // A session's stream goes on after the reply.
+    if run.session_id.is_none() {
+        log.end();
+    }
 }
 
 /// The step loop: stops when the model answers without tool calls or the budget is spent.
@@ -201,11 +319,15 @@ async fn run_steps(
     } else {
         Workspace::new(deps.workspaces.open(&run.tenant_id, &run.project_id).await)
     };
+    let voice = Voice::of(run);
     while (run.steps.len() as u32) < run.spec.max_steps {
         let index = run.steps.len() as u32;
         let started_at = now();
         let step_began = std::time::Instant::now();
-        log.emit(&RunEvent::StepStarted { step: index }).await?;
+        // What a reply keeps if the run stops mid-step: this step's text.
+        log.take_streamed();
+        log.emit(&voice.say(RunEvent::StepStarted { step: index }))
+            .await?;
         let request = ChatRequest {
             model: run.spec.model.clone(),
             messages: conversation(run),
@@ -218,9 +340,11 @@ async fn run_steps(
             &deps.settings,
             &run.spec.providers,
             request,
-            &|delta: &str| RunEvent::Token {
-                step: index,
-                delta: delta.to_string(),
+            &|delta: &str| {
+                voice.say(RunEvent::Token {
+                    step: index,
+                    delta: delta.to_string(),
+                })
             },
             log,
         )
@@ -237,25 +361,25 @@ async fn run_steps(
             finished_at: String::new(),
         };
         for call in &step.tool_calls {
-            log.emit(&RunEvent::ToolCalled {
+            log.emit(&voice.say(RunEvent::ToolCalled {
                 step: index,
                 id: call.id.clone(),
                 name: call.name.clone(),
                 arguments: call.arguments.clone(),
-            })
+            }))
             .await?;
             let outcome = workspace.run(call).await;
             if let Some(artifact) = outcome.artifact {
                 run.artifacts.retain(|a| a.path != artifact.path);
                 run.artifacts.push(artifact);
             }
-            log.emit(&RunEvent::ToolResult {
+            log.emit(&voice.say(RunEvent::ToolResult {
                 step: index,
                 id: call.id.clone(),
                 name: call.name.clone(),
                 output: outcome.output.clone(),
                 is_error: outcome.is_error,
-            })
+            }))
             .await?;
             step.tool_results.push(ToolResult {
                 tool_call_id: call.id.clone(),
@@ -270,11 +394,11 @@ async fn run_steps(
         run.usage.add(step.usage);
         log.flush().await?;
         let done = step.tool_calls.is_empty();
-        let event = log.event(&RunEvent::StepCompleted {
+        let event = log.event(&voice.say(RunEvent::StepCompleted {
             step: index,
             usage: step.usage,
             tool_calls: step.tool_calls.len(),
-        });
+        }));
         run.steps.push(step);
         let step = run.steps.last().expect("just pushed");
         retrying(deps.settings.store_retry, || {
@@ -295,7 +419,8 @@ async fn run_steps(
     ))
 }
 
-/// The messages of the next step: instructions, the goal, then every finished step.
+/// The messages of the next step: instructions, the conversation so far (for a chat reply),
+/// the goal, then every finished step.
 fn conversation(run: &Run) -> Vec<ChatMessage> {
     let system = run.spec.system_prompt.clone().unwrap_or_else(|| {
         "You are an autonomous agent. Work towards the user's goal step by step, using the tools offered when they help, and answer with the result.".into()
@@ -304,21 +429,13 @@ fn conversation(run: &Run) -> Vec<ChatMessage> {
     if !run.input.is_null() {
         goal.push_str(&format!("\n\nInput:\n{}", run.input));
     }
-    let mut messages = vec![
-        ChatMessage::System { content: system },
-        ChatMessage::User { content: goal },
-    ];
+    let mut messages = vec![ChatMessage::System { content: system }];
+    if let Some(chat) = &run.spec.chat {
+        messages.extend(chat.history.iter().cloned());
+    }
+    messages.push(ChatMessage::User { content: goal });
     for step in &run.steps {
-        messages.push(ChatMessage::Assistant {
-            content: step.text.clone(),
-            tool_calls: step.tool_calls.clone(),
-        });
-        for result in &step.tool_results {
-            messages.push(ChatMessage::Tool {
-                tool_call_id: result.tool_call_id.clone(),
-                content: result.output.clone(),
-            });
-        }
+        messages.extend(step.messages());
     }
     messages
 }

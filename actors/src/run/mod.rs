@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::agent::Agent;
-use crate::events::{DomainEvent, EventHub, EventLog, StreamEvent};
-use crate::provider::{ProviderSet, ToolCall, Usage};
+use crate::chat::Message;
+use crate::events::{DomainEvent, EventHub, EventLog, StreamEvent, View};
+use crate::provider::{ChatMessage, ProviderSet, ToolCall, Usage};
 use crate::store::StoreFailure;
 use crate::tenant::{self, Tenants};
 use crate::tools::{Artifact, Workspaces};
@@ -85,6 +86,18 @@ pub struct RunSpec {
     pub max_steps: u32,
     pub temperature: Option<f32>,
     pub timeout_secs: u64,
+    /// For a run that writes a chat reply: the conversation it continues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<ChatTurn>,
+}
+
+/// What a run that answers a chat message knows of its session: the message it answers
+/// (its goal) and the conversation before it (earlier messages, tool calls and results),
+/// kept with the run so that a resumed run continues the same conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatTurn {
+    pub in_reply_to: String,
+    pub history: Vec<ChatMessage>,
 }
 
 /// A tool's answer to one call.
@@ -108,6 +121,22 @@ pub struct Step {
     pub usage: Usage,
     pub started_at: String,
     pub finished_at: String,
+}
+
+impl Step {
+    /// The step as the model sees it in a later conversation: its answer (with the tool
+    /// calls it asked for), then each tool's result.
+    pub fn messages(&self) -> Vec<ChatMessage> {
+        let mut messages = vec![ChatMessage::Assistant {
+            content: self.text.clone(),
+            tool_calls: self.tool_calls.clone(),
+        }];
+        messages.extend(self.tool_results.iter().map(|result| ChatMessage::Tool {
+            tool_call_id: result.tool_call_id.clone(),
+            content: result.output.clone(),
+        }));
+        messages
+    }
 }
 
 /// Why a run failed: a stable code and a message.
@@ -154,6 +183,12 @@ pub struct Run {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub updated_at: String,
+    /// For a chat reply: the session whose stream the run writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// For a chat reply: the reply message the run writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
     #[serde(skip)]
     pub spec: RunSpec,
     /// The seq of the run's last stored event.
@@ -161,14 +196,29 @@ pub struct Run {
     pub last_seq: i64,
 }
 
+impl Run {
+    /// The stream the run's events are in: its own, or its session's for a chat reply.
+    pub fn stream(&self) -> &str {
+        self.session_id.as_deref().unwrap_or(&self.id)
+    }
+
+    /// What of [`Run::stream`] is this run's.
+    pub fn view(&self) -> View {
+        match &self.message_id {
+            Some(reply) => View::Reply(reply.clone()),
+            None => View::All,
+        }
+    }
+}
+
 /// What the run actor needs from the store.
 #[async_trait]
 pub trait RunStore: EventLog {
-    /// The run with its finished steps and last event seq.
-    /// Stores a new (queued) run.
-    async fn create_run(&self, run: &Run) -> Result<(), StoreFailure>;
+    /// Stores a new (queued) run and (in the same transaction) the chat `reply` it is to
+    /// write, streaming and empty, if it answers a message.
+    async fn create_run(&self, run: &Run, reply: Option<&Message>) -> Result<(), StoreFailure>;
+    /// The run with its finished steps and the last event seq of its stream.
     async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure>;
-    /// Marks the run running, with `event` (`run.started`) and the `agent.started` domain event.
     /// Stores the run as started, `event` and (in the same transaction) `domain`.
     async fn start_run(
         &self,
@@ -183,13 +233,14 @@ pub trait RunStore: EventLog {
         step: &Step,
         event: &StreamEvent,
     ) -> Result<(), StoreFailure>;
-    /// Records the run's end (status, output, error, usage), `event`, and the domain event.
-    /// Stores the run's end, `event` and (in the same transaction) `domain`, if any.
+    /// Stores the run's end, `event` and (in the same transaction) `domain`, if any, and
+    /// the chat `reply` the run wrote, if it answered a message.
     async fn finish_run(
         &self,
         run: &Run,
         event: &StreamEvent,
         domain: Option<DomainEvent>,
+        reply: Option<&Message>,
     ) -> Result<(), StoreFailure>;
     /// Runs left `queued` or `running` (by a stop or a crash).
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure>;
@@ -206,6 +257,16 @@ pub struct NewRun<'a> {
     pub project_id: String,
     pub goal: String,
     pub input: Value,
+    /// Set when the run answers a chat message.
+    pub reply: Option<ReplyTo>,
+}
+
+/// The chat message a run answers and the reply it writes.
+pub struct ReplyTo {
+    pub session_id: String,
+    /// The reply message the run writes.
+    pub message_id: String,
+    pub turn: ChatTurn,
 }
 
 /// Why a run was not submitted.

@@ -1,7 +1,7 @@
 //! The run actor over in-memory stores and a scripted provider: step budgets, a cancel
 //! before the run starts, and a resume after a crash.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -11,143 +11,11 @@ use actix::prelude::*;
 use super::*;
 use crate::agent::{Agent, AgentConfig};
 use crate::events::DomainEvent;
-use crate::events::RunEvent;
-use crate::provider::ChatRequest;
+use crate::events::{RunEvent, SessionEvent};
 use crate::provider::{self, ChatChunk, ChunkStream, LlmProvider, ToolCall};
+use crate::provider::{ChatMessage, ChatRequest};
 use crate::tenant::TenantSettings;
-use crate::testing::{MemoryTenants, One};
-use crate::tools::FileStore;
-
-/// Runs and their events, in memory.
-#[derive(Default)]
-struct Memory {
-    runs: Mutex<HashMap<String, Run>>,
-    events: Mutex<HashMap<String, Vec<StreamEvent>>>,
-    domain: Mutex<Vec<DomainEvent>>,
-}
-
-impl Memory {
-    fn append(&self, stream: &str, events: &[StreamEvent]) {
-        let mut all = self.events.lock().unwrap();
-        all.entry(stream.to_string())
-            .or_default()
-            .extend_from_slice(events);
-    }
-
-    fn kinds(&self, stream: &str) -> Vec<String> {
-        self.events.lock().unwrap()[stream]
-            .iter()
-            .map(|e| e.kind.clone())
-            .collect()
-    }
-
-    fn save(&self, run: &Run) {
-        self.runs
-            .lock()
-            .unwrap()
-            .insert(run.id.clone(), run.clone());
-    }
-}
-
-#[async_trait]
-impl EventLog for Memory {
-    async fn append_events(
-        &self,
-        stream: &str,
-        events: &[StreamEvent],
-    ) -> Result<(), StoreFailure> {
-        self.append(stream, events);
-        Ok(())
-    }
-
-    async fn events_after(
-        &self,
-        stream: &str,
-        after: i64,
-    ) -> Result<Vec<StreamEvent>, StoreFailure> {
-        let all = self.events.lock().unwrap();
-        Ok(all
-            .get(stream)
-            .map(|e| e.iter().filter(|e| e.seq > after).cloned().collect())
-            .unwrap_or_default())
-    }
-}
-
-#[async_trait]
-impl RunStore for Memory {
-    async fn create_run(&self, run: &Run) -> Result<(), StoreFailure> {
-        self.save(run);
-        Ok(())
-    }
-
-    async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure> {
-        let mut run = self.runs.lock().unwrap().get(id).cloned();
-        if let Some(run) = run.as_mut() {
-            run.last_seq = self
-                .events
-                .lock()
-                .unwrap()
-                .get(id)
-                .and_then(|e| e.last())
-                .map_or(0, |e| e.seq);
-        }
-        Ok(run)
-    }
-
-    async fn start_run(
-        &self,
-        run: &Run,
-        event: &StreamEvent,
-        domain: DomainEvent,
-    ) -> Result<(), StoreFailure> {
-        self.save(run);
-        self.append(&run.id, std::slice::from_ref(event));
-        self.domain.lock().unwrap().push(domain);
-        Ok(())
-    }
-
-    async fn save_step(
-        &self,
-        run: &Run,
-        _: &Step,
-        event: &StreamEvent,
-    ) -> Result<(), StoreFailure> {
-        self.save(run);
-        self.append(&run.id, std::slice::from_ref(event));
-        Ok(())
-    }
-
-    async fn finish_run(
-        &self,
-        run: &Run,
-        event: &StreamEvent,
-        domain: Option<DomainEvent>,
-    ) -> Result<(), StoreFailure> {
-        self.save(run);
-        self.append(&run.id, std::slice::from_ref(event));
-        self.domain.lock().unwrap().extend(domain);
-        Ok(())
-    }
-
-    async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure> {
-        Ok(self
-            .runs
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|r| !r.status.is_terminal())
-            .map(|r| r.id.clone())
-            .collect())
-    }
-
-    async fn queued_runs(&self, tenant_id: &str) -> Result<i64, StoreFailure> {
-        let runs = self.runs.lock().unwrap();
-        Ok(runs
-            .values()
-            .filter(|r| r.tenant_id == tenant_id && r.status == RunStatus::Queued)
-            .count() as i64)
-    }
-}
+use crate::testing::{MemoryRuns as Memory, MemoryTenants, NoFiles, One};
 
 /// What the scripted provider answers, in order; `Tool` asks for a tool call.
 #[derive(Clone)]
@@ -184,28 +52,6 @@ impl LlmProvider for Scripted {
             }))],
         };
         Ok(Box::pin(futures_util::stream::iter(chunks)))
-    }
-}
-
-struct NoFiles;
-
-#[async_trait]
-impl FileStore for NoFiles {
-    async fn put(&self, _: &str, _: Vec<u8>) -> Result<(), String> {
-        Ok(())
-    }
-    async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, String> {
-        Ok(None)
-    }
-    async fn list(&self, _: &str, _: usize) -> Result<Vec<String>, String> {
-        Ok(Vec::new())
-    }
-}
-
-#[async_trait]
-impl Workspaces for NoFiles {
-    async fn open(&self, _: &str, _: &str) -> Result<Arc<dyn FileStore>, String> {
-        Ok(Arc::new(NoFiles))
     }
 }
 
@@ -270,6 +116,7 @@ async fn submit(runs: &Runs, id: &str, max_steps: u32) -> Result<Run, Error> {
         project_id: "proj_1".into(),
         goal: "do it".into(),
         input: Value::Null,
+        reply: None,
     })
     .await
 }
@@ -293,6 +140,8 @@ fn queued(id: &str, max_steps: u32) -> Run {
         started_at: None,
         finished_at: None,
         updated_at: String::new(),
+        session_id: None,
+        message_id: None,
         spec: RunSpec {
             system_prompt: None,
             providers: vec!["scripted".into()],
@@ -301,6 +150,7 @@ fn queued(id: &str, max_steps: u32) -> Run {
             max_steps,
             temperature: None,
             timeout_secs: 30,
+            chat: None,
         },
         last_seq: 0,
     }
@@ -435,4 +285,75 @@ async fn a_tenant_with_its_queue_full_gets_no_more_runs() {
     submit(&runs, "run_2", 1).await.unwrap();
     assert_eq!(submit(&runs, "run_3", 1).await, Err(Error::Busy(2)));
     assert!(memory.runs.lock().unwrap().get("run_3").is_none());
+}
+
+#[actix::test]
+async fn a_run_that_writes_a_chat_reply_speaks_on_its_sessions_stream() {
+    let memory = Arc::new(Memory::default());
+    let runs = runs_over(memory.clone(), vec![Answer::Tool], Answer::Text("done"), 1);
+    // The tenant's one slot is taken: the reply says that it waits.
+    runs.deps.tenants.admit("ten_1", "run_busy").await.unwrap();
+    let history = vec![ChatMessage::User {
+        content: "earlier".into(),
+    }];
+    runs.submit(NewRun {
+        id: "run_r1".into(),
+        tenant_id: "ten_1".into(),
+        agent: &agent(4),
+        project_id: "proj_1".into(),
+        goal: "list my files".into(),
+        input: Value::Null,
+        reply: Some(ReplyTo {
+            session_id: "ses_1".into(),
+            message_id: "msg_r1".into(),
+            turn: ChatTurn {
+                in_reply_to: "msg_q1".into(),
+                history,
+            },
+        }),
+    })
+    .await
+    .unwrap();
+    // Released once the reply said that it waits (at most ~5 s).
+    let waiting = || memory.events.lock().unwrap().contains_key("ses_1");
+    for _ in 0..500 {
+        if waiting() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    runs.deps.tenants.release("ten_1", "run_busy").await;
+    let run = until(&memory, "run_r1", |r| r.status.is_terminal()).await;
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(run.session_id.as_deref(), Some("ses_1"));
+    assert_eq!(
+        memory.kinds("ses_1"),
+        [
+            SessionEvent::REPLY_QUEUED,
+            SessionEvent::REPLY_STARTED,
+            RunEvent::STEP_STARTED,
+            RunEvent::TOOL_CALLED,
+            RunEvent::TOOL_RESULT,
+            RunEvent::STEP_COMPLETED,
+            RunEvent::STEP_STARTED,
+            RunEvent::TOKEN,
+            RunEvent::STEP_COMPLETED,
+            SessionEvent::REPLY_COMPLETED,
+        ]
+    );
+    assert!(!memory.events.lock().unwrap().contains_key("run_r1"));
+    let events = memory.events.lock().unwrap()["ses_1"].clone();
+    assert!(events.iter().all(|e| e.data["reply_id"] == "msg_r1"));
+    assert_eq!(events[1].data["run_id"], "run_r1");
+    assert_eq!(events[1].data["in_reply_to"], "msg_q1");
+    let end = &events.last().unwrap().data["message"];
+    assert_eq!(
+        (end["content"].as_str(), end["status"].as_str()),
+        (Some("done"), Some("complete"))
+    );
+    assert_eq!(end["run_id"], "run_r1");
+    assert_eq!(
+        *memory.domain.lock().unwrap(),
+        [DomainEvent::AgentStarted, DomainEvent::AgentCompleted]
+    );
 }

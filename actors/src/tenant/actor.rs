@@ -252,6 +252,39 @@ impl Handler<ReleaseRun> for TenantActor {
     }
 }
 
+/// A run's place in its tenant's queue: granted at once, or when a slot frees up.
+pub struct Admission {
+    /// `None` once the slot is known to be granted.
+    wait: Option<oneshot::Receiver<()>>,
+}
+
+impl Admission {
+    /// Whether the run has to wait for a slot (none was free when it asked).
+    pub fn waits(&mut self) -> bool {
+        let Some(wait) = &mut self.wait else {
+            return false;
+        };
+        match wait.try_recv() {
+            Ok(()) => {
+                self.wait = None;
+                false
+            }
+            Err(oneshot::error::TryRecvError::Empty) => true,
+            Err(oneshot::error::TryRecvError::Closed) => false,
+        }
+    }
+
+    /// Waits until the run may start.
+    pub async fn granted(self) -> Result<(), Error> {
+        match self.wait {
+            None => Ok(()),
+            Some(wait) => wait
+                .await
+                .map_err(|_| Error::Unavailable("the tenant actor stopped".into())),
+        }
+    }
+}
+
 /// Each plan's most concurrent runs, by plan name.
 pub type PlanCaps = Arc<BTreeMap<String, u32>>;
 
@@ -293,6 +326,11 @@ impl Tenants {
 
     /// Waits until run `run_id` may start under the tenant's concurrency limit.
     pub async fn admit(&self, tenant_id: &str, run_id: &str) -> Result<(), Error> {
+        self.ask(tenant_id, run_id).await?.granted().await
+    }
+
+    /// Asks for a slot for run `run_id`: the answer says whether the run waits for it.
+    pub async fn ask(&self, tenant_id: &str, run_id: &str) -> Result<Admission, Error> {
         let wait = self
             .send(
                 tenant_id,
@@ -301,8 +339,7 @@ impl Tenants {
                 },
             )
             .await??;
-        wait.await
-            .map_err(|_| Error::Unavailable("the tenant actor stopped".into()))
+        Ok(Admission { wait: Some(wait) })
     }
 
     /// Gives run `run_id`'s slot back (or takes it out of the queue).

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::registry;
 use crate::store::StoreFailure;
 
-pub use actor::{AdmitRun, PlanCaps, ReleaseRun, TenantActor, Tenants};
+pub use actor::{Admission, AdmitRun, PlanCaps, ReleaseRun, TenantActor, Tenants};
 
 /// A tenant: an organisation whose data no other tenant ever sees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
