@@ -185,7 +185,8 @@ pub(super) async fn follow_run(api: &Api, path: &str) -> Result<()> {
             }
             _ => {}
         }
-        !RunEvent::is_end(event)
+        // A run that writes a chat reply ends with the reply.
+        !RunEvent::is_end(event) && !SessionEvent::REPLY_ENDS.contains(&event)
     })
     .await?;
     Ok(())
@@ -253,6 +254,19 @@ pub(super) async fn chat(api: &Api, session: &str) -> Result<i32> {
                         SessionEvent::TOKEN => {
                             let _ = write!(stdout, "{}", text(&data["delta"]));
                             let _ = stdout.flush();
+                            true
+                        }
+                        // In a session with an agent: its tool calls, and a wait for a run slot.
+                        RunEvent::TOOL_CALLED => {
+                            eprintln!(
+                                "\n[tool] {} {}",
+                                text(&data["name"]),
+                                text(&data["arguments"])
+                            );
+                            true
+                        }
+                        SessionEvent::REPLY_QUEUED => {
+                            eprintln!("[waiting for a run slot]");
                             true
                         }
                         SessionEvent::REPLY_COMPLETED | SessionEvent::REPLY_CANCELLED => false,
