@@ -32,6 +32,7 @@ pub struct Config {
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
     pub runs: RunsConfig,
+    pub cluster: ClusterConfig,
     pub streams: StreamsConfig,
     pub chat: ChatConfig,
     pub webhooks: WebhooksConfig,
@@ -112,8 +113,16 @@ pub struct RunsConfig {
     pub max_queued_per_tenant: u32,
     /// How long a run's writes are retried through a database outage.
     pub store_retry_secs: u64,
-    /// How often unfinished runs with no live actor are looked for and resumed.
-    pub reclaim_secs: u64,
+}
+
+/// Several nodes on one database: heartbeats and run leases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How often a node writes its heartbeat and renews its runs' leases.
+    pub heartbeat_secs: u64,
+    /// How long a run's lease lasts without renewal before another node may take it.
+    pub lease_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -52,8 +52,10 @@ impl Application {
         let metrics = crate::telemetry::metrics();
         let store = Store::connect(&config.database)
             .await
-            .with_context(|| "database.url: cannot open the database")?;
+            .with_context(|| "database.url: cannot open the database")?
+            .with_lease(Duration::from_secs(config.cluster.lease_secs));
         store.migrate().await.context("applying migrations")?;
+        store.hold_exclusively().await.context("database.url")?;
 
         let secrets = crate::secrets::load(&config, &store).await?;
         let jwt = JwtIssuer::new(&config.auth, secrets.jwt_secret.as_bytes());
@@ -150,20 +152,25 @@ impl Application {
                 "answering chat sessions left unfinished by the last process"
             );
         }
-        // Runs whose actor gave up (the database was out of reach) resume without a restart.
-        let reclaimer = runs.clone();
-        let every = Duration::from_secs(config.runs.reclaim_secs.max(1));
-        actix::spawn(async move {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            loop {
-                ticks.tick().await;
-                match reclaimer.reclaim().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(runs = n, "resuming unfinished runs that had no actor"),
-                    Err(e) => tracing::debug!(error = %e, "unfinished runs not looked up"),
-                }
-            }
-        });
+        // The heartbeat renews this node's leases and takes up runs no live node drives
+        // (their owner died, or their actor here gave up while the database was away).
+        let heartbeat = crate::cluster::start_heartbeat(
+            store.clone(),
+            runs.clone(),
+            config.node.region.clone(),
+            Duration::from_secs(config.cluster.heartbeat_secs.max(1)),
+        )
+        .await
+        .context("writing this node's first heartbeat")?;
+        if store.backend() == crate::store::Backend::Postgres {
+            crate::cluster::listen(
+                config.database.url.clone(),
+                store.clone(),
+                runs.hub().clone(),
+                runs.clone(),
+            )
+            .context("starting the cluster listener")?;
+        }
 
         let bootstrap_key = if store.count_operator_keys().await? == 0 {
             Some(create_operator_key(&store, "bootstrap").await?)
@@ -196,6 +203,7 @@ impl Application {
             storage,
             metrics,
             webhook_actor,
+            heartbeat,
         });
         let shared = state.clone();
         let server = HttpServer::new(move || {

@@ -319,12 +319,25 @@ impl DomainEvent {
     }
 }
 
+/// What a run's writes carry so that only its owner's land: the run and the epoch of the
+/// claim the writer holds. A write with an older epoch is refused (`StoreFailure::fenced`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub run_id: String,
+    pub epoch: i64,
+}
+
 /// Durable, ordered storage of stream events.
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
-    /// Appends `events` (consecutive seqs) to `stream` atomically.
-    async fn append_events(&self, stream: &str, events: &[StreamEvent])
-        -> Result<(), StoreFailure>;
+    /// Appends `events` (consecutive seqs) to `stream` atomically; with a `fence`, only
+    /// while the fence's claim is the run's latest.
+    async fn append_events(
+        &self,
+        stream: &str,
+        events: &[StreamEvent],
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreFailure>;
     /// The events of `stream` with `seq > after`, in order.
     async fn events_after(
         &self,
@@ -370,6 +383,11 @@ impl EventHub {
     /// already sent, then learn that the stream is closed.
     pub fn end(&self, stream: &str) {
         self.channels.remove(stream);
+    }
+
+    /// Whether anyone on this node follows `stream`.
+    pub fn is_followed(&self, stream: &str) -> bool {
+        self.channels.contains_key(stream)
     }
 
     /// Drops the channel of `stream` if no one follows it any more.

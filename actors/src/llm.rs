@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 
-use crate::events::{Event, EventHub, EventLog, StreamEvent};
+use crate::events::{Event, EventHub, EventLog, Fence, StreamEvent};
 use crate::provider::{self, ChatChunk, ChatRequest, LlmProvider, ProviderSet, ToolCall, Usage};
 use crate::run::{self, RunSettings};
 use crate::store::retrying;
@@ -28,6 +28,8 @@ pub struct EventWriter {
     store_retry: Duration,
     /// The text of the token events written since the last `take_streamed`.
     streamed: String,
+    /// The claim a run's writes carry (none for a session's).
+    fence: Option<Fence>,
 }
 
 impl EventWriter {
@@ -50,7 +52,14 @@ impl EventWriter {
             flush_batch: settings.flush_batch,
             store_retry: settings.store_retry,
             streamed: String::new(),
+            fence: None,
         }
+    }
+
+    /// The same writer, its appends carrying `fence`.
+    pub fn fenced(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     /// The seq of the last event written (or queued).
@@ -94,7 +103,11 @@ impl EventWriter {
             return Ok(());
         }
         let (log, stream, pending) = (&self.log, &self.stream, &self.pending);
-        retrying(self.store_retry, || log.append_events(stream, pending)).await?;
+        let fence = self.fence.as_ref();
+        retrying(self.store_retry, || {
+            log.append_events(stream, pending, fence)
+        })
+        .await?;
         self.hub.publish(&self.stream, &self.pending);
         self.pending.clear();
         Ok(())

@@ -210,6 +210,14 @@ where
         }
     }
 
+    /// The address of the live actor for `key`, if there is one (none is started).
+    pub fn get(&self, key: &str) -> Option<Addr<A>> {
+        self.actors
+            .get(key)
+            .map(|e| e.addr.clone())
+            .filter(|a| a.connected())
+    }
+
     /// The metadata of the live actor for `key`, if there is one.
     pub fn meta(&self, key: &str) -> Option<Arc<ActorMeta>> {
         self.actors.get(key).map(|e| e.meta.clone())

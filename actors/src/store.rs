@@ -13,6 +13,9 @@ pub struct StoreFailure {
     pub message: String,
     /// The database is out of reach or out of space; the same call may work later.
     pub unavailable: bool,
+    /// The write was refused because this node no longer owns what it wrote to (another
+    /// node claimed the run): the writer stops, without side effects.
+    pub fenced: bool,
 }
 
 impl StoreFailure {
@@ -20,6 +23,7 @@ impl StoreFailure {
         Self {
             message: message.into(),
             unavailable: false,
+            fenced: false,
         }
     }
 
@@ -27,6 +31,15 @@ impl StoreFailure {
         Self {
             message: message.into(),
             unavailable: true,
+            fenced: false,
+        }
+    }
+
+    pub fn fenced(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            unavailable: false,
+            fenced: true,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use crate::chat::Message;
-use crate::events::{DomainEvent, EventLog, StreamEvent};
+use crate::events::{DomainEvent, EventLog, Fence, StreamEvent};
 use crate::provider::{LlmProvider, ProviderSet};
 use crate::run::{Run, RunStatus, RunStore, Step};
 use crate::store::{StoreFailure, TenantStore};
@@ -117,6 +117,7 @@ impl EventLog for MemoryRuns {
         &self,
         stream: &str,
         events: &[StreamEvent],
+        _: Option<&Fence>,
     ) -> Result<(), StoreFailure> {
         self.append(stream, events);
         Ok(())
@@ -137,6 +138,26 @@ impl EventLog for MemoryRuns {
 
 #[async_trait]
 impl RunStore for MemoryRuns {
+    async fn claim_run(&self, id: &str) -> Result<Option<i64>, StoreFailure> {
+        let mut runs = self.runs.lock().unwrap();
+        Ok(runs
+            .get_mut(id)
+            .filter(|r| !r.status.is_terminal())
+            .map(|r| {
+                r.epoch += 1;
+                r.epoch
+            }))
+    }
+
+    async fn request_cancel(&self, id: &str) -> Result<bool, StoreFailure> {
+        let mut runs = self.runs.lock().unwrap();
+        Ok(runs
+            .get_mut(id)
+            .filter(|r| !r.status.is_terminal())
+            .map(|r| r.cancel_requested = true)
+            .is_some())
+    }
+
     async fn create_run(&self, run: &Run, _: Option<&Message>) -> Result<(), StoreFailure> {
         self.save(run);
         Ok(())

@@ -32,5 +32,11 @@ pub async fn readyz(state: Data<AppState>) -> Result<Reply<serde_json::Value>, A
         .ping()
         .await
         .map_err(|e| ApiError::Unavailable(format!("database not writable: {e}")))?;
+    let age = state.heartbeat.age_secs();
+    if age > state.config.cluster.lease_secs {
+        return Err(ApiError::Unavailable(format!(
+            "this node's heartbeat is {age} s old: it may have lost its runs to another node"
+        )));
+    }
     Ok(Reply::ok(json!({ "status": "ready", "database": "ok" })))
 }

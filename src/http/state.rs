@@ -31,6 +31,8 @@ pub struct Services {
     pub storage: crate::storage::Storage,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub webhook_actor: std::sync::Arc<dgidgi_actors::ActorMeta>,
+    /// This node's heartbeat (see `cluster`).
+    pub heartbeat: crate::cluster::Heartbeat,
 }
 
 /// What every handler may use; one per process, shared by all workers: the services

@@ -5,12 +5,15 @@
 //! answered once its events are committed. A batch that fails is retried append by
 //! append, so one stream's error never fails another's.
 
-use dgidgi_actors::events::StreamEvent;
+use std::sync::Arc;
+
+use dgidgi_actors::events::{Fence, StreamEvent};
 use dgidgi_actors::StoreFailure;
 use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{to_json, Error, Result};
+use super::cluster::{announce, held};
+use super::{to_json, Backend, Error, Result};
 
 /// Appends written in one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -18,11 +21,18 @@ const MAX_BATCH: usize = 512;
 pub(super) struct Job {
     pub stream: String,
     pub events: Vec<StreamEvent>,
+    /// A run's append lands only while its claim is the latest.
+    pub fence: Option<Fence>,
     pub done: oneshot::Sender<std::result::Result<(), StoreFailure>>,
 }
 
 /// Starts the appender on the current runtime; appends go through the returned sender.
-pub(super) fn start(writer: AnyPool) -> mpsc::UnboundedSender<Job> {
+/// Node `node` announces what it appends (on PostgreSQL).
+pub(super) fn start(
+    writer: AnyPool,
+    backend: Backend,
+    node: Arc<str>,
+) -> mpsc::UnboundedSender<Job> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
@@ -33,13 +43,13 @@ pub(super) fn start(writer: AnyPool) -> mpsc::UnboundedSender<Job> {
                     Err(_) => break,
                 }
             }
-            let together = write(&writer, &jobs).await;
+            let together = write(&writer, backend, &node, &jobs).await;
             metrics::histogram!("dgidgi_event_append_batch_size").record(jobs.len() as f64);
             for job in jobs {
                 let outcome = match &together {
                     Ok(()) => Ok(()),
                     // Alone, so that only the append at fault fails.
-                    Err(_) => write(&writer, std::slice::from_ref(&job))
+                    Err(_) => write(&writer, backend, &node, std::slice::from_ref(&job))
                         .await
                         .map_err(StoreFailure::from),
                 };
@@ -50,13 +60,17 @@ pub(super) fn start(writer: AnyPool) -> mpsc::UnboundedSender<Job> {
     tx
 }
 
-async fn write(writer: &AnyPool, jobs: &[Job]) -> Result<()> {
+async fn write(writer: &AnyPool, backend: Backend, node: &str, jobs: &[Job]) -> Result<()> {
     let mut tx = writer.begin().await?;
+    for fence in jobs.iter().filter_map(|j| j.fence.as_ref()) {
+        held(&mut tx, node, fence).await?;
+    }
     let rows: Vec<(&str, &StreamEvent)> = jobs
         .iter()
         .flat_map(|j| j.events.iter().map(move |e| (j.stream.as_str(), e)))
         .collect();
     insert(&mut tx, &rows).await?;
+    announce(&mut tx, backend, node, &rows).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! many streams are committed together by the appender (`appender.rs`).
 
 use async_trait::async_trait;
-use dgidgi_actors::events::{EventLog, StreamEvent};
+use dgidgi_actors::events::{EventLog, Fence, StreamEvent};
 use dgidgi_actors::StoreFailure;
 use sqlx::{Any, Row, Transaction};
 
@@ -35,7 +35,8 @@ impl Store {
         events: &[StreamEvent],
     ) -> Result<()> {
         let rows: Vec<(&str, &StreamEvent)> = events.iter().map(|e| (stream, e)).collect();
-        super::appender::insert(tx, &rows).await
+        super::appender::insert(tx, &rows).await?;
+        super::cluster::announce(tx, self.backend, &self.node, &rows).await
     }
 }
 
@@ -45,12 +46,14 @@ impl EventLog for Store {
         &self,
         stream: &str,
         events: &[StreamEvent],
+        fence: Option<&Fence>,
     ) -> Result<(), StoreFailure> {
         // Through the appender: committed together with other streams' waiting appends.
         let (done, committed) = tokio::sync::oneshot::channel();
         let job = super::appender::Job {
             stream: stream.to_string(),
             events: events.to_vec(),
+            fence: fence.cloned(),
             done,
         };
         if self.appender.send(job).is_err() {

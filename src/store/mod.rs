@@ -7,6 +7,7 @@
 mod agents;
 mod appender;
 mod chat;
+mod cluster;
 mod events;
 mod idempotency;
 mod keys;
@@ -19,6 +20,7 @@ mod users;
 mod webhooks;
 
 pub use agents::{Agent, AgentConfig};
+pub use cluster::{Node, Notice, Notices};
 pub use idempotency::{IdempotencyRecord, Reservation};
 pub use keys::{ApiKeyRecord, KeyWithPlan, NewApiKey};
 pub use outbox::OutboxEvent;
@@ -28,6 +30,7 @@ pub use users::{NewUser, User};
 pub use webhooks::{Attempt, Delivery, Endpoint, NewEndpoint};
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -59,6 +62,10 @@ pub enum Error {
     /// A stored value could not be read back (bad JSON in a column, say).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A run's write carried a claim that is no longer the run's latest: another node
+    /// took the run over.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 impl From<sqlx::Error> for Error {
@@ -117,6 +124,8 @@ impl From<Error> for dgidgi_actors::StoreFailure {
     fn from(e: Error) -> Self {
         if matches!(e, Error::Unavailable(_)) {
             dgidgi_actors::StoreFailure::unavailable(e.to_string())
+        } else if matches!(e, Error::Fenced(_)) {
+            dgidgi_actors::StoreFailure::fenced(e.to_string())
         } else {
             dgidgi_actors::StoreFailure::new(e.to_string())
         }
@@ -195,6 +204,17 @@ pub struct Store {
     backend: Backend,
     /// Event-log appends, committed in groups (see `appender`).
     appender: tokio::sync::mpsc::UnboundedSender<appender::Job>,
+    /// This process's id among the nodes sharing the database: the owner of the runs it
+    /// claims (see `cluster`).
+    node: Arc<str>,
+    /// How long a claim lasts without renewal.
+    lease: Duration,
+    /// On SQLite, the lock file held while this process serves the database.
+    exclusive: Arc<std::sync::Mutex<Option<std::fs::File>>>,
+    /// The SQLite database file, if that is the backend.
+    sqlite_file: Option<std::path::PathBuf>,
+    /// Cancelled when the store closes: what works beside it (the cluster listener) stops.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl Store {
@@ -249,13 +269,38 @@ impl Store {
             Backend::Sqlite => options(1).connect(&url).await?,
             Backend::Postgres => pool.clone(),
         };
-        let appender = appender::start(writer.clone());
+        let node: Arc<str> = crate::cluster::new_node_id().into();
+        let appender = appender::start(writer.clone(), backend, node.clone());
+        let sqlite_file = (backend == Backend::Sqlite)
+            .then(|| sqlite_file(&url))
+            .flatten();
         Ok(Self {
             pool,
             writer,
             backend,
             appender,
+            node,
+            lease: Duration::from_secs(10),
+            exclusive: Default::default(),
+            sqlite_file,
+            closing: Default::default(),
         })
+    }
+
+    /// This process's id among the nodes sharing the database.
+    pub fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    /// Cancelled when the store closes.
+    pub fn closing(&self) -> tokio_util::sync::CancellationToken {
+        self.closing.clone()
+    }
+
+    /// The same store, its claims lasting `lease` without renewal.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
     }
 
     /// Applies the backend's migrations that have not run yet.
@@ -293,10 +338,15 @@ impl Store {
         })
     }
 
-    /// Closes the pools, waiting for connections in use to be returned.
+    /// Closes the pools, waiting for connections in use to be returned, and lets another
+    /// process serve a SQLite database.
     pub async fn close(&self) {
+        self.closing.cancel();
         self.pool.close().await;
         self.writer.close().await;
+        if let Ok(mut held) = self.exclusive.lock() {
+            held.take();
+        }
     }
 
     /// A runtime setting, created with `init` the first time it is asked for. Every node
@@ -425,6 +475,13 @@ fn sqlite_url(url: &str) -> Result<String> {
         "&"
     };
     Ok(format!("sqlite://{path}?{query}{sep}{mode}"))
+}
+
+/// The database file of a SQLite URL (as `sqlite_url` writes it).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+    (!path.is_empty()).then(|| path.into())
 }
 
 /// The URL with any password replaced, for logs.

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use dgidgi_actors::chat::Message;
-use dgidgi_actors::events::{DomainEvent, StreamEvent};
+use dgidgi_actors::events::{DomainEvent, Fence, StreamEvent};
 use dgidgi_actors::run::{Run, RunStatus, RunStore, Step};
 use dgidgi_actors::StoreFailure;
 use sqlx::any::AnyRow;
@@ -14,7 +14,8 @@ use crate::ids::now_rfc3339;
 
 const COLUMNS: &str =
     "id, tenant_id, agent_id, project_id, goal, input, spec, status, output, error, usage, \
-                       artifacts, created_at, started_at, finished_at, updated_at, session_id, message_id";
+                       artifacts, created_at, started_at, finished_at, updated_at, session_id, message_id, \
+                       epoch, cancel_requested";
 
 fn run_from_row(row: &AnyRow) -> Result<Run> {
     let status: String = row.try_get("status")?;
@@ -44,6 +45,8 @@ fn run_from_row(row: &AnyRow) -> Result<Run> {
         message_id: row.try_get("message_id")?,
         spec: json_column(row, "spec")?,
         last_seq: 0,
+        epoch: row.try_get("epoch")?,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
     })
 }
 
@@ -51,7 +54,7 @@ impl Store {
     /// Stores a new (queued) run and the chat reply it is to write, if any.
     async fn insert_run(&self, run: &Run, reply: Option<&Message>) -> Result<()> {
         let sql = format!(
-            "INSERT INTO runs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            "INSERT INTO runs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         );
         write_tx!(self, |tx| {
             sqlx::query(&sql)
@@ -73,6 +76,8 @@ impl Store {
                 .bind(&run.updated_at)
                 .bind(&run.session_id)
                 .bind(&run.message_id)
+                .bind(run.epoch)
+                .bind(i64::from(run.cancel_requested))
                 .execute(&mut *tx)
                 .await?;
             if let Some(reply) = reply {
@@ -155,7 +160,16 @@ impl Store {
 }
 
 impl Store {
+    /// Writes what the run's driver changed, if its claim is still the run's latest.
     async fn update_progress(&self, tx: &mut Transaction<'_, Any>, run: &Run) -> Result<()> {
+        self.check_fence(
+            tx,
+            &Fence {
+                run_id: run.id.clone(),
+                epoch: run.epoch,
+            },
+        )
+        .await?;
         sqlx::query(
             "UPDATE runs SET status = $2, output = $3, error = $4, usage = $5, artifacts = $6, started_at = $7, \
              finished_at = $8, updated_at = $9 WHERE id = $1",
@@ -182,6 +196,14 @@ fn domain_payload(run: &Run) -> serde_json::Value {
 
 #[async_trait]
 impl RunStore for Store {
+    async fn claim_run(&self, id: &str) -> Result<Option<i64>, StoreFailure> {
+        for_actors(self.claim(id).await)
+    }
+
+    async fn request_cancel(&self, id: &str) -> Result<bool, StoreFailure> {
+        for_actors(self.record_cancel(id).await)
+    }
+
     async fn create_run(&self, run: &Run, reply: Option<&Message>) -> Result<(), StoreFailure> {
         for_actors(self.insert_run(run, reply).await)
     }
@@ -272,11 +294,16 @@ impl RunStore for Store {
     }
 
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure> {
-        let rows =
-            sqlx::query("SELECT id FROM runs WHERE status IN ('queued', 'running') ORDER BY id")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| StoreFailure::from(Error::from(e)))?;
+        let rows = sqlx::query(
+            "SELECT id FROM runs WHERE status IN ('queued', 'running') \
+             AND (owner IS NULL OR owner = $1 OR lease_expires_at IS NULL OR lease_expires_at < $2) \
+             ORDER BY id",
+        )
+        .bind(self.node_id())
+        .bind(dgidgi_actors::time::now())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| StoreFailure::from(Error::from(e)))?;
         rows.iter()
             .map(|r| {
                 r.try_get("id")

@@ -77,6 +77,15 @@ fn admin_create_key_prints_an_operator_key_that_the_server_accepts_and_sigterm_s
     assert_eq!(status, 200, "{body}");
     let (status, _) = get(&format!("{base}/api/v1/auth/token"), &key);
     assert_eq!(status, 405, "GET on the token route is a 405");
+    // SQLite is one node: a second serve on the same file refuses to start, saying why.
+    let second = dgidgi(&db)
+        .env("DGIDGI__SERVER__PORT", "0")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("another dgidgi process is serving"), "{said}");
 
     unsafe { libc_kill(server.id() as i32, 15) };
     let status = wait(&mut server, Duration::from_secs(20)).expect("the server stops on SIGTERM");
@@ -192,7 +201,15 @@ impl Logged {
     }
 }
 
-pub fn wait_for_port(mut stderr: BufReader<std::process::ChildStderr>) -> u16 {
+pub fn wait_for_port(stderr: BufReader<std::process::ChildStderr>) -> u16 {
+    wait_for_port_logging(stderr).0
+}
+
+/// The port the server logs it listens on, and (growing as the server writes it) the rest
+/// of its log.
+pub fn wait_for_port_logging(
+    mut stderr: BufReader<std::process::ChildStderr>,
+) -> (u16, std::sync::Arc<std::sync::Mutex<String>>) {
     let mut line = String::new();
     loop {
         line.clear();
@@ -205,8 +222,16 @@ pub fn wait_for_port(mut stderr: BufReader<std::process::ChildStderr>) -> u16 {
                 .split_whitespace()
                 .next()
                 .and_then(|p| p.parse().ok());
-            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-            return port.expect("a port number");
+            let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let kept = log.clone();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+                    kept.lock().unwrap().push_str(&line);
+                    line.clear();
+                }
+            });
+            return (port.expect("a port number"), log);
         }
     }
 }

@@ -199,7 +199,7 @@ const OUTAGE: Duration = Duration::from_secs(4);
 async fn a_database_outage_answers_503_and_runs_in_flight_finish_after_it() {
     let Some(app) = TestApp::spawn(Backend::Postgres, |f| {
         f.merge(Serialized::default("database.acquire_timeout_secs", 1))
-            .merge(Serialized::default("runs.reclaim_secs", 1))
+            .merge(Serialized::default("cluster.heartbeat_secs", 1))
             .merge(Serialized::default("providers.slow.kind", "offline"))
             .merge(Serialized::default("providers.slow.token_delay_ms", 100))
             .merge(Serialized::default("llm.default_provider", "slow"))

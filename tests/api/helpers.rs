@@ -54,6 +54,28 @@ pub enum Backend {
     Postgres,
 }
 
+/// A fresh PostgreSQL database of the test's own; `None` (the test is skipped, and says
+/// so) where PostgreSQL is not reachable, except under CI, where that fails the test.
+pub async fn fresh_postgres(prefix: &str) -> Option<FreshDatabase> {
+    let admin = format!("{}/test", postgres_base());
+    match FreshDatabase::create(&admin, prefix).await {
+        Ok(db) => Some(db),
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!(
+                "PostgreSQL is required under CI and is not reachable at {}: {e}",
+                postgres_base()
+            )
+        }
+        Err(e) => {
+            eprintln!(
+                "skipped: PostgreSQL not reachable at {} ({e})",
+                postgres_base()
+            );
+            None
+        }
+    }
+}
+
 /// The administrative PostgreSQL URL (without a database name).
 fn postgres_base() -> String {
     std::env::var("DGIDGI_TEST_POSTGRES")
@@ -159,23 +181,8 @@ impl TestApp {
                 None,
             ),
             Backend::Postgres => {
-                let admin = format!("{}/test", postgres_base());
-                match FreshDatabase::create(&admin, "test").await {
-                    Ok(db) => (db.url.clone(), Some(db)),
-                    Err(e) if std::env::var_os("CI").is_some() => {
-                        panic!(
-                            "PostgreSQL is required under CI and is not reachable at {}: {e}",
-                            postgres_base()
-                        )
-                    }
-                    Err(e) => {
-                        eprintln!(
-                            "skipped: PostgreSQL not reachable at {} ({e})",
-                            postgres_base()
-                        );
-                        return None;
-                    }
-                }
+                let db = fresh_postgres("test").await?;
+                (db.url.clone(), Some(db))
             }
         };
         let config = Self::config(dir.path(), &url, postgres_db.is_some(), configure);

@@ -11,6 +11,7 @@ mod browser;
 mod chat;
 mod cli;
 mod cli_client;
+mod cluster;
 mod errors;
 mod faults;
 mod hardening;

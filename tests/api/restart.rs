@@ -7,18 +7,20 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::cli::{dgidgi, libc_kill, wait, wait_for_port};
+use crate::cli::{dgidgi, libc_kill, wait, wait_for_port_logging};
 use crate::fake_llm::{provider_settings, FakeLlm, Script};
 use dgidgi_testkit::sse::{read_until, Frame};
 use dgidgi_testkit::until;
 
-struct Server {
-    child: Child,
-    base: String,
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    /// What the server has logged since it started listening.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 /// Starts a server; on a fresh database (`first`) also reads the operator key it prints.
-fn start(
+pub fn start(
     db: &str,
     llm: &FakeLlm,
     workspaces: &std::path::Path,
@@ -41,7 +43,7 @@ fn start(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let port = wait_for_port(BufReader::new(child.stderr.take().unwrap()));
+    let (port, log) = wait_for_port_logging(BufReader::new(child.stderr.take().unwrap()));
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut key = None;
     while first && key.is_none() {
@@ -58,12 +60,13 @@ fn start(
         Server {
             child,
             base: format!("http://127.0.0.1:{port}/api/v1"),
+            log,
         },
         key,
     )
 }
 
-async fn call(method: reqwest::Method, url: String, key: &str, body: Option<Value>) -> Value {
+pub async fn call(method: reqwest::Method, url: String, key: &str, body: Option<Value>) -> Value {
     let mut req = reqwest::Client::new().request(method, url).bearer_auth(key);
     if let Some(body) = body {
         req = req.json(&body);
@@ -77,7 +80,7 @@ async fn call(method: reqwest::Method, url: String, key: &str, body: Option<Valu
 
 /// A tenant on `base` (made by `operator`), a project and an agent that may write files:
 /// the tenant's key, the project's id and the agent's.
-async fn writer(base: &str, operator: &str) -> (String, String, String) {
+pub async fn writer(base: &str, operator: &str) -> (String, String, String) {
     let post = |path: &str, key: String, body: Value| {
         let url = format!("{base}{path}");
         async move { call(reqwest::Method::POST, url, &key, Some(body)).await }
@@ -97,7 +100,7 @@ async fn writer(base: &str, operator: &str) -> (String, String, String) {
 
 /// Reads the whole event stream at `url` (from its first event) until `seen` holds for an
 /// event, for at most 10 s; whether it did.
-async fn until_event(url: String, key: &str, mut seen: impl FnMut(&Frame) -> bool) -> bool {
+pub async fn until_event(url: String, key: &str, mut seen: impl FnMut(&Frame) -> bool) -> bool {
     let mut res = reqwest::Client::new()
         .get(url)
         .bearer_auth(key)

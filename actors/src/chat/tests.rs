@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::agent::Agent;
-use crate::events::SessionEvent;
+use crate::events::{Fence, SessionEvent};
 use crate::provider::{self, ChatChunk, ChatRequest, ChunkStream, LlmProvider};
 use crate::tenant::Tenants;
 use crate::testing::{MemoryRuns, MemoryTenants, NoFiles, One};
@@ -26,7 +26,12 @@ struct Memory {
 
 #[async_trait]
 impl EventLog for Memory {
-    async fn append_events(&self, _: &str, events: &[StreamEvent]) -> Result<(), StoreFailure> {
+    async fn append_events(
+        &self,
+        _: &str,
+        events: &[StreamEvent],
+        _: Option<&Fence>,
+    ) -> Result<(), StoreFailure> {
         self.events.lock().unwrap().extend_from_slice(events);
         Ok(())
     }

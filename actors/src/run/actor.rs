@@ -164,6 +164,8 @@ impl Runs {
             message_id: reply.as_ref().map(|r| r.id.clone()),
             spec,
             last_seq: 0,
+            epoch: 0,
+            cancel_requested: false,
         };
         self.deps.store.create_run(&run, reply.as_ref()).await?;
         self.start(&run.id);
@@ -180,9 +182,33 @@ impl Runs {
         self.registry.activate(id, self.make(id));
     }
 
-    /// Cancels run `id`, starting its actor if needed so that a queued run is cancelled too.
+    /// Cancels run `id` wherever it is driven: the cancel is recorded (its owner, on any
+    /// node, is told; a next owner honours it), and a run nobody drives is taken here so
+    /// that a queued run is cancelled too.
     pub async fn cancel(&self, id: &str) -> Result<(), registry::Error> {
-        self.registry.send(id, self.make(id), CancelRun).await
+        match self.deps.store.request_cancel(id).await {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                // Driven here: it stops now. Driven nowhere: its driver starts here and finds
+                // the cancel. Driven by another node: that node was told.
+                match self.registry.get(id) {
+                    Some(actor) => actor.do_send(CancelRun),
+                    None => self.start(id),
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %id, error = %e, "cancel not recorded; cancelling here only");
+                self.registry.send(id, self.make(id), CancelRun).await
+            }
+        }
+    }
+
+    /// Cancels run `id` if this node drives it (a cancel recorded through another node).
+    pub fn cancel_here(&self, id: &str) {
+        if let Some(actor) = self.registry.get(id) {
+            actor.do_send(CancelRun);
+        }
     }
 
     /// Starts every run left unfinished by an earlier process; returns how many.

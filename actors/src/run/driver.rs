@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{Failure, Run, RunDeps, RunStatus, RunStore, Step, ToolResult};
 use crate::chat::Message;
-use crate::events::{DomainEvent, Event, ReplyEnd, RunEvent, SessionEvent};
+use crate::events::{DomainEvent, Event, Fence, ReplyEnd, RunEvent, SessionEvent};
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest};
 use crate::registry::ActorMeta;
@@ -19,19 +19,17 @@ use crate::store::retrying;
 use crate::tools::{self, Workspace};
 
 pub(super) async fn fail_after_panic(deps: Arc<RunDeps>, id: String) {
+    let Ok(Some(epoch)) = deps.store.claim_run(&id).await else {
+        return;
+    };
     let Ok(Some(mut run)) = deps.store.load_run(&id).await else {
         return;
     };
     if run.status.is_terminal() {
         return;
     }
-    let mut log = EventWriter::new(
-        run.stream(),
-        run.last_seq,
-        deps.store.clone(),
-        deps.hub.clone(),
-        &deps.settings,
-    );
+    run.epoch = epoch;
+    let mut log = writer(&deps, &run);
     finish(
         &*deps.store,
         &mut run,
@@ -53,21 +51,31 @@ pub(super) async fn drive(
     meta: Arc<ActorMeta>,
 ) {
     meta.set_state("loading");
+    // Only the node that holds the run's lease drives it; a newer claim fences this one.
+    let epoch = match deps.store.claim_run(&id).await {
+        Ok(Some(epoch)) => epoch,
+        Ok(None) => {
+            tracing::debug!(run_id = %id, "run driven by another node, or ended");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(run_id = %id, error = %e, "run not claimed; it is taken up again later");
+            return;
+        }
+    };
     let mut run = match deps.store.load_run(&id).await {
         Ok(Some(run)) if !run.status.is_terminal() => run,
         Ok(_) => return,
         Err(e) => {
-            tracing::error!(run_id = %id, error = %e, "run not loaded; it stays as it is until the next start");
+            tracing::error!(run_id = %id, error = %e, "run not loaded; it is taken up again later");
             return;
         }
     };
-    let mut log = EventWriter::new(
-        run.stream(),
-        run.last_seq,
-        deps.store.clone(),
-        deps.hub.clone(),
-        &deps.settings,
-    );
+    run.epoch = epoch;
+    if run.cancel_requested {
+        cancel.cancel();
+    }
+    let mut log = writer(&deps, &run);
     let tenant = run.tenant_id.clone();
     tracing::Span::current().record("tenant_id", tenant.as_str());
     meta.set_owner(&tenant);
@@ -123,6 +131,12 @@ pub(super) async fn drive(
         tracing::error!(run_id = %id, error = %e.message, "partial tokens not saved");
     }
     if let Err(e) = &ending {
+        if e.code == Failure::FENCED {
+            // Another node claimed the run (this one lost its lease): it drives it now.
+            tracing::warn!(run_id = %id, "run taken over by another node; this driver stops");
+            deps.tenants.release(&tenant, &id).await;
+            return;
+        }
         meta.record_error(&format!("{}: {}", e.code, e.message));
     }
     meta.set_state("finishing");
@@ -135,6 +149,22 @@ pub(super) async fn drive(
         "run ended"
     );
     deps.tenants.release(&tenant, &id).await;
+}
+
+/// The writer of the run's events: on its stream, carrying its claim.
+fn writer(deps: &RunDeps, run: &Run) -> EventWriter {
+    let fence = Fence {
+        run_id: run.id.clone(),
+        epoch: run.epoch,
+    };
+    EventWriter::new(
+        run.stream(),
+        run.last_seq,
+        deps.store.clone(),
+        deps.hub.clone(),
+        &deps.settings,
+    )
+    .fenced(fence)
 }
 
 enum Ending {
@@ -297,6 +327,9 @@ async fn finish(
     });
     match saved.await {
         Ok(()) => log.publish(&event),
+        Err(e) if e.fenced => {
+            tracing::warn!(run_id = %run.id, "run taken over by another node; its end is theirs")
+        }
         Err(e) => {
             tracing::error!(run_id = %run.id, error = %e, "run end not saved; it resumes at the next start")
         }

@@ -158,9 +158,19 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// The code of a write refused because another node claimed the run.
+    pub const FENCED: &'static str = "fenced";
+}
+
 impl From<StoreFailure> for Failure {
     fn from(e: StoreFailure) -> Self {
-        Failure::new("store_failure", e.message)
+        let code = if e.fenced {
+            Failure::FENCED
+        } else {
+            "store_failure"
+        };
+        Failure::new(code, e.message)
     }
 }
 
@@ -194,6 +204,12 @@ pub struct Run {
     /// The seq of the run's last stored event.
     #[serde(skip)]
     pub last_seq: i64,
+    /// The epoch of the claim its driver holds (see [`RunStore::claim_run`]).
+    #[serde(skip)]
+    pub epoch: i64,
+    /// A cancel was asked for (through any node); the run's driver, now or next, stops it.
+    #[serde(skip)]
+    pub cancel_requested: bool,
 }
 
 impl Run {
@@ -214,6 +230,12 @@ impl Run {
 /// What the run actor needs from the store.
 #[async_trait]
 pub trait RunStore: EventLog {
+    /// Makes this node the run's owner if the run is unfinished and no other live node owns
+    /// it (its lease has expired, or it never had one): answers the claim's epoch, which
+    /// every later write of this driver carries. `None`: another node drives it.
+    async fn claim_run(&self, id: &str) -> Result<Option<i64>, StoreFailure>;
+    /// Records that run `id` is to stop and tells its owner; false when it has ended.
+    async fn request_cancel(&self, id: &str) -> Result<bool, StoreFailure>;
     /// Stores a new (queued) run and (in the same transaction) the chat `reply` it is to
     /// write, streaming and empty, if it answers a message.
     async fn create_run(&self, run: &Run, reply: Option<&Message>) -> Result<(), StoreFailure>;
@@ -242,7 +264,8 @@ pub trait RunStore: EventLog {
         domain: Option<DomainEvent>,
         reply: Option<&Message>,
     ) -> Result<(), StoreFailure>;
-    /// Runs left `queued` or `running` (by a stop or a crash).
+    /// Unfinished runs this node may drive: unowned, owned by this node, or whose owner's
+    /// lease has expired (a stop, a crash, a node that went away).
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure>;
     /// How many of the tenant's runs wait for a slot.
     async fn queued_runs(&self, tenant_id: &str) -> Result<i64, StoreFailure>;

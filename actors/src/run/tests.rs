@@ -153,6 +153,8 @@ fn queued(id: &str, max_steps: u32) -> Run {
             chat: None,
         },
         last_seq: 0,
+        epoch: 0,
+        cancel_requested: false,
     }
 }
 

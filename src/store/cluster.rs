@@ -1,0 +1,284 @@
+//! Several nodes on one database: the nodes' heartbeats, run leases (claim, renew, fence),
+//! recorded cancels, and the notifications that carry appends and cancels across nodes.
+//! On SQLite there is one node: the process that serves the file holds it exclusively.
+
+use std::io::ErrorKind;
+
+use dgidgi_actors::events::{Fence, StreamEvent};
+use dgidgi_actors::time;
+use serde::Serialize;
+use sqlx::{Any, Row, Transaction};
+
+use super::{Backend, Error, Result, Store};
+
+/// The PostgreSQL channel that carries `<node> <stream> <first seq> <last seq>` after each
+/// committed append.
+const EVENTS_CHANNEL: &str = "dgidgi_events";
+/// The PostgreSQL channel that carries `cancel <run id>` when a cancel is recorded.
+const CONTROL_CHANNEL: &str = "dgidgi_control";
+
+/// A node as its heartbeat shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Node {
+    pub id: String,
+    pub region: String,
+    pub version: String,
+    pub started_at: String,
+    pub heartbeat_at: String,
+    /// How many unfinished runs it holds the lease of.
+    pub runs: i64,
+}
+
+impl Store {
+    /// On SQLite, makes this process the only one serving the database file (a second
+    /// `dgidgi serve` on it refuses to start), and frees the runs an earlier process held:
+    /// no other node can be driving them. Nothing to do on PostgreSQL.
+    pub async fn hold_exclusively(&self) -> Result<()> {
+        let Some(db) = &self.sqlite_file else {
+            return Ok(());
+        };
+        let path = db.with_extension("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::Corrupt(format!("cannot open {}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Corrupt(format!(
+                    "another dgidgi process is serving {} (SQLite is one node; several nodes \
+                     share a PostgreSQL database)",
+                    db.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) if e.kind() == ErrorKind::Unsupported => {
+                tracing::warn!(file = %path.display(), "file locks unsupported here; not checking for a second process");
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::Corrupt(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+        if let Ok(mut held) = self.exclusive.lock() {
+            *held = Some(file);
+        }
+        sqlx::query(
+            "UPDATE runs SET owner = NULL, lease_expires_at = NULL \
+             WHERE status IN ('queued', 'running')",
+        )
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Writes this node's heartbeat and renews the leases of the runs it drives.
+    pub async fn heartbeat(&self, region: &str, version: &str, started_at: &str) -> Result<()> {
+        let now = time::now();
+        sqlx::query(
+            "INSERT INTO nodes (id, region, version, started_at, heartbeat_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(&*self.node)
+        .bind(region)
+        .bind(version)
+        .bind(started_at)
+        .bind(&now)
+        .execute(&self.writer)
+        .await?;
+        sqlx::query(
+            "UPDATE runs SET lease_expires_at = $2 \
+             WHERE owner = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(&*self.node)
+        .bind(time::later(self.lease))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// The nodes whose heartbeat is younger than a lease, with how many runs each holds.
+    pub async fn live_nodes(&self) -> Result<Vec<Node>> {
+        let rows = sqlx::query(
+            "SELECT n.id, n.region, n.version, n.started_at, n.heartbeat_at, \
+             (SELECT COUNT(*) FROM runs r WHERE r.owner = n.id AND r.status IN ('queued', 'running')) AS runs \
+             FROM nodes n WHERE n.heartbeat_at >= $1 ORDER BY n.id",
+        )
+        .bind(time::earlier(self.lease))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Node {
+                    id: row.try_get("id")?,
+                    region: row.try_get("region")?,
+                    version: row.try_get("version")?,
+                    started_at: row.try_get("started_at")?,
+                    heartbeat_at: row.try_get("heartbeat_at")?,
+                    runs: row.try_get("runs")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Claims run `id` for this node (see `RunStore::claim_run`); its new epoch.
+    pub(super) async fn claim(&self, id: &str) -> Result<Option<i64>> {
+        let now = time::now();
+        let row = sqlx::query(
+            "UPDATE runs SET owner = $2, epoch = epoch + 1, lease_expires_at = $3 \
+             WHERE id = $1 AND status IN ('queued', 'running') \
+             AND (owner IS NULL OR owner = $2 OR lease_expires_at IS NULL OR lease_expires_at < $4) \
+             RETURNING epoch",
+        )
+        .bind(id)
+        .bind(&*self.node)
+        .bind(time::later(self.lease))
+        .bind(&now)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(row.map(|r| r.try_get("epoch")).transpose()?)
+    }
+
+    /// Within a write: refuses it unless `fence` is still the run's latest claim, held by
+    /// this node. (On PostgreSQL the row stays locked until the write commits, so a claim
+    /// cannot slip in between.)
+    pub(super) async fn check_fence(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        fence: &Fence,
+    ) -> Result<()> {
+        held(tx, &self.node, fence).await
+    }
+
+    /// Records a cancel of run `id` and tells every node; false when the run has ended.
+    pub(super) async fn record_cancel(&self, id: &str) -> Result<bool> {
+        super::write_tx!(self, |tx| {
+            let marked = sqlx::query(
+                "UPDATE runs SET cancel_requested = 1 \
+                 WHERE id = $1 AND status IN ('queued', 'running')",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if marked == 1 && self.backend == Backend::Postgres {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CONTROL_CHANNEL)
+                    .bind(format!("cancel {id}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(marked == 1)
+        })
+    }
+}
+
+/// Refuses the write in `tx` unless `fence` is the run's latest claim and `node` holds it.
+pub(super) async fn held(tx: &mut Transaction<'_, Any>, node: &str, fence: &Fence) -> Result<()> {
+    let held =
+        sqlx::query("UPDATE runs SET epoch = epoch WHERE id = $1 AND epoch = $2 AND owner = $3")
+            .bind(&fence.run_id)
+            .bind(fence.epoch)
+            .bind(node)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    if held == 1 {
+        Ok(())
+    } else {
+        Err(Error::Fenced(format!(
+            "run {} is no longer driven by this node (claim {})",
+            fence.run_id, fence.epoch
+        )))
+    }
+}
+
+/// Within an append's transaction on PostgreSQL: tells every node which events of which
+/// streams it adds (delivered when it commits).
+pub(super) async fn announce(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    node: &str,
+    rows: &[(&str, &StreamEvent)],
+) -> Result<()> {
+    if backend != Backend::Postgres {
+        return Ok(());
+    }
+    let mut spans: Vec<(&str, i64, i64)> = Vec::new();
+    for (stream, event) in rows {
+        match spans.iter_mut().find(|(s, _, _)| s == stream) {
+            Some(span) => {
+                span.1 = span.1.min(event.seq);
+                span.2 = span.2.max(event.seq);
+            }
+            None => spans.push((stream, event.seq, event.seq)),
+        }
+    }
+    for (stream, first, last) in spans {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(format!("{node} {stream} {first} {last}"))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// What another node announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Node `node` appended events `first..=last` to `stream`.
+    Appended {
+        node: String,
+        stream: String,
+        first: i64,
+        last: i64,
+    },
+    /// A cancel of run `run_id` was recorded.
+    Cancel { run_id: String },
+}
+
+/// This node's listening connection (PostgreSQL): what other nodes announce.
+pub struct Notices(sqlx::postgres::PgListener);
+
+impl Notices {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+        listener
+            .listen_all([EVENTS_CHANNEL, CONTROL_CHANNEL])
+            .await?;
+        Ok(Self(listener))
+    }
+
+    /// The next notice (those that cannot be read are skipped).
+    pub async fn next(&mut self) -> Result<Notice> {
+        loop {
+            let note = self.0.recv().await?;
+            if let Some(notice) = parse(note.channel(), note.payload()) {
+                return Ok(notice);
+            }
+        }
+    }
+}
+
+fn parse(channel: &str, payload: &str) -> Option<Notice> {
+    if channel == CONTROL_CHANNEL {
+        let run_id = payload.strip_prefix("cancel ")?;
+        return Some(Notice::Cancel {
+            run_id: run_id.into(),
+        });
+    }
+    let mut parts = payload.split(' ');
+    let (node, stream) = (parts.next()?, parts.next()?);
+    let (first, last) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    Some(Notice::Appended {
+        node: node.into(),
+        stream: stream.into(),
+        first,
+        last,
+    })
+}

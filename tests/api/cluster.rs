@@ -1,0 +1,344 @@
+//! Several `dgidgi` processes on loopback ports sharing one fresh PostgreSQL database: a
+//! run's events reach subscribers on every node; a run whose owner dies (kill -9) or
+//! stops (SIGSTOP) past its lease is taken over and resumed, and the old owner cannot
+//! write to it any more; a restarted node leaves live runs with their owner; cancels go
+//! through any node.
+
+use std::time::Duration;
+
+use dgidgi_testkit::sse::{read_until, Frame, Frames};
+use dgidgi_testkit::{until, FreshDatabase};
+use serde_json::{json, Value};
+
+use crate::cli::{libc_kill, wait};
+use crate::fake_llm::{FakeLlm, Script};
+use crate::helpers::fresh_postgres;
+use crate::restart::{call, start, writer, Server};
+
+/// Leases short enough for a test (a dead owner's runs move within about 4 s), and the
+/// secrets every node of a cluster shares.
+const CLUSTER: [(&str, &str); 4] = [
+    ("DGIDGI__CLUSTER__HEARTBEAT_SECS", "1"),
+    ("DGIDGI__CLUSTER__LEASE_SECS", "3"),
+    (
+        "DGIDGI__AUTH__JWT_SECRET",
+        "a-test-secret-shared-by-every-node-of-the-cluster",
+    ),
+    (
+        "DGIDGI__SECRETS__KEY",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    ),
+];
+
+/// Three nodes on one fresh database, an operator's tenant with a project and an agent
+/// that may write files.
+struct Cluster {
+    nodes: Vec<Server>,
+    llm: FakeLlm,
+    key: String,
+    project: String,
+    agent: String,
+    dir: tempfile::TempDir,
+    db: FreshDatabase,
+}
+
+impl Cluster {
+    async fn start() -> Option<Self> {
+        let db = fresh_postgres("cluster").await?;
+        let dir = tempfile::tempdir().unwrap();
+        let llm = FakeLlm::start().await;
+        let (first, operator) = start(&db.url, &llm, dir.path(), true, &CLUSTER);
+        let (key, project, agent) = writer(&first.base, &operator.unwrap()).await;
+        let mut nodes = vec![first];
+        for _ in 0..2 {
+            nodes.push(start(&db.url, &llm, dir.path(), false, &CLUSTER).0);
+        }
+        Some(Self {
+            nodes,
+            llm,
+            key,
+            project,
+            agent,
+            dir,
+            db,
+        })
+    }
+
+    /// Starts a run of the agent through node `n`; its id.
+    async fn execute(&self, n: usize, goal: &str) -> String {
+        let run = call(
+            reqwest::Method::POST,
+            format!("{}/agents/{}/execute", self.nodes[n].base, self.agent),
+            &self.key,
+            Some(json!({ "goal": goal, "projectId": self.project })),
+        )
+        .await;
+        run["id"].as_str().unwrap().to_string()
+    }
+
+    fn run_url(&self, n: usize, run: &str) -> String {
+        format!("{}/agents/{}/runs/{run}", self.nodes[n].base, self.agent)
+    }
+
+    async fn run(&self, n: usize, run: &str) -> Value {
+        call(reqwest::Method::GET, self.run_url(n, run), &self.key, None).await
+    }
+
+    /// The run as node `n` shows it once it has ended (at most `limit`).
+    async fn ended(&self, n: usize, run: &str, limit: Duration) -> Value {
+        until(limit, || async {
+            let now = self.run(n, run).await;
+            (now["status"] != "running" && now["status"] != "queued").then_some(now)
+        })
+        .await
+        .unwrap_or_else(|| panic!("run {run} did not end"))
+    }
+
+    /// Opens the run's event stream on node `n` after event `last`.
+    async fn subscribe(&self, n: usize, run: &str, last: i64) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("{}/stream", self.run_url(n, run)))
+            .bearer_auth(&self.key)
+            .header("Last-Event-ID", last.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Every event of the run as node `n` streams it, to its end.
+    async fn events(&self, n: usize, run: &str) -> Vec<Frame> {
+        let text = self.subscribe(n, run, 0).await.text().await.unwrap();
+        Frames::parse_all(&text)
+    }
+
+    fn kill(&mut self, n: usize, signal: i32) {
+        unsafe { libc_kill(self.nodes[n].child.id() as i32, signal) };
+    }
+
+    async fn stop(mut self) {
+        for n in 0..self.nodes.len() {
+            self.kill(n, 9);
+            let _ = wait(&mut self.nodes[n].child, Duration::from_secs(10));
+        }
+        self.llm.stop().await;
+        drop(self.dir);
+        drop(self.db);
+    }
+}
+
+/// Reads `res` until `done` holds for the frames so far (at most 15 s); the frames.
+async fn frames_until(res: &mut reqwest::Response, done: impl Fn(&[Frame]) -> bool) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let read = read_until(res, |_, frame| {
+        frames.push(frame.clone());
+        done(&frames)
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(15), read).await;
+    frames
+}
+
+fn ids(frames: &[Frame]) -> Vec<i64> {
+    frames.iter().map(|f| f.id).collect()
+}
+
+fn count(frames: &[Frame], event: &str) -> usize {
+    frames.iter().filter(|f| f.event == event).count()
+}
+
+#[actix_web::test]
+async fn a_run_streams_through_any_node_and_survives_the_death_of_its_owner() {
+    let Some(mut c) = Cluster::start().await else {
+        return;
+    };
+    // Started through A, followed live through C, token for token.
+    let pieces = vec!["one ", "two ", "three ", "four ", "five ", "six"];
+    c.llm
+        .push(Script::Slow(pieces.clone(), Duration::from_millis(100)));
+    let run = c.execute(0, "count").await;
+    let mut live = c.subscribe(2, &run, 0).await;
+    let frames = frames_until(&mut live, |f| {
+        f.last().is_some_and(|f| f.event == "run.completed")
+    })
+    .await;
+    assert_eq!(ids(&frames), (1..=frames.len() as i64).collect::<Vec<_>>());
+    let text: String = frames
+        .iter()
+        .filter(|f| f.event == "token")
+        .map(|f| f.data["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, pieces.concat());
+
+    // A dies (kill -9) mid-run: B or C resumes it after its last finished step.
+    c.llm.push(Script::Tools(vec![(
+        "write_file",
+        json!({ "path": "notes.md", "content": "step one" }),
+    )]));
+    c.llm.push(Script::Stall(vec!["half a thought"]));
+    let run = c.execute(0, "write notes").await;
+    let mut watching = c.subscribe(1, &run, 0).await;
+    let before = frames_until(&mut watching, |f| {
+        f.iter().any(|f| f.event == "token" && f.data["step"] == 1)
+    })
+    .await;
+    drop(watching);
+    c.kill(0, 9);
+    wait(&mut c.nodes[0].child, Duration::from_secs(10)).expect("killed");
+    c.llm.push(Script::Text(vec!["resumed ", "and done"]));
+    let done = c.ended(1, &run, Duration::from_secs(20)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["output"], "resumed and done");
+    assert_eq!(
+        done["steps"].as_array().unwrap().len(),
+        2,
+        "step 0 was not run again"
+    );
+    // A subscriber that comes back to C after what it had misses and repeats nothing.
+    let last = before.last().unwrap().id;
+    let rest = frames_until(&mut c.subscribe(2, &run, last).await, |f| {
+        f.last().is_some_and(|f| f.event == "run.completed")
+    })
+    .await;
+    let all = [before, rest].concat();
+    assert_eq!(ids(&all), (1..=all.len() as i64).collect::<Vec<_>>());
+    assert_eq!(count(&all, "run.resumed"), 1);
+    assert_eq!(count(&all, "run.started"), 1);
+    c.stop().await;
+}
+
+#[actix_web::test]
+async fn a_restarted_node_leaves_a_live_run_with_its_owner() {
+    let Some(mut c) = Cluster::start().await else {
+        return;
+    };
+    c.llm
+        .push(Script::Slow(vec!["tick "; 30], Duration::from_millis(100)));
+    let run = c.execute(0, "tick").await;
+    let mut live = c.subscribe(0, &run, 0).await;
+    frames_until(&mut live, |f| count(f, "token") >= 3).await;
+    drop(live);
+    // B restarts while A drives the run: the new B does not take it.
+    c.kill(1, 15);
+    wait(&mut c.nodes[1].child, Duration::from_secs(10)).expect("B stopped");
+    let (db, llm) = (c.db.url.clone(), &c.llm);
+    c.nodes[1] = start(&db, llm, c.dir.path(), false, &CLUSTER).0;
+    let done = c.ended(1, &run, Duration::from_secs(20)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["output"], "tick ".repeat(30));
+    let frames = c.events(1, &run).await;
+    assert_eq!(ids(&frames), (1..=frames.len() as i64).collect::<Vec<_>>());
+    assert_eq!(
+        count(&frames, "run.resumed"),
+        0,
+        "nobody resumed a live run"
+    );
+    assert_eq!(count(&frames, "token"), 30);
+    c.stop().await;
+}
+
+#[actix_web::test]
+async fn an_owner_paused_past_its_lease_cannot_write_to_the_run_another_node_took() {
+    let Some(mut c) = Cluster::start().await else {
+        return;
+    };
+    c.llm
+        .push(Script::Slow(vec!["slow "; 100], Duration::from_millis(100)));
+    let run = c.execute(0, "take your time").await;
+    let mut live = c.subscribe(1, &run, 0).await;
+    frames_until(&mut live, |f| count(f, "token") >= 3).await;
+    drop(live);
+    // A stops (SIGSTOP) past its lease; B or C takes the run over and finishes it.
+    c.llm.push(Script::Text(vec!["taken ", "over"]));
+    c.kill(0, 19);
+    let done = c.ended(1, &run, Duration::from_secs(20)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["output"], "taken over");
+    let settled = c.events(1, &run).await;
+    // A goes on (SIGCONT) with its stream still coming: its writes are refused.
+    c.kill(0, 18);
+    let health = until(Duration::from_secs(5), || async {
+        let res = reqwest::get(format!("{}/../../healthz", c.nodes[0].base)).await;
+        res.ok().filter(|r| r.status().is_success())
+    })
+    .await;
+    assert!(health.is_some(), "A serves again");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = c.events(2, &run).await;
+    assert_eq!(
+        after, settled,
+        "nothing written after the new owner ended the run"
+    );
+    assert_eq!(ids(&after), (1..=after.len() as i64).collect::<Vec<_>>());
+    assert_eq!(count(&after, "run.resumed"), 1);
+    let shown = c.run(0, &run).await;
+    assert_eq!(shown["status"], "completed");
+    assert_eq!(shown["output"], "taken over");
+    // A's driver found its claim superseded and stopped: refused, not merely colliding.
+    let refused = until(Duration::from_secs(5), || async {
+        let log = c.nodes[0].log.lock().unwrap().clone();
+        log.contains("run taken over by another node").then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "A's driver was fenced off");
+    c.stop().await;
+}
+
+#[actix_web::test]
+async fn a_cancel_through_any_node_stops_the_run_where_it_is_driven() {
+    let Some(c) = Cluster::start().await else {
+        return;
+    };
+    let res = reqwest::Client::new()
+        .patch(format!(
+            "{}/tenants/{}/settings",
+            c.nodes[0].base,
+            tenant_of(&c).await
+        ))
+        .bearer_auth(&c.key)
+        .json(&json!({ "max_concurrent_runs": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    c.llm
+        .push(Script::Slow(vec!["busy "; 100], Duration::from_millis(50)));
+    let running = c.execute(0, "keep busy").await;
+    let mut live = c.subscribe(0, &running, 0).await;
+    frames_until(&mut live, |f| count(f, "token") >= 2).await;
+    drop(live);
+    // Queued on A behind the first run; cancelled through C before it ever starts.
+    let queued = c.execute(0, "wait your turn").await;
+    let cancelled = call(
+        reqwest::Method::POST,
+        format!("{}/cancel", c.run_url(2, &queued)),
+        &c.key,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert!(cancelled["started_at"].is_null());
+    // The running one, driven by A, cancelled through B.
+    let cancelled = call(
+        reqwest::Method::POST,
+        format!("{}/cancel", c.run_url(1, &running)),
+        &c.key,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let frames = c.events(2, &running).await;
+    assert_eq!(frames.last().unwrap().event, "run.cancelled");
+    assert!(count(&frames, "token") < 100);
+    c.stop().await;
+}
+
+/// The tenant of the cluster's key.
+async fn tenant_of(c: &Cluster) -> String {
+    let project = call(
+        reqwest::Method::GET,
+        format!("{}/projects/{}", c.nodes[0].base, c.project),
+        &c.key,
+        None,
+    )
+    .await;
+    project["tenant_id"].as_str().unwrap().to_string()
+}
