@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::http::KeyCache;
 use crate::store::{Notice, Notices, Store};
 use dgidgi_actors::events::{EventHub, EventLog};
 use dgidgi_actors::run::Runs;
@@ -58,6 +59,7 @@ pub async fn start_heartbeat(
     runs: Runs,
     region: String,
     every: Duration,
+    rate_window: Duration,
 ) -> anyhow::Result<Heartbeat> {
     let heartbeat = Heartbeat::default();
     let started_at = dgidgi_actors::time::now();
@@ -76,6 +78,11 @@ pub async fn start_heartbeat(
                     continue;
                 }
             }
+            // Shared rate counters of windows long over.
+            let before = unix_secs().saturating_sub(2 * rate_window.as_secs().max(1));
+            if let Err(e) = store.forget_rate_windows(before).await {
+                tracing::debug!(error = %e, "old rate counters not dropped");
+            }
             match runs.reclaim().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(runs = n, "taking up unfinished runs no live node drives"),
@@ -90,7 +97,13 @@ pub async fn start_heartbeat(
 /// those streams) and for cancels (stopping the runs this node drives), until the store
 /// closes. The listening connection lives on a thread of its own, whose runtime outlives
 /// it (sqlx returns a listener's connection on a task of the runtime it drops in).
-pub fn listen(url: String, store: Store, hub: EventHub, runs: Runs) -> std::io::Result<()> {
+pub fn listen(
+    url: String,
+    store: Store,
+    hub: EventHub,
+    runs: Runs,
+    keys: KeyCache,
+) -> std::io::Result<()> {
     let closing = store.closing();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -102,7 +115,7 @@ pub fn listen(url: String, store: Store, hub: EventHub, runs: Runs) -> std::io::
                 loop {
                     tokio::select! {
                         _ = closing.cancelled() => return,
-                        followed = follow(&url, &store, &hub, &runs) => {
+                        followed = follow(&url, &store, &hub, &runs, &keys) => {
                             if let Err(e) = followed {
                                 tracing::warn!(error = %e, "cluster notifications lost; listening again");
                             }
@@ -118,12 +131,22 @@ pub fn listen(url: String, store: Store, hub: EventHub, runs: Runs) -> std::io::
     Ok(())
 }
 
-async fn follow(url: &str, store: &Store, hub: &EventHub, runs: &Runs) -> anyhow::Result<()> {
+async fn follow(
+    url: &str,
+    store: &Store,
+    hub: &EventHub,
+    runs: &Runs,
+    keys: &KeyCache,
+) -> anyhow::Result<()> {
     let mut notices = Notices::connect(url).await?;
     loop {
         let (node, stream, first, last) = match notices.next().await? {
             Notice::Cancel { run_id } => {
                 runs.cancel_here(&run_id);
+                continue;
+            }
+            Notice::Keys(change) => {
+                keys.forget(&change);
                 continue;
             }
             Notice::Appended {

@@ -1,6 +1,7 @@
 //! Fixed-window rate limiting: a budget per API key and a ceiling per tenant, both reset at
-//! the end of each window. Counts live in this process; with several nodes each node
-//! counts its own share.
+//! the end of each window. These counts live in this process, for one node (SQLite); nodes
+//! sharing PostgreSQL count in the database instead (`Store::count_request`), by the same
+//! rule.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -159,15 +159,18 @@ impl Application {
             runs.clone(),
             config.node.region.clone(),
             Duration::from_secs(config.cluster.heartbeat_secs.max(1)),
+            Duration::from_secs(config.rate_limit.window_secs),
         )
         .await
         .context("writing this node's first heartbeat")?;
+        let keys = crate::http::KeyCache::default();
         if store.backend() == crate::store::Backend::Postgres {
             crate::cluster::listen(
                 config.database.url.clone(),
                 store.clone(),
                 runs.hub().clone(),
                 runs.clone(),
+                keys.clone(),
             )
             .context("starting the cluster listener")?;
         }
@@ -204,6 +207,7 @@ impl Application {
             metrics,
             webhook_actor,
             heartbeat,
+            keys,
         });
         let shared = state.clone();
         let server = HttpServer::new(move || {

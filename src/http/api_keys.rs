@@ -168,7 +168,9 @@ pub async fn revoke_key(
         .revoke_key(&id, principal.tenant_id.as_deref(), &now_rfc3339())
         .await?
         .ok_or_else(|| ApiError::not_found("api_key", &id))?;
-    state.forget_keys(|k| k.key.id == revoked.id);
+    state
+        .forget_keys(crate::store::KeysChanged::Key(revoked.id.clone()))
+        .await;
     Ok(Reply::ok(revoked))
 }
 

@@ -133,12 +133,10 @@ pub async fn authenticate(
         tracing::Span::current().record("tenant_id", tenant.as_str());
     }
     let now = unix_now();
-    let decision = state.limiter.check(
-        &principal.key_id,
-        principal.scope_key(),
-        state.limits_for(&principal.plan),
-        now,
-    );
+    let decision = match state.count_request(&principal, now).await {
+        Ok(decision) => decision,
+        Err(e) => return Ok(req.error_response(e)),
+    };
     if !decision.allowed {
         metrics::counter!("dgidgi_rate_limit_rejections_total").increment(1);
         let mut res = req.error_response(ApiError::RateLimited);

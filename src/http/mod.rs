@@ -31,7 +31,7 @@ use crate::auth::Principal;
 use crate::ids::IdKind;
 pub use error::ApiError;
 pub use middleware::{request_context as middleware_request_context, unix_now};
-pub use state::{AppState, Services};
+pub use state::{AppState, KeyCache, Services};
 
 /// Unknown routes: 404 in the seed's envelope; a known path with another method: 405.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -14,8 +14,8 @@ use super::{unix_now, ApiError};
 use crate::auth::{hash_key, parse_key, JwtIssuer, KeyType, Principal};
 use crate::config::{Config, PlanLimits, OPERATOR_PLAN};
 use crate::ids::now_rfc3339;
-use crate::ratelimit::RateLimiter;
-use crate::store::{KeyWithPlan, Store};
+use crate::ratelimit::{Decision, RateLimiter};
+use crate::store::{KeyWithPlan, KeysChanged, Store};
 
 /// What the application is built from; [`AppState::new`] adds the per-process parts.
 pub struct Services {
@@ -33,6 +33,25 @@ pub struct Services {
     pub webhook_actor: std::sync::Arc<dgidgi_actors::ActorMeta>,
     /// This node's heartbeat (see `cluster`).
     pub heartbeat: crate::cluster::Heartbeat,
+    /// Keys read lately; the cluster listener clears what other nodes revoke.
+    pub keys: KeyCache,
+}
+
+/// Keys read in the last [`KEY_CACHE_SECS`], by `h:<hash>` or `i:<id>`: most requests
+/// authenticate without a query. A revocation or a plan change clears the entries at once
+/// on the node that made it, and (on PostgreSQL) on every other node when its
+/// announcement arrives.
+#[derive(Clone, Default)]
+pub struct KeyCache(Arc<DashMap<String, (KeyWithPlan, u64)>>);
+
+impl KeyCache {
+    /// Drops the cached copies of the keys `change` names.
+    pub fn forget(&self, change: &KeysChanged) {
+        self.0.retain(|_, (cached, _)| match change {
+            KeysChanged::Key(id) => cached.key.id != *id,
+            KeysChanged::Tenant(id) => cached.key.tenant_id.as_deref() != Some(id.as_str()),
+        });
+    }
 }
 
 /// What every handler may use; one per process, shared by all workers: the services
@@ -46,10 +65,6 @@ pub struct AppState {
     /// When each key's `last_used_at` was last written (Unix seconds), so that it is
     /// written at most once a minute per key rather than on every request.
     key_touched: DashMap<String, u64>,
-    /// Keys read in the last [`KEY_CACHE_SECS`], by `h:<hash>` or `i:<id>`: most requests
-    /// authenticate without a query. Revocations and plan changes on this node clear them
-    /// at once; another node sees them within the cache's age.
-    key_cache: DashMap<String, (KeyWithPlan, u64)>,
     /// Event streams open now, by `k:<key id>` and `t:<tenant id>` (see `sse::StreamSlot`).
     pub open_streams: Arc<DashMap<String, usize>>,
 }
@@ -71,7 +86,6 @@ impl AppState {
             services,
             shutdown: tokio_util::sync::CancellationToken::new(),
             key_touched: DashMap::new(),
-            key_cache: DashMap::new(),
             open_streams: Arc::new(DashMap::new()),
         })
     }
@@ -144,24 +158,63 @@ impl AppState {
         load: impl std::future::Future<Output = crate::store::Result<Option<KeyWithPlan>>>,
     ) -> Result<Option<KeyWithPlan>, ApiError> {
         let now = unix_now();
-        if let Some(hit) = self.key_cache.get(&cache_key) {
+        let cache = &self.keys.0;
+        if let Some(hit) = cache.get(&cache_key) {
             if now < hit.1 + KEY_CACHE_SECS {
                 return Ok(Some(hit.0.clone()));
             }
         }
         let found = load.await?;
         if let Some(key) = &found {
-            if self.key_cache.len() > 100_000 {
-                self.key_cache.clear();
+            if cache.len() > 100_000 {
+                cache.clear();
             }
-            self.key_cache.insert(cache_key, (key.clone(), now));
+            cache.insert(cache_key, (key.clone(), now));
         }
         Ok(found)
     }
 
-    /// Drops cached keys that `stale` matches (after a revocation or a plan change).
-    pub fn forget_keys(&self, stale: impl Fn(&KeyWithPlan) -> bool) {
-        self.key_cache.retain(|_, (key, _)| !stale(key));
+    /// Drops the cached copies of the keys `change` names (after a revocation or a plan
+    /// change), here and on every other node.
+    pub async fn forget_keys(&self, change: KeysChanged) {
+        self.keys.forget(&change);
+        if let Err(e) = self.store.announce_keys(&change).await {
+            tracing::warn!(error = %e, ?change, "other nodes not told of a key change; their caches expire it");
+        }
+    }
+
+    /// Counts one request of `principal` at Unix time `now` against its key's and its
+    /// tenant's budgets: in the database when several nodes share it, else here.
+    pub async fn count_request(
+        &self,
+        principal: &Principal,
+        now: u64,
+    ) -> Result<Decision, ApiError> {
+        let limits = self.limits_for(&principal.plan);
+        if !self.store.shares_rate_limits() {
+            return Ok(self
+                .limiter
+                .check(&principal.key_id, principal.scope_key(), limits, now));
+        }
+        let window = self.config.rate_limit.window_secs.max(1);
+        let start = now - now % window;
+        let (allowed, by_key, by_tenant) = self
+            .store
+            .count_request(
+                &principal.key_id,
+                principal.scope_key(),
+                start,
+                limits.per_key,
+                limits.per_tenant,
+            )
+            .await?;
+        let left = |limit: u32, used: i64| (i64::from(limit) - used).max(0) as u32;
+        Ok(Decision {
+            allowed,
+            limit: limits.per_key,
+            remaining: left(limits.per_key, by_key).min(left(limits.per_tenant, by_tenant)),
+            reset: start + window,
+        })
     }
 
     /// Refuses revoked and expired keys.

@@ -217,7 +217,9 @@ pub async fn update_tenant_settings(
         .map_err(|e| not_found_as(e, &id))?;
     if plan_changed {
         // Keys carry their tenant's plan (its rate limits): read them again.
-        state.forget_keys(|k| k.key.tenant_id.as_deref() == Some(tenant.id.as_str()));
+        state
+            .forget_keys(crate::store::KeysChanged::Tenant(tenant.id.clone()))
+            .await;
     }
     Ok(Reply::ok(tenant))
 }

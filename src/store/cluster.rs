@@ -177,6 +177,80 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Whether rate limits are counted in the database (PostgreSQL: shared by every node)
+    /// rather than in each process.
+    pub fn shares_rate_limits(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
+
+    /// Counts one request of key `key` in tenant `tenant` in the window that started at
+    /// `window_start` (Unix seconds), unless either has spent its budget: whether it is
+    /// allowed, then the key's and the tenant's counts. PostgreSQL only.
+    pub async fn count_request(
+        &self,
+        key: &str,
+        tenant: &str,
+        window_start: u64,
+        per_key: u32,
+        per_tenant: u32,
+    ) -> Result<(bool, i64, i64)> {
+        let row = sqlx::query(
+            "SELECT allowed, key_count, tenant_count FROM dgidgi_rate_check($1, $2, $3, $4, $5)",
+        )
+        .bind(format!("k:{key}"))
+        .bind(format!("t:{tenant}"))
+        .bind(window_start as i64)
+        .bind(i64::from(per_key))
+        .bind(i64::from(per_tenant))
+        .fetch_one(&self.writer)
+        .await?;
+        Ok((
+            row.try_get("allowed")?,
+            row.try_get("key_count")?,
+            row.try_get("tenant_count")?,
+        ))
+    }
+
+    /// Drops the rate counters of windows that started before `before` (PostgreSQL).
+    pub async fn forget_rate_windows(&self, before: u64) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("DELETE FROM rate_counters WHERE window_start < $1")
+                .bind(before as i64)
+                .execute(&self.writer)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Tells every node (PostgreSQL) that the keys `change` names were revoked or changed
+    /// plan, so that none serves them from its cache any more.
+    pub async fn announce_keys(&self, change: &KeysChanged) -> Result<()> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        let payload = match change {
+            KeysChanged::Key(id) => format!("keys key {id}"),
+            KeysChanged::Tenant(id) => format!("keys tenant {id}"),
+        };
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CONTROL_CHANNEL)
+            .bind(payload)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Keys whose cached copies are stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeysChanged {
+    /// One key (revoked).
+    Key(String),
+    /// Every key of a tenant (its plan changed).
+    Tenant(String),
+}
+
 /// Refuses the write in `tx` unless `fence` is the run's latest claim and `node` holds it.
 pub(super) async fn held(tx: &mut Transaction<'_, Any>, node: &str, fence: &Fence) -> Result<()> {
     let held =
@@ -240,6 +314,8 @@ pub enum Notice {
     },
     /// A cancel of run `run_id` was recorded.
     Cancel { run_id: String },
+    /// Keys were revoked or changed plan.
+    Keys(KeysChanged),
 }
 
 /// This node's listening connection (PostgreSQL): what other nodes announce.
@@ -267,6 +343,13 @@ impl Notices {
 
 fn parse(channel: &str, payload: &str) -> Option<Notice> {
     if channel == CONTROL_CHANNEL {
+        if let Some(keys) = payload.strip_prefix("keys ") {
+            return Some(Notice::Keys(match keys.split_once(' ')? {
+                ("key", id) => KeysChanged::Key(id.into()),
+                ("tenant", id) => KeysChanged::Tenant(id.into()),
+                _ => return None,
+            }));
+        }
         let run_id = payload.strip_prefix("cancel ")?;
         return Some(Notice::Cancel {
             run_id: run_id.into(),

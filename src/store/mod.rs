@@ -20,7 +20,7 @@ mod users;
 mod webhooks;
 
 pub use agents::{Agent, AgentConfig};
-pub use cluster::{Node, Notice, Notices};
+pub use cluster::{KeysChanged, Node, Notice, Notices};
 pub use idempotency::{IdempotencyRecord, Reservation};
 pub use keys::{ApiKeyRecord, KeyWithPlan, NewApiKey};
 pub use outbox::OutboxEvent;

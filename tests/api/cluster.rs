@@ -15,9 +15,12 @@ use crate::fake_llm::{FakeLlm, Script};
 use crate::helpers::fresh_postgres;
 use crate::restart::{call, start, writer, Server};
 
-/// Leases short enough for a test (a dead owner's runs move within about 4 s), and the
-/// secrets every node of a cluster shares.
-const CLUSTER: [(&str, &str); 4] = [
+/// Leases short enough for a test (a dead owner's runs move within about 4 s), the
+/// secrets every node of a cluster shares, and an hour-long rate window in which the
+/// starter plan allows a key 7 requests.
+const CLUSTER: [(&str, &str); 6] = [
+    ("DGIDGI__RATE_LIMIT__WINDOW_SECS", "3600"),
+    ("DGIDGI__PLANS__STARTER__RATE_LIMIT__PER_KEY", "7"),
     ("DGIDGI__CLUSTER__HEARTBEAT_SECS", "1"),
     ("DGIDGI__CLUSTER__LEASE_SECS", "3"),
     (
@@ -34,6 +37,7 @@ const CLUSTER: [(&str, &str); 4] = [
 /// that may write files.
 struct Cluster {
     nodes: Vec<Server>,
+    operator: String,
     llm: FakeLlm,
     key: String,
     project: String,
@@ -48,13 +52,15 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let llm = FakeLlm::start().await;
         let (first, operator) = start(&db.url, &llm, dir.path(), true, &CLUSTER);
-        let (key, project, agent) = writer(&first.base, &operator.unwrap()).await;
+        let operator = operator.unwrap();
+        let (key, project, agent) = writer(&first.base, &operator).await;
         let mut nodes = vec![first];
         for _ in 0..2 {
             nodes.push(start(&db.url, &llm, dir.path(), false, &CLUSTER).0);
         }
         Some(Self {
             nodes,
+            operator,
             llm,
             key,
             project,
@@ -341,4 +347,82 @@ async fn tenant_of(c: &Cluster) -> String {
     )
     .await;
     project["tenant_id"].as_str().unwrap().to_string()
+}
+
+/// `GET /projects` with `key` on each node in turn, `times` times: the statuses, and
+/// whether every answer was counted in one rate window.
+async fn round_robin(c: &Cluster, key: &str, times: usize) -> (Vec<u16>, bool) {
+    let client = reqwest::Client::new();
+    let (mut statuses, mut windows) = (Vec::new(), std::collections::BTreeSet::new());
+    for i in 0..times {
+        let res = client
+            .get(format!("{}/projects", c.nodes[i % c.nodes.len()].base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+        if let Some(reset) = res.headers().get("x-ratelimit-reset") {
+            windows.insert(reset.to_str().unwrap().to_string());
+        }
+    }
+    (statuses, windows.len() == 1)
+}
+
+#[actix_web::test]
+async fn rate_limits_and_revocations_hold_across_nodes() {
+    let Some(c) = Cluster::start().await else {
+        return;
+    };
+    let tenant = call(
+        reqwest::Method::POST,
+        format!("{}/tenants", c.nodes[0].base),
+        &c.operator,
+        Some(json!({ "name": "Limited", "plan": "starter" })),
+    )
+    .await;
+    let key = tenant["api_key"]["key"].as_str().unwrap().to_string();
+    // 7 requests per window for the key, counted together by the three nodes.
+    let (statuses, one_window) = round_robin(&c, &key, 21).await;
+    if one_window {
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            7,
+            "{statuses:?}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 429).count(),
+            14,
+            "{statuses:?}"
+        );
+    }
+
+    // A key that B has just used (and cached) is revoked on A: B refuses its next request.
+    let made = call(
+        reqwest::Method::POST,
+        format!("{}/api-keys", c.nodes[0].base),
+        &c.key,
+        Some(json!({ "name": "short-lived", "type": "int" })),
+    )
+    .await;
+    let (short, id) = (made["key"].as_str().unwrap(), made["id"].as_str().unwrap());
+    let (statuses, _) = round_robin(&c, short, 3).await;
+    assert_eq!(statuses, [200, 200, 200]);
+    let revoked = reqwest::Client::new()
+        .delete(format!("{}/api-keys/{id}", c.nodes[0].base))
+        .bearer_auth(&c.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    for node in &c.nodes[1..] {
+        let res = reqwest::Client::new()
+            .get(format!("{}/projects", node.base))
+            .bearer_auth(short)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "a revoked key is refused on every node");
+    }
+    c.stop().await;
 }
