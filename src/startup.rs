@@ -121,6 +121,8 @@ impl Application {
             },
             poll_every: Duration::from_millis(config.webhooks.poll_ms),
             batch: 64,
+            // An attempt takes at most the timeout; its record follows at once.
+            hold: Duration::from_secs(config.webhooks.timeout_secs * 2 + 5),
         };
         let (webhook_store, webhook_sender): (Arc<dyn WebhookStore>, Arc<dyn WebhookSender>) =
             (Arc::new(store.clone()), Arc::new(sender));

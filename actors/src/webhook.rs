@@ -46,8 +46,13 @@ pub enum Outcome {
 pub trait WebhookStore: Send + Sync + 'static {
     /// Creates the deliveries of outbox events not yet fanned out; returns how many events.
     async fn fan_out(&self, limit: usize) -> Result<usize, StoreFailure>;
-    /// Pending deliveries due now, of enabled endpoints.
-    async fn due_deliveries(&self, limit: usize) -> Result<Vec<DueDelivery>, StoreFailure>;
+    /// Claims pending deliveries due now, of enabled endpoints: none of them is due again
+    /// (on any node) for `hold`, unless its attempt is recorded first.
+    async fn due_deliveries(
+        &self,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<DueDelivery>, StoreFailure>;
     /// Records an attempt: its outcome, the next retry (`None`: no more), and the
     /// endpoint's health (see [`Disable`]).
     async fn record_attempt(
@@ -84,6 +89,9 @@ pub struct WebhookSettings {
     pub poll_every: Duration,
     /// Deliveries sent at once in one round.
     pub batch: usize,
+    /// How long a claimed delivery is left to its node before another may attempt it
+    /// (longer than an attempt can take).
+    pub hold: Duration,
 }
 
 /// Wait before the next attempt after `attempts` failed ones, with ±10% jitter; `None`
@@ -162,7 +170,7 @@ async fn round(
             0
         }
     };
-    let due = match store.due_deliveries(settings.batch).await {
+    let due = match store.due_deliveries(settings.batch, settings.hold).await {
         Ok(due) => due,
         Err(e) => {
             meta.record_error(&format!("due deliveries: {e}"));

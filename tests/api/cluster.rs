@@ -16,9 +16,12 @@ use crate::helpers::fresh_postgres;
 use crate::restart::{call, start, writer, Server};
 
 /// Leases short enough for a test (a dead owner's runs move within about 4 s), the
-/// secrets every node of a cluster shares, and an hour-long rate window in which the
-/// starter plan allows a key 7 requests.
-const CLUSTER: [(&str, &str); 6] = [
+/// secrets every node of a cluster shares, an hour-long rate window in which the starter
+/// plan allows a key 7 requests, and webhooks sent fast to loopback receivers.
+const CLUSTER: [(&str, &str); 9] = [
+    ("DGIDGI__OUTBOUND__ALLOW_PRIVATE_TARGETS", "true"),
+    ("DGIDGI__WEBHOOKS__POLL_MS", "50"),
+    ("DGIDGI__WEBHOOKS__TIMEOUT_SECS", "1"),
     ("DGIDGI__RATE_LIMIT__WINDOW_SECS", "3600"),
     ("DGIDGI__PLANS__STARTER__RATE_LIMIT__PER_KEY", "7"),
     ("DGIDGI__CLUSTER__HEARTBEAT_SECS", "1"),
@@ -424,5 +427,65 @@ async fn rate_limits_and_revocations_hold_across_nodes() {
             .unwrap();
         assert_eq!(res.status(), 401, "a revoked key is refused on every node");
     }
+    c.stop().await;
+}
+
+/// How many requests `got` has of each `webhook-id`.
+fn by_webhook_id(got: &[crate::webhooks::Received]) -> std::collections::BTreeMap<String, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for request in got {
+        let id = request.headers["webhook-id"].to_str().unwrap().to_string();
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[actix_web::test]
+async fn three_nodes_deliver_each_webhook_once_and_lose_none_when_one_dies() {
+    let Some(c) = Cluster::start().await else {
+        return;
+    };
+    let receiver = crate::webhooks::Receiver::start().await;
+    call(
+        reqwest::Method::POST,
+        format!("{}/webhooks", c.nodes[0].base),
+        &c.key,
+        Some(json!({ "url": receiver.url, "events": ["project.created"] })),
+    )
+    .await;
+    let bases: Vec<String> = c.nodes.iter().map(|n| n.base.clone()).collect();
+    let create = |n: usize, name: String| {
+        let url = format!("{}/projects", bases[n]);
+        let key = c.key.clone();
+        async move {
+            call(
+                reqwest::Method::POST,
+                url,
+                &key,
+                Some(json!({ "name": name })),
+            )
+            .await
+        }
+    };
+    for i in 0..30 {
+        create(i % 3, format!("p{i}")).await;
+    }
+    receiver.wait_for(|g| by_webhook_id(g).len() >= 30).await;
+    // Three nodes poll the same deliveries every 50 ms: none is sent twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = by_webhook_id(&receiver.got());
+    assert_eq!(seen.len(), 30);
+    assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+
+    // A dies; what happens next is delivered by B and C, all of it.
+    unsafe { libc_kill(c.nodes[0].child.id() as i32, 9) };
+    for i in 0..10 {
+        create(1 + i % 2, format!("q{i}")).await;
+    }
+    receiver.wait_for(|g| by_webhook_id(g).len() >= 40).await;
+    let seen = by_webhook_id(&receiver.got());
+    assert_eq!(seen.len(), 40);
+    assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+    receiver.stop().await;
     c.stop().await;
 }

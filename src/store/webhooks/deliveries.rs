@@ -12,8 +12,11 @@ use sqlx::Row;
 
 use super::endpoints::Endpoint;
 use crate::ids::{now_rfc3339, IdKind};
-use crate::store::{for_actors, json_column, write_tx, Error, Page, Paged, Result, Store};
+use crate::store::{for_actors, json_column, write_tx, Backend, Error, Page, Paged, Result, Store};
 use dgidgi_actors::time::{earlier, later};
+
+/// The advisory lock (PostgreSQL) of the node fanning the outbox out.
+const FAN_OUT_LOCK: i64 = 0x6467_6964_6769; // "dgidgi"
 
 /// A delivery to queue (due now).
 struct NewDelivery<'a> {
@@ -148,20 +151,37 @@ impl Store {
         Ok(page.paged(items, |d| &d.id))
     }
 
+    /// Makes the deliveries of up to `limit` outbox events after the cursor. One node at a
+    /// time: on PostgreSQL the transaction holds an advisory lock, and a node that cannot
+    /// take it leaves the round to the one that has it.
     async fn fan_out_events(&self, limit: usize) -> Result<usize> {
-        let cursor = self.setting_or_init("webhooks.cursor", String::new).await?;
-        let events = sqlx::query(
-            "SELECT id, tenant_id, event_type, payload, created_at FROM outbox WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(&cursor)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        let Some(last) = events.last() else {
-            return Ok(0);
-        };
-        let last: String = last.try_get("id")?;
+        self.setting_or_init("webhooks.cursor", String::new).await?;
         write_tx!(self, |tx| {
+            if self.backend == Backend::Postgres {
+                let row = sqlx::query("SELECT pg_try_advisory_xact_lock($1) AS mine")
+                    .bind(FAN_OUT_LOCK)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if !row.try_get::<bool, _>("mine")? {
+                    return Ok(0);
+                }
+            }
+            let cursor: String =
+                sqlx::query("SELECT value FROM runtime_settings WHERE name = 'webhooks.cursor'")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("value")?;
+            let events = sqlx::query(
+                "SELECT id, tenant_id, event_type, payload, created_at FROM outbox WHERE id > $1 ORDER BY id LIMIT $2",
+            )
+            .bind(&cursor)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(last) = events.last() else {
+                return Ok(0);
+            };
+            let last: String = last.try_get("id")?;
             for event in &events {
                 let (id, tenant, kind, created): (String, String, String, String) = (
                     event.try_get("id")?,
@@ -215,18 +235,55 @@ impl WebhookStore for Store {
         for_actors(self.fan_out_events(limit).await)
     }
 
-    async fn due_deliveries(&self, limit: usize) -> Result<Vec<DueDelivery>, StoreFailure> {
+    async fn due_deliveries(
+        &self,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<DueDelivery>, StoreFailure> {
         let now = now_rfc3339();
-        let rows = sqlx::query(
+        // Claimed: not due again (for another node either) until `hold` has passed, when a
+        // claim its node never answered (it died) is retried under the same delivery id.
+        // PostgreSQL skips the rows another node is claiming; SQLite has one writer.
+        let skip_locked = match self.backend {
+            Backend::Postgres => " FOR UPDATE OF d SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let claim = format!(
+            "UPDATE webhook_deliveries SET next_attempt_at = $3 WHERE id IN (\
+             SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled = 1 \
+             ORDER BY d.next_attempt_at LIMIT $2{skip_locked}) RETURNING id"
+        );
+        let claimed = sqlx::query(&claim)
+            .bind(&now)
+            .bind(limit as i64)
+            .bind(later(hold))
+            .fetch_all(&self.writer)
+            .await
+            .map_err(|e| StoreFailure::from(Error::from(e)))?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = claimed
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| StoreFailure::from(Error::from(e)))?;
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let read = format!(
             "SELECT d.id, d.endpoint_id, e.url, d.body, d.attempts, e.secret, e.previous_secret, \
              e.previous_secret_expires_at FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled = 1 ORDER BY d.next_attempt_at LIMIT $2",
-        )
-        .bind(&now)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| StoreFailure::from(Error::from(e)))?;
+             WHERE d.id IN ({}) ORDER BY d.next_attempt_at, d.id",
+            marks.join(", ")
+        );
+        let mut query = sqlx::query(&read);
+        for id in &ids {
+            query = query.bind(id);
+        }
+        let rows = query
+            .fetch_all(&self.writer)
+            .await
+            .map_err(|e| StoreFailure::from(Error::from(e)))?;
         rows.iter()
             .map(|row| {
                 let previous: Option<String> = row.try_get("previous_secret")?;
