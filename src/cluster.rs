@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::http::KeyCache;
 use crate::store::{Notice, Notices, Store};
+use dgidgi_actors::chat::Sessions;
 use dgidgi_actors::events::{EventHub, EventLog};
 use dgidgi_actors::run::Runs;
 
@@ -57,6 +58,7 @@ impl Heartbeat {
 pub async fn start_heartbeat(
     store: Store,
     runs: Runs,
+    sessions: Sessions,
     region: String,
     every: Duration,
     rate_window: Duration,
@@ -88,6 +90,9 @@ pub async fn start_heartbeat(
                 Ok(n) => tracing::info!(runs = n, "taking up unfinished runs no live node drives"),
                 Err(e) => tracing::debug!(error = %e, "unfinished runs not looked up"),
             }
+            if let Err(e) = sessions.recover().await {
+                tracing::debug!(error = %e, "unanswered chat sessions not looked up");
+            }
         }
     });
     Ok(heartbeat)
@@ -102,6 +107,7 @@ pub fn listen(
     store: Store,
     hub: EventHub,
     runs: Runs,
+    sessions: Sessions,
     keys: KeyCache,
 ) -> std::io::Result<()> {
     let closing = store.closing();
@@ -115,7 +121,7 @@ pub fn listen(
                 loop {
                     tokio::select! {
                         _ = closing.cancelled() => return,
-                        followed = follow(&url, &store, &hub, &runs, &keys) => {
+                        followed = follow(&url, &store, &hub, &runs, &sessions, &keys) => {
                             if let Err(e) = followed {
                                 tracing::warn!(error = %e, "cluster notifications lost; listening again");
                             }
@@ -136,6 +142,7 @@ async fn follow(
     store: &Store,
     hub: &EventHub,
     runs: &Runs,
+    sessions: &Sessions,
     keys: &KeyCache,
 ) -> anyhow::Result<()> {
     let mut notices = Notices::connect(url).await?;
@@ -147,6 +154,10 @@ async fn follow(
             }
             Notice::Keys(change) => {
                 keys.forget(&change);
+                continue;
+            }
+            Notice::Session { session_id, notice } => {
+                sessions.notice(&session_id, notice);
                 continue;
             }
             Notice::Appended {

@@ -103,6 +103,18 @@ impl Application {
             },
             arbiters,
         );
+        // The heartbeat renews this node's leases and takes up runs no live node drives
+        // (their owner died, or their actor here gave up while the database was away).
+        let heartbeat = crate::cluster::start_heartbeat(
+            store.clone(),
+            runs.clone(),
+            sessions.clone(),
+            config.node.region.clone(),
+            Duration::from_secs(config.cluster.heartbeat_secs.max(1)),
+            Duration::from_secs(config.rate_limit.window_secs),
+        )
+        .await
+        .context("writing this node's first heartbeat")?;
         let sender = HttpSender::new(
             sealer.clone(),
             Duration::from_secs(config.webhooks.timeout_secs),
@@ -154,17 +166,7 @@ impl Application {
                 "answering chat sessions left unfinished by the last process"
             );
         }
-        // The heartbeat renews this node's leases and takes up runs no live node drives
-        // (their owner died, or their actor here gave up while the database was away).
-        let heartbeat = crate::cluster::start_heartbeat(
-            store.clone(),
-            runs.clone(),
-            config.node.region.clone(),
-            Duration::from_secs(config.cluster.heartbeat_secs.max(1)),
-            Duration::from_secs(config.rate_limit.window_secs),
-        )
-        .await
-        .context("writing this node's first heartbeat")?;
+
         let keys = crate::http::KeyCache::default();
         if store.backend() == crate::store::Backend::Postgres {
             crate::cluster::listen(
@@ -172,6 +174,7 @@ impl Application {
                 store.clone(),
                 runs.hub().clone(),
                 runs.clone(),
+                sessions.clone(),
                 keys.clone(),
             )
             .context("starting the cluster listener")?;

@@ -319,12 +319,20 @@ impl DomainEvent {
     }
 }
 
-/// What a run's writes carry so that only its owner's land: the run and the epoch of the
-/// claim the writer holds. A write with an older epoch is refused (`StoreFailure::fenced`).
+/// What a writer's writes carry so that only its owner's land: what it owns (a run, a chat
+/// session) and the epoch of the claim it holds. A write with an older epoch is refused
+/// (`StoreFailure::fenced`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
-    pub run_id: String,
+    pub owned: Owned,
     pub epoch: i64,
+}
+
+/// What a node owns while it drives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owned {
+    Run(String),
+    Session(String),
 }
 
 /// Durable, ordered storage of stream events.

@@ -56,6 +56,11 @@ impl EventWriter {
         }
     }
 
+    /// The claim this writer's writes carry, if any.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
+    }
+
     /// The same writer, its appends carrying `fence`.
     pub fn fenced(mut self, fence: Fence) -> Self {
         self.fence = Some(fence);

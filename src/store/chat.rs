@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use dgidgi_actors::agent::Agent;
-use dgidgi_actors::chat::{ChatStore, Message, Session};
-use dgidgi_actors::events::StreamEvent;
+use dgidgi_actors::chat::{ChatStore, Message, Session, SessionNotice};
+use dgidgi_actors::events::{Fence, StreamEvent};
 use dgidgi_actors::StoreFailure;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -196,11 +196,14 @@ impl ChatStore for Store {
 
     async fn unfinished_sessions(&self) -> Result<Vec<String>, StoreFailure> {
         let rows = sqlx::query(
-            "SELECT DISTINCT m.session_id FROM chat_messages m WHERE \
-             (m.role = 'assistant' AND m.status = 'streaming') OR \
+            "SELECT DISTINCT m.session_id FROM chat_messages m JOIN chat_sessions s ON s.id = m.session_id \
+             WHERE ((m.role = 'assistant' AND m.status = 'streaming') OR \
              (m.role = 'user' AND m.reply_id IS NOT NULL AND NOT EXISTS \
-                (SELECT 1 FROM chat_messages r WHERE r.id = m.reply_id))",
+                (SELECT 1 FROM chat_messages r WHERE r.id = m.reply_id))) \
+             AND (s.owner IS NULL OR s.owner = $1 OR s.lease_expires_at IS NULL OR s.lease_expires_at < $2)",
         )
+        .bind(self.node_id())
+        .bind(dgidgi_actors::time::now())
         .fetch_all(&self.pool)
         .await
         .map_err(|e| StoreFailure::from(Error::from(e)))?;
@@ -214,6 +217,42 @@ impl ChatStore for Store {
 
     async fn load_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>, StoreFailure> {
         for_actors(self.get_agent(tenant_id, id).await)
+    }
+
+    async fn claim_session(&self, id: &str) -> Result<Option<i64>, StoreFailure> {
+        for_actors(self.claim_session_for_node(id).await)
+    }
+
+    async fn release_session(&self, id: &str, epoch: i64) -> Result<(), StoreFailure> {
+        let released = sqlx::query(
+            "UPDATE chat_sessions SET owner = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND epoch = $2 AND owner = $3",
+        )
+        .bind(id)
+        .bind(epoch)
+        .bind(self.node_id())
+        .execute(&self.writer)
+        .await;
+        for_actors(released.map(|_| ()).map_err(Error::from))
+    }
+
+    async fn unanswered(&self, id: &str) -> Result<Vec<Message>, StoreFailure> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM chat_messages m WHERE m.session_id = $1 AND m.role = 'user' \
+             AND m.reply_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM chat_messages r WHERE r.id = m.reply_id) \
+             ORDER BY m.id"
+        );
+        let load = async {
+            let rows = sqlx::query(&sql).bind(id).fetch_all(&self.writer).await?;
+            rows.iter()
+                .map(message_from_row)
+                .collect::<Result<Vec<_>>>()
+        };
+        for_actors(load.await)
+    }
+
+    async fn announce_session(&self, id: &str, notice: SessionNotice) -> Result<(), StoreFailure> {
+        for_actors(self.announce_to_session_owner(id, notice).await)
     }
 
     async fn add_message(&self, tenant_id: &str, message: &Message) -> Result<(), StoreFailure> {
@@ -231,9 +270,13 @@ impl ChatStore for Store {
         tenant_id: &str,
         message: &Message,
         event: &StreamEvent,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreFailure> {
         let write = async {
             write_tx!(self, |tx| {
+                if let Some(fence) = fence {
+                    self.check_fence(&mut tx, fence).await?;
+                }
                 self.upsert_message(&mut tx, tenant_id, message).await?;
                 self.append(&mut tx, &message.session_id, std::slice::from_ref(event))
                     .await?;

@@ -4,7 +4,8 @@
 
 use std::io::ErrorKind;
 
-use dgidgi_actors::events::{Fence, StreamEvent};
+use dgidgi_actors::chat::SessionNotice;
+use dgidgi_actors::events::{Fence, Owned, StreamEvent};
 use dgidgi_actors::time;
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
@@ -72,6 +73,16 @@ impl Store {
         )
         .execute(&self.writer)
         .await?;
+        sqlx::query("UPDATE chat_sessions SET owner = NULL, lease_expires_at = NULL")
+            .execute(&self.writer)
+            .await?;
+        sqlx::query(
+            "UPDATE webhook_deliveries SET next_attempt_at = $1, claimed_by = NULL \
+             WHERE claimed_by IS NOT NULL AND status = 'pending'",
+        )
+        .bind(time::now())
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 
@@ -90,12 +101,28 @@ impl Store {
         .bind(&now)
         .execute(&self.writer)
         .await?;
+        let until = time::later(self.lease);
         sqlx::query(
             "UPDATE runs SET lease_expires_at = $2 \
              WHERE owner = $1 AND status IN ('queued', 'running')",
         )
         .bind(&*self.node)
-        .bind(time::later(self.lease))
+        .bind(&until)
+        .execute(&self.writer)
+        .await?;
+        sqlx::query("UPDATE chat_sessions SET lease_expires_at = $2 WHERE owner = $1")
+            .bind(&*self.node)
+            .bind(&until)
+            .execute(&self.writer)
+            .await?;
+        // Webhook deliveries claimed by nodes that stopped beating are due again now.
+        sqlx::query(
+            "UPDATE webhook_deliveries SET next_attempt_at = $1, claimed_by = NULL \
+             WHERE claimed_by IS NOT NULL AND status = 'pending' \
+             AND claimed_by NOT IN (SELECT id FROM nodes WHERE heartbeat_at >= $2)",
+        )
+        .bind(&now)
+        .bind(time::earlier(self.lease))
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -123,6 +150,44 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Claims chat session `id` for this node (see `ChatStore::claim_session`).
+    pub(super) async fn claim_session_for_node(&self, id: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "UPDATE chat_sessions SET owner = $2, epoch = epoch + 1, lease_expires_at = $3 \
+             WHERE id = $1 AND (owner IS NULL OR owner = $2 OR lease_expires_at IS NULL OR lease_expires_at < $4) \
+             RETURNING epoch",
+        )
+        .bind(id)
+        .bind(&*self.node)
+        .bind(time::later(self.lease))
+        .bind(time::now())
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(row.map(|r| r.try_get("epoch")).transpose()?)
+    }
+
+    /// Tells the owner of session `id` (PostgreSQL; on SQLite this node is the owner, and
+    /// its actor was told directly).
+    pub(super) async fn announce_to_session_owner(
+        &self,
+        id: &str,
+        notice: SessionNotice,
+    ) -> Result<()> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        let what = match notice {
+            SessionNotice::Posted => "posted",
+            SessionNotice::Cancel => "cancel-reply",
+        };
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CONTROL_CHANNEL)
+            .bind(format!("{what} {id}"))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     /// Claims run `id` for this node (see `RunStore::claim_run`); its new epoch.
@@ -251,22 +316,34 @@ pub enum KeysChanged {
     Tenant(String),
 }
 
-/// Refuses the write in `tx` unless `fence` is the run's latest claim and `node` holds it.
+/// Refuses the write in `tx` unless `fence` is the latest claim of what it names and
+/// `node` holds it.
 pub(super) async fn held(tx: &mut Transaction<'_, Any>, node: &str, fence: &Fence) -> Result<()> {
-    let held =
-        sqlx::query("UPDATE runs SET epoch = epoch WHERE id = $1 AND epoch = $2 AND owner = $3")
-            .bind(&fence.run_id)
-            .bind(fence.epoch)
-            .bind(node)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
+    let (sql, what, id) = match &fence.owned {
+        Owned::Run(id) => (
+            "UPDATE runs SET epoch = epoch WHERE id = $1 AND epoch = $2 AND owner = $3",
+            "run",
+            id,
+        ),
+        Owned::Session(id) => (
+            "UPDATE chat_sessions SET epoch = epoch WHERE id = $1 AND epoch = $2 AND owner = $3",
+            "session",
+            id,
+        ),
+    };
+    let held = sqlx::query(sql)
+        .bind(id)
+        .bind(fence.epoch)
+        .bind(node)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
     if held == 1 {
         Ok(())
     } else {
         Err(Error::Fenced(format!(
-            "run {} is no longer driven by this node (claim {})",
-            fence.run_id, fence.epoch
+            "{what} {id} is no longer driven by this node (claim {})",
+            fence.epoch
         )))
     }
 }
@@ -316,6 +393,11 @@ pub enum Notice {
     Cancel { run_id: String },
     /// Keys were revoked or changed plan.
     Keys(KeysChanged),
+    /// Something for the owner of chat session `session_id`.
+    Session {
+        session_id: String,
+        notice: SessionNotice,
+    },
 }
 
 /// This node's listening connection (PostgreSQL): what other nodes announce.
@@ -343,6 +425,17 @@ impl Notices {
 
 fn parse(channel: &str, payload: &str) -> Option<Notice> {
     if channel == CONTROL_CHANNEL {
+        for (prefix, notice) in [
+            ("posted ", SessionNotice::Posted),
+            ("cancel-reply ", SessionNotice::Cancel),
+        ] {
+            if let Some(id) = payload.strip_prefix(prefix) {
+                return Some(Notice::Session {
+                    session_id: id.into(),
+                    notice,
+                });
+            }
+        }
         if let Some(keys) = payload.strip_prefix("keys ") {
             return Some(Notice::Keys(match keys.split_once(' ')? {
                 ("key", id) => KeysChanged::Key(id.into()),

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use dgidgi_actors::chat::Message;
-use dgidgi_actors::events::{DomainEvent, Fence, StreamEvent};
+use dgidgi_actors::events::{DomainEvent, Fence, Owned, StreamEvent};
 use dgidgi_actors::run::{Run, RunStatus, RunStore, Step};
 use dgidgi_actors::StoreFailure;
 use sqlx::any::AnyRow;
@@ -165,7 +165,7 @@ impl Store {
         self.check_fence(
             tx,
             &Fence {
-                run_id: run.id.clone(),
+                owned: Owned::Run(run.id.clone()),
                 epoch: run.epoch,
             },
         )

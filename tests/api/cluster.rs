@@ -489,3 +489,71 @@ async fn three_nodes_deliver_each_webhook_once_and_lose_none_when_one_dies() {
     receiver.stop().await;
     c.stop().await;
 }
+
+#[actix_web::test]
+async fn a_session_posted_to_through_two_nodes_answers_in_order_and_streams_alike_on_both() {
+    let Some(c) = Cluster::start().await else {
+        return;
+    };
+    let session = call(
+        reqwest::Method::POST,
+        format!("{}/chat/sessions", c.nodes[0].base),
+        &c.key,
+        Some(json!({ "projectId": c.project })),
+    )
+    .await;
+    let session = session["id"].as_str().unwrap().to_string();
+    let stream = |n: usize| {
+        reqwest::Client::new()
+            .get(format!(
+                "{}/chat/sessions/{session}/stream",
+                c.nodes[n].base
+            ))
+            .bearer_auth(&c.key)
+            .header("Last-Event-ID", "0")
+            .send()
+    };
+    let (mut on_a, mut on_b) = (stream(0).await.unwrap(), stream(1).await.unwrap());
+    for _ in 0..6 {
+        c.llm.push(Script::Slow(
+            vec!["answer ", "to ", "it"],
+            Duration::from_millis(30),
+        ));
+    }
+    // Posted alternately through A and B while replies stream.
+    let mut posted = Vec::new();
+    for i in 0..6 {
+        let message = call(
+            reqwest::Method::POST,
+            format!("{}/chat/sessions/{session}/messages", c.nodes[i % 2].base),
+            &c.key,
+            Some(json!({ "content": format!("question {i}") })),
+        )
+        .await;
+        posted.push(message["message"]["id"].as_str().unwrap().to_string());
+    }
+    let replies = |f: &[Frame]| count(f, "reply.completed") >= 6;
+    let a = frames_until(&mut on_a, replies).await;
+    let b = frames_until(&mut on_b, replies).await;
+    assert_eq!(
+        count(&a, "reply.completed"),
+        6,
+        "{:?}",
+        a.iter().map(|f| &f.event).collect::<Vec<_>>()
+    );
+    assert_eq!(a, b, "subscribers on A and on B see the same stream");
+    assert_eq!(ids(&a), (1..=a.len() as i64).collect::<Vec<_>>());
+    let asked: Vec<&str> = a
+        .iter()
+        .filter(|f| f.event == "message.created")
+        .map(|f| f.data["message"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(asked, posted, "answered in the order they were posted");
+    let answered: Vec<&str> = a
+        .iter()
+        .filter(|f| f.event == "reply.completed")
+        .map(|f| f.data["message"]["in_reply_to"].as_str().unwrap())
+        .collect();
+    assert_eq!(answered, posted);
+    c.stop().await;
+}

@@ -1,5 +1,9 @@
 //! The `SessionActor`, single writer of one session's replies, and the [`Sessions`]
-//! handle: posted messages are stored, then queued for the session's reply task.
+//! handle: posted messages are stored, then the session's owner is woken to answer them.
+//!
+//! Of all the nodes sharing a database, one owns a session at a time (its claim, renewed
+//! by the node's heartbeat): its actor runs the reply task. An actor on another node
+//! stores what is posted to it and tells the owner; it does not answer.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -7,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::FutureExt;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use super::reply::{reply_loop, Current};
-use super::{ChatDeps, Error, Message, Session};
+use super::reply::{reply_loop, Current, Owning};
+use super::{ChatDeps, Error, Message, Session, SessionNotice};
 use crate::events::EventHub;
 use crate::llm::now;
 use crate::registry::{ActorMeta, Registry};
@@ -30,12 +35,26 @@ pub struct PostMessage {
 #[rtype(result = "Option<String>")]
 pub struct CancelReply;
 
+/// Look at the store again: a message was posted through another node.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Wake;
+
 enum Loaded {
     Loading,
     Missing,
+    /// Another node owns the session: this actor stores what is posted here and tells it.
+    Elsewhere {
+        session: Box<Session>,
+    },
+    /// This node owns the session; its reply task runs.
     Ready {
         session: Box<Session>,
-        queue: mpsc::Sender<Message>,
+        /// Wakes the reply task (a message is waiting).
+        wake: Arc<Notify>,
+        /// Ends the reply task (the actor passivates or restarts).
+        closed: CancellationToken,
+        epoch: i64,
     },
 }
 
@@ -55,23 +74,34 @@ pub struct SessionActor {
 
 impl SessionActor {
     fn busy(&self) -> bool {
-        let replying = self.current.lock().map(|c| c.is_some()).unwrap_or(true);
-        let queued = match &self.state {
-            Loaded::Ready { queue, .. } => queue.capacity() < self.deps.max_queue,
-            _ => false,
-        };
-        replying || queued
+        self.current.lock().map(|c| c.is_some()).unwrap_or(true)
     }
 
     fn passivate_if_idle(&mut self, ctx: &mut Context<Self>) {
         let idle = self.last_active.elapsed() >= self.deps.idle_after && !self.busy();
-        if idle || matches!(self.state, Loaded::Missing) {
+        let owner = matches!(self.state, Loaded::Ready { .. });
+        if idle || !owner && !matches!(self.state, Loaded::Loading) {
             tracing::debug!(session_id = %self.id, "session actor passivating");
             self.registry.forget(&self.id, &ctx.address());
-            // Its reply task ends with the queue; the actor ends for good (nothing holds
-            // its address any more, so the supervisor does not bring it back).
-            self.state = Loaded::Missing;
+            self.close();
+            // The actor ends for good (nothing holds its address any more, so the
+            // supervisor does not bring it back).
             ctx.stop();
+        }
+    }
+
+    /// Ends the reply task and gives the session up, so that any node may claim it.
+    fn close(&mut self) {
+        if let Loaded::Ready { closed, epoch, .. } =
+            std::mem::replace(&mut self.state, Loaded::Missing)
+        {
+            closed.cancel();
+            let (store, id) = (self.deps.store.clone(), self.id.clone());
+            actix::spawn(async move {
+                if let Err(e) = store.release_session(&id, epoch).await {
+                    tracing::debug!(session_id = %id, error = %e, "session not released; its lease expires");
+                }
+            });
         }
     }
 }
@@ -80,7 +110,6 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Dropping the old queue's sender ends a previous reply task after its reply.
         self.state = Loaded::Loading;
         let (store, id, writer) = (
             self.deps.store.clone(),
@@ -89,8 +118,9 @@ impl Actor for SessionActor {
         );
         ctx.wait(async move {
             let guard = writer.lock_owned().await;
-            (guard, store.load_session(&id).await)
-        }.into_actor(self).map(|(guard, loaded), act, ctx| {
+            let claimed = store.claim_session(&id).await;
+            (guard, claimed, store.load_session(&id).await)
+        }.into_actor(self).map(|(guard, claimed, loaded), act, ctx| {
             let (session, history, last_seq) = match loaded {
                 Ok(Some(found)) => found,
                 Ok(None) => {
@@ -103,11 +133,30 @@ impl Actor for SessionActor {
                     return;
                 }
             };
-            let (queue, incoming) = mpsc::channel(act.deps.max_queue.max(1));
             act.meta.set_owner(&session.tenant_id);
+            let epoch = match claimed {
+                Ok(Some(epoch)) => epoch,
+                Ok(None) => {
+                    act.meta.set_state("elsewhere");
+                    act.state = Loaded::Elsewhere { session: Box::new(session) };
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(session_id = %act.id, error = %e, "session not claimed");
+                    act.state = Loaded::Missing;
+                    return;
+                }
+            };
             act.meta.set_state("idle");
-            act.state = Loaded::Ready { session: Box::new(session.clone()), queue };
-            let replies = reply_loop(act.deps.clone(), session, history, last_seq, incoming, act.current.clone(), act.meta.clone());
+            let (wake, closed) = (Arc::new(Notify::new()), CancellationToken::new());
+            act.state = Loaded::Ready {
+                session: Box::new(session.clone()),
+                wake: wake.clone(),
+                closed: closed.clone(),
+                epoch,
+            };
+            let owning = Owning { epoch, wake, closed };
+            let replies = reply_loop(act.deps.clone(), session, history, last_seq, owning, act.current.clone(), act.meta.clone());
             // The reply task runs beside the actor, not inside its context: the context
             // pauses its own futures while an atomic message is handled, and a paused
             // reply holding the store's writer would block that very message. It holds the
@@ -134,27 +183,23 @@ impl Supervised for SessionActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!(session_id = %self.id, "session actor restarting; it reloads from the store");
         self.meta.restarted();
+        if let Loaded::Ready { closed, .. } = &self.state {
+            closed.cancel();
+        }
         self.current = Arc::new(Mutex::new(None));
     }
 }
 
 impl Handler<PostMessage> for SessionActor {
-    /// Atomic: messages are stored and queued in the order they arrive.
+    /// Atomic: messages are stored in the order they arrive.
     type Result = AtomicResponse<Self, Result<Message, Error>>;
 
     fn handle(&mut self, msg: PostMessage, _: &mut Context<Self>) -> Self::Result {
         self.last_active = Instant::now();
-        let (session, queue) = match &self.state {
-            Loaded::Ready { session, queue } => (session.as_ref().clone(), queue.clone()),
+        let (session, wake) = match &self.state {
+            Loaded::Ready { session, wake, .. } => (session.as_ref().clone(), Some(wake.clone())),
+            Loaded::Elsewhere { session } => (session.as_ref().clone(), None),
             _ => return AtomicResponse::new(Box::pin(fut::ready(Err(Error::NotFound)))),
-        };
-        // Reserve the place first: a full queue refuses the message before it is stored.
-        let permit = match queue.try_reserve_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                let full = Error::QueueFull(self.deps.max_queue);
-                return AtomicResponse::new(Box::pin(fut::ready(Err(full))));
-            }
         };
         let stamp = now();
         let message = Message {
@@ -171,16 +216,38 @@ impl Handler<PostMessage> for SessionActor {
             created_at: stamp.clone(),
             updated_at: stamp,
         };
-        let (store, tenant_id) = (self.deps.store.clone(), session.tenant_id.clone());
+        let (store, max_queue) = (self.deps.store.clone(), self.deps.max_queue);
         let stored = async move {
-            store
-                .add_message(&tenant_id, &message)
-                .await
-                .map_err(Error::from)?;
-            permit.send(message.clone());
+            // A full queue refuses the message before it is stored.
+            if store.unanswered(&session.id).await?.len() >= max_queue {
+                return Err(Error::QueueFull(max_queue));
+            }
+            store.add_message(&session.tenant_id, &message).await?;
+            match wake {
+                Some(wake) => wake.notify_one(),
+                None => {
+                    if let Err(e) = store
+                        .announce_session(&session.id, SessionNotice::Posted)
+                        .await
+                    {
+                        tracing::warn!(session_id = %session.id, error = %e, "the session's owner not told; it finds the message at its next heartbeat");
+                    }
+                }
+            }
             Ok(message)
         };
         AtomicResponse::new(Box::pin(stored.into_actor(self)))
+    }
+}
+
+impl Handler<Wake> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, _: &mut Context<Self>) {
+        self.last_active = Instant::now();
+        if let Loaded::Ready { wake, .. } = &self.state {
+            wake.notify_one();
+        }
     }
 }
 
@@ -199,15 +266,35 @@ impl Handler<ReplyTaskEnded> for SessionActor {
 }
 
 impl Handler<CancelReply> for SessionActor {
-    type Result = Option<String>;
+    type Result = ResponseFuture<Option<String>>;
 
-    fn handle(&mut self, _: CancelReply, _: &mut Context<Self>) -> Option<String> {
+    fn handle(&mut self, _: CancelReply, _: &mut Context<Self>) -> Self::Result {
         self.last_active = Instant::now();
-        let current = self.current.lock().ok()?;
-        current.as_ref().map(|(reply_id, cancel)| {
-            cancel.cancel();
-            reply_id.clone()
-        })
+        if let Loaded::Elsewhere { session } = &self.state {
+            // The owner stops it; the reply in flight is the one of the oldest message
+            // still without a finished reply.
+            let (store, id) = (self.deps.store.clone(), session.id.clone());
+            return Box::pin(async move {
+                let (_, messages, _) = store.load_session(&id).await.ok().flatten()?;
+                let streaming = messages
+                    .iter()
+                    .find(|m| m.role == "assistant" && m.status == "streaming")?
+                    .id
+                    .clone();
+                store
+                    .announce_session(&id, SessionNotice::Cancel)
+                    .await
+                    .ok()?;
+                Some(streaming)
+            });
+        }
+        let cancelled = self.current.lock().ok().and_then(|current| {
+            current.as_ref().map(|(reply_id, cancel)| {
+                cancel.cancel();
+                reply_id.clone()
+            })
+        });
+        Box::pin(async move { cancelled })
     }
 }
 
@@ -235,14 +322,14 @@ impl Sessions {
         &self.registry
     }
 
-    /// Stores and queues a user message; the reply streams on the session's log.
+    /// Stores a user message; the session's owner answers it on the session's log.
     pub async fn post(&self, session_id: &str, msg: PostMessage) -> Result<Message, Error> {
         self.registry
             .send(session_id, self.make(session_id), msg)
             .await?
     }
 
-    /// Stops the reply in flight, if any; answers its id.
+    /// Stops the reply in flight, if any (on whichever node answers it); answers its id.
     pub async fn cancel(&self, session_id: &str) -> Result<Option<String>, Error> {
         Ok(self
             .registry
@@ -255,8 +342,19 @@ impl Sessions {
         self.registry.activate(session_id, self.make(session_id));
     }
 
-    /// Wakes every session an earlier process left with a reply cut off or a message
-    /// unanswered, as runs are resumed at start-up; returns how many.
+    /// What another node told this session's owner, if this node has its actor.
+    pub fn notice(&self, session_id: &str, notice: SessionNotice) {
+        let Some(actor) = self.registry.get(session_id) else {
+            return;
+        };
+        match notice {
+            SessionNotice::Posted => actor.do_send(Wake),
+            SessionNotice::Cancel => actor.do_send(CancelReply),
+        }
+    }
+
+    /// Wakes every session with a reply cut off or a message unanswered that no live node
+    /// answers (a stopped process, a node that died); returns how many.
     pub async fn recover(&self) -> Result<usize, StoreFailure> {
         let ids = self.deps.store.unfinished_sessions().await?;
         for id in &ids {

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::Agent;
-use crate::events::{EventHub, EventLog, StreamEvent};
+use crate::events::{EventHub, EventLog, Fence, StreamEvent};
 use crate::provider::{ProviderSet, Usage};
 use crate::registry;
 use crate::run::{self, RunSettings, Runs};
@@ -97,19 +97,40 @@ pub trait ChatStore: EventLog {
         &self,
         id: &str,
     ) -> Result<Option<(Session, Vec<Message>, i64)>, StoreFailure>;
-    /// The sessions a stopped process left with a reply cut off or a message unanswered.
+    /// The sessions with a reply cut off or a message unanswered that this node may take
+    /// up: unowned, owned by this node, or whose owner's lease has expired.
     async fn unfinished_sessions(&self) -> Result<Vec<String>, StoreFailure>;
+    /// Makes this node the session's owner (the one that answers its messages) unless
+    /// another live node is: the claim's epoch, which the reply task's writes carry.
+    async fn claim_session(&self, id: &str) -> Result<Option<i64>, StoreFailure>;
+    /// Gives the session up (its actor passivates): any node may claim it.
+    async fn release_session(&self, id: &str, epoch: i64) -> Result<(), StoreFailure>;
+    /// The session's user messages still waiting for a reply, oldest first.
+    async fn unanswered(&self, id: &str) -> Result<Vec<Message>, StoreFailure>;
+    /// Tells the session's owner, on whichever node, of `notice`.
+    async fn announce_session(&self, id: &str, notice: SessionNotice) -> Result<(), StoreFailure>;
     /// The agent of a session, as it is now (each reply runs the agent's current version).
     async fn load_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>, StoreFailure>;
     /// Stores a user message of tenant `tenant_id` (before it is queued).
     async fn add_message(&self, tenant_id: &str, message: &Message) -> Result<(), StoreFailure>;
-    /// Stores `event` and, in the same transaction, inserts or updates `message`.
+    /// Stores `event` and, in the same transaction, inserts or updates `message`, if
+    /// `fence` (the reply task's claim) is still the session's latest.
     async fn save_message(
         &self,
         tenant_id: &str,
         message: &Message,
         event: &StreamEvent,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreFailure>;
+}
+
+/// What a node tells a session's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionNotice {
+    /// A message was posted (through another node): answer it.
+    Posted,
+    /// Stop the reply in flight.
+    Cancel,
 }
 
 /// What every session actor shares.

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{ChatDeps, Message, Session};
-use crate::events::{ReplyEnd, SessionEvent, StreamEvent, View};
+use crate::events::{Fence, Owned, ReplyEnd, SessionEvent, StreamEvent, View};
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest};
 use crate::registry::ActorMeta;
@@ -22,23 +22,43 @@ use crate::store::retrying;
 /// The reply in flight: its id and how to stop it.
 pub(super) type Current = Arc<Mutex<Option<(String, CancellationToken)>>>;
 
-/// Answers the session's messages one at a time, for as long as the actor lives.
+/// What the reply task holds while its node owns the session.
+pub(super) struct Owning {
+    /// The epoch of the node's claim, which every write carries.
+    pub epoch: i64,
+    /// Notified when a message is waiting.
+    pub wake: Arc<Notify>,
+    /// Cancelled when the actor passivates or restarts: the task ends.
+    pub closed: CancellationToken,
+}
+
+/// Answers the session's messages one at a time, for as long as the actor owns it.
 pub(super) async fn reply_loop(
     deps: Arc<ChatDeps>,
     session: Session,
     mut history: Vec<Message>,
     last_seq: i64,
-    mut incoming: mpsc::Receiver<Message>,
+    owning: Owning,
     current: Current,
     meta: Arc<ActorMeta>,
 ) {
+    let Owning {
+        epoch,
+        wake,
+        closed,
+    } = owning;
+    let fence = Fence {
+        owned: Owned::Session(session.id.clone()),
+        epoch,
+    };
     let mut log = EventWriter::new(
         &session.id,
         last_seq,
         deps.store.clone(),
         deps.hub.clone(),
         &deps.settings,
-    );
+    )
+    .fenced(fence);
     // What the last process left: a reply cut off by a crash fails, unless a run writes it
     // (the run resumes: wait for it); unanswered messages queue.
     let mut pending: VecDeque<Message> = VecDeque::new();
@@ -70,7 +90,8 @@ pub(super) async fn reply_loop(
             ));
             let event = log.event(&SessionEvent::ended(ReplyEnd::Failed, &failed));
             if retrying(deps.settings.store_retry, || {
-                deps.store.save_message(&session.tenant_id, &failed, &event)
+                deps.store
+                    .save_message(&session.tenant_id, &failed, &event, log.fence())
             })
             .await
             .is_ok()
@@ -126,11 +147,27 @@ pub(super) async fn reply_loop(
     loop {
         let message = match pending.pop_front() {
             Some(m) => m,
-            None => match incoming.recv().await {
-                Some(m) => m,
-                None => return,
-            },
+            None => {
+                // What waits in the store (posted here or through another node), oldest
+                // first; then sleep until a post wakes the task.
+                match deps.store.unanswered(&session.id).await {
+                    Ok(waiting) => pending.extend(waiting),
+                    Err(e) => {
+                        tracing::warn!(session_id = %session.id, error = %e, "unanswered messages not read")
+                    }
+                }
+                if !pending.is_empty() {
+                    continue;
+                }
+                tokio::select! {
+                    _ = wake.notified() => continue,
+                    _ = closed.cancelled() => return,
+                }
+            }
         };
+        if closed.is_cancelled() {
+            return;
+        }
         if !history.iter().any(|m| m.id == message.id) {
             history.push(message.clone());
         }
@@ -187,7 +224,7 @@ async fn reply(
     });
     retrying(deps.settings.store_retry, || {
         deps.store
-            .save_message(&session.tenant_id, &answer, &started)
+            .save_message(&session.tenant_id, &answer, &started, log.fence())
     })
     .await?;
     log.publish(&started);
@@ -229,7 +266,8 @@ async fn reply(
     answer.updated_at = now();
     let ended = log.event(&SessionEvent::ended(how, &answer));
     retrying(deps.settings.store_retry, || {
-        deps.store.save_message(&session.tenant_id, &answer, &ended)
+        deps.store
+            .save_message(&session.tenant_id, &answer, &ended, log.fence())
     })
     .await?;
     log.publish(&ended);
@@ -295,7 +333,8 @@ async fn agent_reply(
         answer.error = Some(error);
         let ended = log.event(&SessionEvent::ended(ReplyEnd::Failed, &answer));
         retrying(deps.settings.store_retry, || {
-            deps.store.save_message(&session.tenant_id, &answer, &ended)
+            deps.store
+                .save_message(&session.tenant_id, &answer, &ended, log.fence())
         })
         .await?;
         log.publish(&ended);

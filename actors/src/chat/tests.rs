@@ -60,6 +60,28 @@ impl ChatStore for Memory {
         Ok(Vec::new())
     }
 
+    async fn claim_session(&self, _: &str) -> Result<Option<i64>, StoreFailure> {
+        Ok(Some(1))
+    }
+
+    async fn release_session(&self, _: &str, _: i64) -> Result<(), StoreFailure> {
+        Ok(())
+    }
+
+    async fn unanswered(&self, _: &str) -> Result<Vec<Message>, StoreFailure> {
+        let messages = self.messages.lock().unwrap();
+        let answered = |reply: &str| messages.iter().any(|m| m.id == reply);
+        Ok(messages
+            .iter()
+            .filter(|m| m.role == "user" && m.reply_id.as_deref().is_some_and(|r| !answered(r)))
+            .cloned()
+            .collect())
+    }
+
+    async fn announce_session(&self, _: &str, _: SessionNotice) -> Result<(), StoreFailure> {
+        Ok(())
+    }
+
     async fn load_agent(&self, _: &str, _: &str) -> Result<Option<Agent>, StoreFailure> {
         Ok(None)
     }
@@ -74,6 +96,7 @@ impl ChatStore for Memory {
         _: &str,
         message: &Message,
         event: &StreamEvent,
+        _: Option<&Fence>,
     ) -> Result<(), StoreFailure> {
         let mut messages = self.messages.lock().unwrap();
         match messages.iter_mut().find(|m| m.id == message.id) {

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{Failure, Run, RunDeps, RunStatus, RunStore, Step, ToolResult};
 use crate::chat::Message;
-use crate::events::{DomainEvent, Event, Fence, ReplyEnd, RunEvent, SessionEvent};
+use crate::events::{DomainEvent, Event, Fence, Owned, ReplyEnd, RunEvent, SessionEvent};
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest};
 use crate::registry::ActorMeta;
@@ -154,7 +154,7 @@ pub(super) async fn drive(
 /// The writer of the run's events: on its stream, carrying its claim.
 fn writer(deps: &RunDeps, run: &Run) -> EventWriter {
     let fence = Fence {
-        run_id: run.id.clone(),
+        owned: Owned::Run(run.id.clone()),
         epoch: run.epoch,
     };
     EventWriter::new(

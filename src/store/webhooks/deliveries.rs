@@ -249,7 +249,7 @@ impl WebhookStore for Store {
             Backend::Sqlite => "",
         };
         let claim = format!(
-            "UPDATE webhook_deliveries SET next_attempt_at = $3 WHERE id IN (\
+            "UPDATE webhook_deliveries SET next_attempt_at = $3, claimed_by = $4 WHERE id IN (\
              SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
              WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled = 1 \
              ORDER BY d.next_attempt_at LIMIT $2{skip_locked}) RETURNING id"
@@ -258,6 +258,7 @@ impl WebhookStore for Store {
             .bind(&now)
             .bind(limit as i64)
             .bind(later(hold))
+            .bind(self.node_id())
             .fetch_all(&self.writer)
             .await
             .map_err(|e| StoreFailure::from(Error::from(e)))?;
@@ -350,7 +351,7 @@ impl WebhookStore for Store {
                 .await?;
                 sqlx::query(
                     "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, next_attempt_at = $3, \
-                     last_status = $4, last_error = $5, updated_at = $6 WHERE id = $1",
+                     last_status = $4, last_error = $5, updated_at = $6, claimed_by = NULL WHERE id = $1",
                 )
                 .bind(&delivery.id)
                 .bind(state)

@@ -1,0 +1,5 @@
+-- One owner per chat session across nodes: the node that answers its messages holds its
+-- lease (owner, epoch, lease_expires_at); every write of its reply task names the epoch.
+ALTER TABLE chat_sessions ADD COLUMN owner TEXT;
+ALTER TABLE chat_sessions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE chat_sessions ADD COLUMN lease_expires_at TEXT;
