@@ -95,6 +95,9 @@ pub struct TenantBranch {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ActorTree {
     pub node_id: String,
+    /// The live nodes sharing this node's database (their heartbeat is younger than a
+    /// lease), with how many runs each drives; one on SQLite.
+    pub nodes: Vec<NodeInfo>,
     pub tenants: Vec<TenantBranch>,
     /// Runs and sessions whose tenant is not known yet (still loading).
     pub unassigned: Vec<ActorInfo>,
@@ -102,7 +105,47 @@ pub struct ActorTree {
     pub totals: BTreeMap<&'static str, usize>,
 }
 
-pub fn actor_tree(state: &AppState) -> ActorTree {
+/// A live node as operators see it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct NodeInfo {
+    pub id: String,
+    pub region: String,
+    pub version: String,
+    pub started_at: String,
+    pub heartbeat_at: String,
+    /// Unfinished runs whose lease it holds.
+    pub runs: i64,
+    /// Whether it is the node that answered.
+    pub this: bool,
+}
+
+/// The live nodes (none when the database cannot say).
+pub async fn live_nodes(state: &AppState) -> Vec<NodeInfo> {
+    let nodes = state.store.live_nodes().await.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "live nodes not read");
+        Vec::new()
+    });
+    nodes
+        .into_iter()
+        .map(|n| NodeInfo {
+            this: n.id == state.store.node_id(),
+            id: n.id,
+            region: n.region,
+            version: n.version,
+            started_at: n.started_at,
+            heartbeat_at: n.heartbeat_at,
+            runs: n.runs,
+        })
+        .collect()
+}
+
+pub async fn actor_tree(state: &AppState) -> ActorTree {
+    let mut tree = local_tree(state);
+    tree.nodes = live_nodes(state).await;
+    tree
+}
+
+fn local_tree(state: &AppState) -> ActorTree {
     let mut tenants: BTreeMap<String, TenantBranch> = BTreeMap::new();
     fn branch<'a>(
         tenants: &'a mut BTreeMap<String, TenantBranch>,
@@ -155,6 +198,7 @@ pub fn actor_tree(state: &AppState) -> ActorTree {
     }
     ActorTree {
         node_id: state.config.node_id(),
+        nodes: Vec::new(),
         tenants,
         unassigned,
         webhooks: state.webhook_actor.info().into(),
@@ -173,7 +217,7 @@ pub async fn actors(
     state: Data<AppState>,
 ) -> Result<Reply<ActorTree>, ApiError> {
     operator_only(&principal)?;
-    Ok(Reply::ok(actor_tree(&state)))
+    Ok(Reply::ok(actor_tree(&state).await))
 }
 
 /// The tree without what changes by itself (ages), to tell real changes apart.
@@ -187,6 +231,7 @@ fn shape(tree: &ActorTree) -> ActorTree {
     }
     tree.unassigned.iter_mut().for_each(zero);
     zero(&mut tree.webhooks);
+    tree.nodes.iter_mut().for_each(|n| n.heartbeat_at.clear());
     tree
 }
 
@@ -228,7 +273,7 @@ pub async fn actors_stream(
                 _ = tick.tick() => {}
                 _ = shutdown.cancelled() => return,
             }
-            let tree = actor_tree(&state);
+            let tree = actor_tree(&state).await;
             let seen = shape(&tree);
             let mut frames = Vec::new();
             if last.as_ref() != Some(&seen) || n.is_multiple_of(20) {

@@ -224,7 +224,7 @@ pub async fn check_feature(
 #[utoipa::path(
     tag = "regions",
     params(crate::http::openapi::TenantParam),
-    responses((status = 200, body = crate::http::openapi::Envelope<Value>, description = "{nodeId, nodeRegion, tenantId, primaryRegion, secondaryRegion, servedHere, reason}"), crate::http::openapi::Errors)
+    responses((status = 200, body = crate::http::openapi::Envelope<Value>, description = "{nodeId, nodeRegion, tenantId, primaryRegion, secondaryRegion, servedHere, reason, nodes: [{id, region, runs, this}]} (nodes: the live nodes sharing the database)"), crate::http::openapi::Errors)
 )]
 #[get("/routing-info")]
 pub async fn routing_info(
@@ -234,6 +234,11 @@ pub async fn routing_info(
 ) -> Result<Reply<Value>, ApiError> {
     require(&principal, "regions:read")?;
     let node = json!({ "id": state.config.node_id(), "region": state.config.node.region });
+    let nodes: Vec<Value> = super::ops::live_nodes(&state)
+        .await
+        .into_iter()
+        .map(|n| json!({ "id": n.id, "region": n.region, "runs": n.runs, "this": n.this }))
+        .collect();
     let tenant_id = match (&principal.tenant_id, &query.tenant_id) {
         (None, None) => None,
         (_, named) => Some(acting_tenant(&state, &principal, named.as_deref()).await?),
@@ -242,7 +247,7 @@ pub async fn routing_info(
         return Ok(Reply::ok(json!({
             "nodeId": node["id"], "nodeRegion": node["region"],
             "tenantId": null, "primaryRegion": null, "secondaryRegion": null,
-            "servedHere": true, "reason": "operator",
+            "servedHere": true, "reason": "operator", "nodes": nodes,
         })));
     };
     let prefs = preferences(&state, &tenant_id).await?;
@@ -254,5 +259,6 @@ pub async fn routing_info(
         "secondaryRegion": prefs.secondary_region,
         "servedHere": served,
         "reason": reason,
+        "nodes": nodes,
     })))
 }

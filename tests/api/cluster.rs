@@ -557,3 +557,55 @@ async fn a_session_posted_to_through_two_nodes_answers_in_order_and_streams_alik
     assert_eq!(answered, posted);
     c.stop().await;
 }
+
+#[actix_web::test]
+async fn every_node_lists_the_live_nodes_and_the_runs_each_drives() {
+    let Some(c) = Cluster::start().await else {
+        return;
+    };
+    c.llm
+        .push(Script::Slow(vec!["busy "; 60], Duration::from_millis(50)));
+    let run = c.execute(0, "keep busy").await;
+    let mut live = c.subscribe(0, &run, 0).await;
+    frames_until(&mut live, |f| count(f, "token") >= 1).await;
+    drop(live);
+    let nodes = |n: usize| {
+        let url = format!("{}/ops/actors", c.nodes[n].base);
+        let operator = c.operator.clone();
+        async move { call(reqwest::Method::GET, url, &operator, None).await["nodes"].clone() }
+    };
+    let seen = nodes(1).await;
+    let seen = seen.as_array().unwrap();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen.iter().filter(|n| n["this"] == true).count(), 1);
+    assert_eq!(
+        seen.iter()
+            .map(|n| n["runs"].as_i64().unwrap())
+            .sum::<i64>(),
+        1
+    );
+    let routing = call(
+        reqwest::Method::GET,
+        format!("{}/routing-info", c.nodes[2].base),
+        &c.key,
+        None,
+    )
+    .await;
+    assert_eq!(routing["nodes"].as_array().unwrap().len(), 3, "{routing}");
+    // A dies: once its heartbeat is older than a lease it is no longer listed, and the
+    // run it drove is listed with the node that took it over.
+    unsafe { libc_kill(c.nodes[0].child.id() as i32, 9) };
+    let after = until(Duration::from_secs(15), || async {
+        let now = nodes(1).await;
+        let listed = now.as_array().unwrap().clone();
+        let moved = listed
+            .iter()
+            .map(|n| n["runs"].as_i64().unwrap())
+            .sum::<i64>()
+            == 1;
+        (listed.len() == 2 && moved).then_some(listed)
+    })
+    .await;
+    assert!(after.is_some(), "A is gone from the list and its run moved");
+    c.stop().await;
+}
