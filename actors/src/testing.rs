@@ -149,6 +149,10 @@ impl RunStore for MemoryRuns {
             }))
     }
 
+    async fn take_slot(&self, _: &Run, _: u32) -> Result<bool, StoreFailure> {
+        Ok(true)
+    }
+
     async fn request_cancel(&self, id: &str) -> Result<bool, StoreFailure> {
         let mut runs = self.runs.lock().unwrap();
         Ok(runs

@@ -6,6 +6,7 @@ use std::io::ErrorKind;
 
 use dgidgi_actors::chat::SessionNotice;
 use dgidgi_actors::events::{Fence, Owned, StreamEvent};
+use dgidgi_actors::run::Run;
 use dgidgi_actors::time;
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
@@ -188,6 +189,32 @@ impl Store {
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    /// Gives `run` one of its tenant's `slots` run slots if one is free (see
+    /// `RunStore::take_slot`). On PostgreSQL the tenant's advisory lock makes the count
+    /// and the take one step for every node.
+    pub(super) async fn take_run_slot(&self, run: &Run, slots: u32) -> Result<bool> {
+        super::write_tx!(self, |tx| {
+            if self.backend == Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(format!("slots:{}", run.tenant_id))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let taken = sqlx::query(
+                "UPDATE runs SET admitted = 1 WHERE id = $1 AND (admitted = 1 OR \
+                 (SELECT COUNT(*) FROM runs WHERE tenant_id = $2 AND admitted = 1 \
+                  AND status IN ('queued', 'running')) < $3)",
+            )
+            .bind(&run.id)
+            .bind(&run.tenant_id)
+            .bind(i64::from(slots))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            Ok(taken == 1)
+        })
     }
 
     /// Claims run `id` for this node (see `RunStore::claim_run`); its new epoch.

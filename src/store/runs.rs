@@ -200,6 +200,10 @@ impl RunStore for Store {
         for_actors(self.claim(id).await)
     }
 
+    async fn take_slot(&self, run: &Run, slots: u32) -> Result<bool, StoreFailure> {
+        for_actors(self.take_run_slot(run, slots).await)
+    }
+
     async fn request_cancel(&self, id: &str) -> Result<bool, StoreFailure> {
         for_actors(self.record_cancel(id).await)
     }

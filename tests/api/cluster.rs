@@ -609,3 +609,40 @@ async fn every_node_lists_the_live_nodes_and_the_runs_each_drives() {
     assert!(after.is_some(), "A is gone from the list and its run moved");
     c.stop().await;
 }
+
+#[actix_web::test]
+async fn a_tenants_run_slots_are_counted_across_nodes() {
+    let Some(c) = Cluster::start().await else {
+        return;
+    };
+    let res = reqwest::Client::new()
+        .patch(format!("{}/tenants/{}/settings", c.nodes[0].base, tenant_of(&c).await))
+        .bearer_auth(&c.key)
+        .json(&json!({ "max_concurrent_runs": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    for _ in 0..3 {
+        c.llm
+            .push(Script::Slow(vec!["step "; 8], Duration::from_millis(50)));
+    }
+    // One run through each node at once; the tenant may run one at a time.
+    let runs = [
+        c.execute(0, "first").await,
+        c.execute(1, "second").await,
+        c.execute(2, "third").await,
+    ];
+    let mut spans = Vec::new();
+    for (n, run) in runs.iter().enumerate() {
+        let done = c.ended(n, run, Duration::from_secs(30)).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        let at = |k: &str| done[k].as_str().unwrap().to_string();
+        spans.push((at("started_at"), at("finished_at")));
+    }
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "two runs of the tenant overlapped: {spans:?}");
+    }
+    c.stop().await;
+}

@@ -15,7 +15,7 @@ use crate::events::{DomainEvent, Event, Fence, Owned, ReplyEnd, RunEvent, Sessio
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest};
 use crate::registry::ActorMeta;
-use crate::store::retrying;
+use crate::store::{retrying, StoreFailure};
 use crate::tools::{self, Workspace};
 
 pub(super) async fn fail_after_panic(deps: Arc<RunDeps>, id: String) {
@@ -81,16 +81,24 @@ pub(super) async fn drive(
     meta.set_owner(&tenant);
     meta.set_state("queued");
 
-    // Admission: wait for a slot under the tenant's concurrency limit, unless cancelled. A
-    // chat reply says that it waits.
+    // Admission: one of the tenant's run slots across every node (counted in the store),
+    // then this node's (the tenant actor's queue), unless cancelled. A chat reply says
+    // that it waits.
+    let slotted = tokio::select! {
+        slotted = take_slot(&deps, &run, &mut log) => slotted,
+        _ = cancel.cancelled() => {
+            finish(&*deps.store, &mut run, &mut log, Ok(Ending::Cancelled)).await;
+            return;
+        }
+    };
+    let queued_said = slotted.unwrap_or_else(|e| {
+        tracing::warn!(run_id = %id, error = %e, "run slot not confirmed; running anyway");
+        false
+    });
     let admission = match deps.tenants.ask(&tenant, &id).await {
         Ok(mut admission) => {
-            if admission.waits() {
-                if let Some(queued) = Voice::of(&run).queued() {
-                    if let Err(e) = log.emit(&queued).await {
-                        tracing::warn!(run_id = %id, error = %e.message, "the reply's queued event not saved");
-                    }
-                }
+            if admission.waits() && !queued_said {
+                say_queued(&run, &mut log).await;
             }
             Ok(admission)
         }
@@ -149,6 +157,37 @@ pub(super) async fn drive(
         "run ended"
     );
     deps.tenants.release(&tenant, &id).await;
+}
+
+/// For a chat reply: says that it waits for a run slot (`reply.queued`); whether it did.
+async fn say_queued(run: &Run, log: &mut EventWriter) -> bool {
+    let Some(queued) = Voice::of(run).queued() else {
+        return false;
+    };
+    if let Err(e) = log.emit(&queued).await {
+        tracing::warn!(run_id = %run.id, error = %e.message, "the reply's queued event not saved");
+    }
+    true
+}
+
+/// Waits until `run` holds one of its tenant's slots across every node (the store counts
+/// the runs of every node; a run resumed after a crash holds its slot still), saying
+/// once that it waits; whether it said so.
+async fn take_slot(deps: &RunDeps, run: &Run, log: &mut EventWriter) -> Result<bool, StoreFailure> {
+    let slots = deps
+        .tenants
+        .run_slots(&run.tenant_id)
+        .await
+        .map_err(|e| StoreFailure::new(e.to_string()))?;
+    let (mut told, mut said) = (false, false);
+    while !deps.store.take_slot(run, slots).await? {
+        if !told {
+            told = true;
+            said = say_queued(run, log).await;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(said)
 }
 
 /// The writer of the run's events: on its stream, carrying its claim.

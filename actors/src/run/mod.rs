@@ -234,6 +234,9 @@ pub trait RunStore: EventLog {
     /// it (its lease has expired, or it never had one): answers the claim's epoch, which
     /// every later write of this driver carries. `None`: another node drives it.
     async fn claim_run(&self, id: &str) -> Result<Option<i64>, StoreFailure>;
+    /// Gives `run` one of its tenant's `slots` run slots if one is free across every node
+    /// (or it holds one already); false: all are taken, try again later.
+    async fn take_slot(&self, run: &Run, slots: u32) -> Result<bool, StoreFailure>;
     /// Records that run `id` is to stop and tells its owner; false when it has ended.
     async fn request_cancel(&self, id: &str) -> Result<bool, StoreFailure>;
     /// Stores a new (queued) run and (in the same transaction) the chat `reply` it is to

@@ -180,10 +180,7 @@ pub struct ReleaseRun {
 impl TenantActor {
     fn limit(&self) -> usize {
         match &self.state {
-            State::Live(t) => {
-                let cap = self.plan_caps.get(&t.plan).copied().unwrap_or(u32::MAX);
-                t.settings.max_concurrent_runs.min(cap).max(1) as usize
-            }
+            State::Live(t) => run_slots(t, &self.plan_caps) as usize,
             _ => 1,
         }
     }
@@ -285,6 +282,12 @@ impl Admission {
     }
 }
 
+/// How many runs tenant `t` may run at once: its setting, at most its plan's cap.
+fn run_slots(t: &Tenant, caps: &BTreeMap<String, u32>) -> u32 {
+    let cap = caps.get(&t.plan).copied().unwrap_or(u32::MAX);
+    t.settings.max_concurrent_runs.min(cap).max(1)
+}
+
 /// Each plan's most concurrent runs, by plan name.
 pub type PlanCaps = Arc<BTreeMap<String, u32>>;
 
@@ -322,6 +325,11 @@ impl Tenants {
     /// The tenant's live state.
     pub async fn get(&self, id: &str) -> Result<Tenant, Error> {
         self.send(id, GetTenant).await?
+    }
+
+    /// How many runs tenant `id` may run at once (across every node).
+    pub async fn run_slots(&self, id: &str) -> Result<u32, Error> {
+        Ok(run_slots(&self.get(id).await?, &self.plan_caps))
     }
 
     /// Waits until run `run_id` may start under the tenant's concurrency limit.
