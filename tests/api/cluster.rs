@@ -616,7 +616,11 @@ async fn a_tenants_run_slots_are_counted_across_nodes() {
         return;
     };
     let res = reqwest::Client::new()
-        .patch(format!("{}/tenants/{}/settings", c.nodes[0].base, tenant_of(&c).await))
+        .patch(format!(
+            "{}/tenants/{}/settings",
+            c.nodes[0].base,
+            tenant_of(&c).await
+        ))
         .bearer_auth(&c.key)
         .json(&json!({ "max_concurrent_runs": 1 }))
         .send()
@@ -642,7 +646,10 @@ async fn a_tenants_run_slots_are_counted_across_nodes() {
     }
     spans.sort();
     for pair in spans.windows(2) {
-        assert!(pair[1].0 >= pair[0].1, "two runs of the tenant overlapped: {spans:?}");
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "two runs of the tenant overlapped: {spans:?}"
+        );
     }
     c.stop().await;
 }
