@@ -7,12 +7,16 @@
 //! ```sh
 //! cargo bench --bench load -- all            # or s1 s2 s3 s4 s5 s6, several at once
 //! LOAD_POSTGRES=postgres://postgres@127.0.0.1:5432 cargo bench --bench load -- all
+//! LOAD_POSTGRES=... LOAD_NODES=3 cargo bench --bench load -- s1 s3 failover
 //! ```
 //!
 //! S1 run throughput · S2 streaming overhead · S3 concurrent streaming runs · S4 chat
-//! fan-out · S5 session actors at rest · S6 authenticated read against /healthz.
+//! fan-out · S5 session actors at rest · S6 authenticated read against /healthz ·
+//! failover: kill -9 of a run's node to the next token at a subscriber on another node.
 //! Knobs (env): LOAD_SECS (S1, S6), S2_RUNS, S3_N (comma list), S4_SESSIONS,
-//! S4_SUBSCRIBERS, S5_N.
+//! S4_SUBSCRIBERS, S5_N, LOAD_NODES (PostgreSQL: nodes sharing the database; requests
+//! and subscriptions are spread over them, a run's stream read on another node than the
+//! one it was started on), FAILOVER_RUNS.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,14 +27,21 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
 mod support;
-use support::{env_or, percentile, post_json, read_sse, rss_mib, start_server, Server};
+use support::{env_or, percentile, post_json, read_sse, rss_mib, start_node, Server};
 
 const PROVIDER_NOTE: &str = "built-in offline provider inside the server (no HTTP to an LLM)";
 
-/// A server for one scenario, with a tenant on an unlimited plan and a project.
+/// The servers of one scenario (one, or `LOAD_NODES` sharing one PostgreSQL database),
+/// with a tenant on an unlimited plan and a project.
 struct Bench {
-    server: Server,
+    nodes: Vec<Server>,
+    /// Each node's API base.
+    bases: Vec<String>,
+    /// The first node's (set-up goes there).
     base: String,
+    /// Spreads requests over the nodes.
+    next: std::sync::atomic::AtomicUsize,
+    env: Vec<(String, String)>,
     client: reqwest::Client,
     key: String,
     project: String,
@@ -46,14 +57,28 @@ impl Bench {
             ("DGIDGI__PROVIDERS__OFFLINE__TOKEN_DELAY_MS", &delay),
             ("DGIDGI__PLANS__ENTERPRISE__MAX_CONCURRENT_RUNS", "100000"),
             ("DGIDGI__RUNS__MAX_WAIT_SECS", "600"),
+            // S3 submits its thousands of runs at once: none is refused for waiting.
+            ("DGIDGI__RUNS__MAX_QUEUED_PER_TENANT", "1000000"),
         ];
         if let Some(db) = &db {
             env.push(("DGIDGI__DATABASE__URL", db.url.as_str()));
         }
         env.extend_from_slice(extra);
         let workers = env_or("LOAD_WORKERS", 2usize);
-        let server = start_server(workers, &env);
-        let base = format!("http://127.0.0.1:{}/api/v1", server.port);
+        let count = if db.is_some() {
+            env_or("LOAD_NODES", 1usize).max(1)
+        } else {
+            1
+        };
+        let mut nodes = vec![start_node(workers, &env, true)];
+        for _ in 1..count {
+            nodes.push(start_node(workers, &env, false));
+        }
+        let bases: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("http://127.0.0.1:{}/api/v1", n.port))
+            .collect();
+        let (server, base) = (&nodes[0], bases[0].clone());
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(20_000)
             .tcp_nodelay(true)
@@ -87,9 +112,16 @@ impl Bench {
         )
         .await;
         let project = project["data"]["id"].as_str().unwrap().to_string();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Self {
-            server,
+            nodes,
+            bases,
             base,
+            next: Default::default(),
+            env,
             client,
             key,
             project,
@@ -108,10 +140,20 @@ impl Bench {
         agent["data"]["id"].as_str().unwrap().to_string()
     }
 
+    /// The base of the next node in turn.
+    fn node(&self) -> &str {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.bases[n % self.bases.len()]
+    }
+
     async fn execute(&self, agent: &str, goal: &str, wait: bool) -> Value {
+        self.execute_on(self.node(), agent, goal, wait).await
+    }
+
+    async fn execute_on(&self, base: &str, agent: &str, goal: &str, wait: bool) -> Value {
         let res = self
             .client
-            .post(format!("{}/agents/{agent}/execute", self.base))
+            .post(format!("{base}/agents/{agent}/execute"))
             .bearer_auth(&self.key)
             .json(&json!({ "goal": goal, "projectId": self.project, "wait": wait }))
             .send()
@@ -122,8 +164,22 @@ impl Bench {
         }
     }
 
+    /// The resident memory of every node together, in MiB.
     fn rss(&self) -> f64 {
-        rss_mib(self.server.child.id())
+        self.nodes.iter().map(|n| rss_mib(n.child.id())).sum()
+    }
+
+    /// Node `n` killed (-9) and started again on the same database.
+    fn restart(&mut self, n: usize) {
+        let _ = self.nodes[n].child.kill();
+        let _ = self.nodes[n].child.wait();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.nodes[n] = start_node(env_or("LOAD_WORKERS", 2usize), &env, false);
+        self.bases[n] = format!("http://127.0.0.1:{}/api/v1", self.nodes[n].port);
     }
 }
 
@@ -144,11 +200,11 @@ fn stats(mut values: Vec<f64>) -> Value {
     json!({ "n": values.len(), "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0) })
 }
 
-fn backend() -> &'static str {
+fn backend() -> String {
     if std::env::var_os("LOAD_POSTGRES").is_some() {
-        "postgres"
+        format!("postgres, {} node(s)", env_or("LOAD_NODES", 1usize).max(1))
     } else {
-        "sqlite"
+        "sqlite".into()
     }
 }
 
@@ -196,6 +252,7 @@ async fn s1() -> Value {
 }
 
 /// Token arrival times of a run's stream, from the moment the execute request was sent.
+/// With several nodes the run is started on one and its stream read on the next.
 async fn stream_run(bench: &Bench, agent: &str, goal: &str) -> Option<(Duration, Vec<Duration>)> {
     let sent = Instant::now();
     let run = bench.execute(agent, goal, false).await;
@@ -204,7 +261,7 @@ async fn stream_run(bench: &Bench, agent: &str, goal: &str) -> Option<(Duration,
         .client
         .get(format!(
             "{}/agents/{agent}/runs/{run_id}/stream",
-            bench.base
+            bench.node()
         ))
         .bearer_auth(&bench.key)
         .send()
@@ -282,7 +339,7 @@ async fn s3() -> Value {
         let agent = bench.agent().await;
         let goal = "count to five please";
         let done = Arc::new(AtomicU64::new(0));
-        let peak = watch_rss(bench.server.child.id(), done.clone());
+        let peak = watch_rss(bench.nodes[0].child.id(), done.clone());
         let started = Instant::now();
         // Every run must have finished two minutes after the first started.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -346,7 +403,7 @@ async fn s4() -> Value {
         ids.push(s["data"]["id"].as_str().unwrap().to_string());
     }
     let done = Arc::new(AtomicU64::new(0));
-    let peak = watch_rss(bench.server.child.id(), done.clone());
+    let peak = watch_rss(bench.nodes[0].child.id(), done.clone());
     // Every subscriber is connected before any message is posted.
     let opened = Arc::new(tokio::sync::Semaphore::new(0));
     let posted_at: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Default::default();
@@ -422,8 +479,8 @@ async fn s4() -> Value {
 async fn live_sessions(bench: &Bench) -> f64 {
     let text = bench
         .client
-        .get(format!("http://127.0.0.1:{}/metrics", bench.server.port))
-        .bearer_auth(&bench.server.operator_key)
+        .get(format!("http://127.0.0.1:{}/metrics", bench.nodes[0].port))
+        .bearer_auth(&bench.nodes[0].operator_key)
         .send()
         .await
         .unwrap()
@@ -503,7 +560,7 @@ async fn s6() -> Value {
     let bench = Bench::start(0, &[]).await;
     let secs: u64 = env_or("LOAD_SECS", 10);
     let project = format!("{}/projects/{}", bench.base, bench.project);
-    let health = format!("http://127.0.0.1:{}/healthz", bench.server.port);
+    let health = format!("http://127.0.0.1:{}/healthz", bench.nodes[0].port);
     let mut out = HashMap::new();
     for (name, url, auth) in [
         ("healthz", &health, false),
@@ -548,13 +605,84 @@ async fn s6() -> Value {
     })
 }
 
+/// Failover: a run streaming at 50 ms per token on one node, followed from another; its
+/// node is killed (-9) and the time until the next token reaches the subscriber (another
+/// node resumes the run once the lease expires) is measured, FAILOVER_RUNS times, the
+/// killed node started again after each. PostgreSQL with at least two nodes.
+async fn failover() -> Value {
+    if std::env::var_os("LOAD_POSTGRES").is_none() || env_or("LOAD_NODES", 1usize) < 2 {
+        return json!({ "scenario": "failover", "skipped": "needs LOAD_POSTGRES and LOAD_NODES >= 2" });
+    }
+    let (heartbeat, lease) = ("1", "3");
+    let cluster = [
+        ("DGIDGI__CLUSTER__HEARTBEAT_SECS", heartbeat),
+        ("DGIDGI__CLUSTER__LEASE_SECS", lease),
+    ];
+    let mut bench = Bench::start(50, &cluster).await;
+    let agent = bench.agent().await;
+    // About 120 tokens: six seconds of streaming.
+    let goal = (0..100)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let runs: usize = env_or("FAILOVER_RUNS", 10);
+    let mut gaps = Vec::new();
+    for i in 0..runs {
+        let owner = i % bench.bases.len();
+        let watcher = (owner + 1) % bench.bases.len();
+        let run = bench
+            .execute_on(&bench.bases[owner].clone(), &agent, &goal, false)
+            .await;
+        let Some(run_id) = run["data"]["id"].as_str().map(str::to_string) else {
+            continue;
+        };
+        let mut res = bench
+            .client
+            .get(format!(
+                "{}/agents/{agent}/runs/{run_id}/stream",
+                bench.bases[watcher]
+            ))
+            .bearer_auth(&bench.key)
+            .send()
+            .await
+            .unwrap();
+        let mut tokens = 0;
+        read_sse(&mut res, |_, kind, _| {
+            tokens += usize::from(kind == "token");
+            tokens >= 5
+        })
+        .await;
+        bench.nodes[owner].child.kill().ok();
+        let killed = Instant::now();
+        let mut next = None;
+        let read = read_sse(&mut res, |at, kind, _| {
+            if kind == "token" {
+                next = Some(at - killed);
+            }
+            next.is_some()
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(30), read).await;
+        if let Some(gap) = next {
+            gaps.push(ms(gap));
+        }
+        drop(res);
+        bench.restart(owner);
+    }
+    json!({
+        "scenario": "failover", "backend": backend(), "runs": runs, "resumed": gaps.len(),
+        "heartbeat_secs": heartbeat, "lease_secs": lease,
+        "kill_to_next_token_ms": stats(gaps),
+        "target": "within lease_secs plus one heartbeat",
+    })
+}
+
 fn main() {
     support::raise_open_files();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let all = ["s1", "s2", "s3", "s4", "s5", "s6"];
+    let all = ["s1", "s2", "s3", "s4", "s5", "s6", "failover"];
     let chosen: Vec<&str> = if args.is_empty() || args.iter().any(|a| a == "all") {
         all.to_vec()
     } else {
@@ -576,7 +704,8 @@ fn main() {
                 "s3" => s3().await,
                 "s4" => s4().await,
                 "s5" => s5().await,
-                _ => s6().await,
+                "s6" => s6().await,
+                _ => failover().await,
             }
         });
         println!("{line}");

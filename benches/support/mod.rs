@@ -33,8 +33,15 @@ impl Drop for Server {
     }
 }
 
-/// Starts `dgidgi serve` with `env` on top of large rate limits.
+/// Starts `dgidgi serve` with `env` on top of large rate limits, on a fresh database (it
+/// prints the operator key).
 pub fn start_server(workers: usize, env: &[(&str, &str)]) -> Server {
+    start_node(workers, env, true)
+}
+
+/// Starts `dgidgi serve` with `env` on top of large rate limits; `first`: on a fresh
+/// database, whose operator key it reads (another node of a cluster prints none).
+pub fn start_node(workers: usize, env: &[(&str, &str)], first: bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let db = std::env::var("LOAD_DB")
         .unwrap_or_else(|_| format!("sqlite://{}/load.db", dir.path().display()));
@@ -48,6 +55,9 @@ pub fn start_server(workers: usize, env: &[(&str, &str)]) -> Server {
         .env("DGIDGI__PLANS__FREE__RATE_LIMIT__PER_TENANT", huge)
         .env("DGIDGI__PLANS__ENTERPRISE__RATE_LIMIT__PER_KEY", huge)
         .env("DGIDGI__PLANS__ENTERPRISE__RATE_LIMIT__PER_TENANT", huge)
+        // Thousands of streams of one key at once (S3): no per-key or per-tenant cap.
+        .env("DGIDGI__STREAMS__MAX_PER_KEY", huge)
+        .env("DGIDGI__STREAMS__MAX_PER_TENANT", huge)
         .env("RUST_LOG", "warn,dgidgi=info")
         // PostgreSQL takes its secrets from configuration only (SQLite uses its key file).
         .env(
@@ -83,14 +93,15 @@ pub fn start_server(workers: usize, env: &[(&str, &str)]) -> Server {
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let mut stdout = String::new();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    while !stdout.contains("chy_op_") {
+    while first && !stdout.contains("chy_op_") {
         out.read_line(&mut stdout).unwrap();
     }
     let operator_key = stdout
         .lines()
         .find(|l| l.starts_with("chy_op_"))
-        .unwrap()
+        .unwrap_or_default()
         .to_string();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     Server {
         child,
         port,

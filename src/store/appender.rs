@@ -12,8 +12,8 @@ use dgidgi_actors::StoreFailure;
 use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::cluster::{announce, held};
-use super::{to_json, Backend, Error, Result};
+use super::cluster::{held, Announcer};
+use super::{to_json, Error, Result};
 
 /// Appends written in one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -27,11 +27,11 @@ pub(super) struct Job {
 }
 
 /// Starts the appender on the current runtime; appends go through the returned sender.
-/// Node `node` announces what it appends (on PostgreSQL).
+/// Node `node` announces what it commits through `announcer` (on PostgreSQL).
 pub(super) fn start(
     writer: AnyPool,
-    backend: Backend,
     node: Arc<str>,
+    announcer: Option<Announcer>,
 ) -> mpsc::UnboundedSender<Job> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     tokio::spawn(async move {
@@ -43,16 +43,21 @@ pub(super) fn start(
                     Err(_) => break,
                 }
             }
-            let together = write(&writer, backend, &node, &jobs).await;
+            let together = write(&writer, &node, &jobs).await;
             metrics::histogram!("dgidgi_event_append_batch_size").record(jobs.len() as f64);
             for job in jobs {
                 let outcome = match &together {
                     Ok(()) => Ok(()),
                     // Alone, so that only the append at fault fails.
-                    Err(_) => write(&writer, backend, &node, std::slice::from_ref(&job))
+                    Err(_) => write(&writer, &node, std::slice::from_ref(&job))
                         .await
                         .map_err(StoreFailure::from),
                 };
+                if let (Ok(()), Some(announcer), Some(first), Some(last)) =
+                    (&outcome, &announcer, job.events.first(), job.events.last())
+                {
+                    let _ = announcer.send((job.stream.clone(), first.seq, last.seq));
+                }
                 let _ = job.done.send(outcome);
             }
         }
@@ -60,7 +65,7 @@ pub(super) fn start(
     tx
 }
 
-async fn write(writer: &AnyPool, backend: Backend, node: &str, jobs: &[Job]) -> Result<()> {
+async fn write(writer: &AnyPool, node: &str, jobs: &[Job]) -> Result<()> {
     let mut tx = writer.begin().await?;
     for fence in jobs.iter().filter_map(|j| j.fence.as_ref()) {
         held(&mut tx, node, fence).await?;
@@ -70,7 +75,6 @@ async fn write(writer: &AnyPool, backend: Backend, node: &str, jobs: &[Job]) -> 
         .flat_map(|j| j.events.iter().map(move |e| (j.stream.as_str(), e)))
         .collect();
     insert(&mut tx, &rows).await?;
-    announce(&mut tx, backend, node, &rows).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -283,6 +283,10 @@ impl ChatStore for Store {
                 Ok(())
             })
         };
-        for_actors(write.await)
+        let written = write.await;
+        if written.is_ok() {
+            self.announce(&message.session_id, std::slice::from_ref(event));
+        }
+        for_actors(written)
     }
 }

@@ -4,6 +4,8 @@
 
 use std::io::ErrorKind;
 
+use std::sync::Arc;
+
 use dgidgi_actors::chat::SessionNotice;
 use dgidgi_actors::events::{Fence, Owned, StreamEvent};
 use dgidgi_actors::run::Run;
@@ -192,29 +194,31 @@ impl Store {
     }
 
     /// Gives `run` one of its tenant's `slots` run slots if one is free (see
-    /// `RunStore::take_slot`). On PostgreSQL the tenant's advisory lock makes the count
-    /// and the take one step for every node.
+    /// `RunStore::take_slot`). On PostgreSQL `dgidgi_take_slot` holds the tenant's advisory
+    /// lock for the count and the take, so that they are one step for every node.
     pub(super) async fn take_run_slot(&self, run: &Run, slots: u32) -> Result<bool> {
-        super::write_tx!(self, |tx| {
-            if self.backend == Backend::Postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                    .bind(format!("slots:{}", run.tenant_id))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let taken = sqlx::query(
-                "UPDATE runs SET admitted = 1 WHERE id = $1 AND (admitted = 1 OR \
-                 (SELECT COUNT(*) FROM runs WHERE tenant_id = $2 AND admitted = 1 \
-                  AND status IN ('queued', 'running')) < $3)",
-            )
-            .bind(&run.id)
-            .bind(&run.tenant_id)
-            .bind(i64::from(slots))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            Ok(taken == 1)
-        })
+        if self.backend == Backend::Postgres {
+            let row = sqlx::query("SELECT dgidgi_take_slot($1, $2, $3) AS taken")
+                .bind(&run.id)
+                .bind(&run.tenant_id)
+                .bind(i64::from(slots))
+                .fetch_one(&self.writer)
+                .await?;
+            return Ok(row.try_get("taken")?);
+        }
+        // SQLite: one node, one writer; the same rule in one statement.
+        let taken = sqlx::query(
+            "UPDATE runs SET admitted = 1 WHERE id = $1 AND (admitted = 1 OR \
+             (SELECT COUNT(*) FROM runs WHERE tenant_id = $2 AND admitted = 1 \
+              AND status IN ('queued', 'running')) < $3)",
+        )
+        .bind(&run.id)
+        .bind(&run.tenant_id)
+        .bind(i64::from(slots))
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(taken == 1)
     }
 
     /// Claims run `id` for this node (see `RunStore::claim_run`); its new epoch.
@@ -375,35 +379,59 @@ pub(super) async fn held(tx: &mut Transaction<'_, Any>, node: &str, fence: &Fenc
     }
 }
 
-/// Within an append's transaction on PostgreSQL: tells every node which events of which
-/// streams it adds (delivered when it commits).
-pub(super) async fn announce(
-    tx: &mut Transaction<'_, Any>,
-    backend: Backend,
-    node: &str,
-    rows: &[(&str, &StreamEvent)],
-) -> Result<()> {
-    if backend != Backend::Postgres {
-        return Ok(());
-    }
-    let mut spans: Vec<(&str, i64, i64)> = Vec::new();
-    for (stream, event) in rows {
-        match spans.iter_mut().find(|(s, _, _)| s == stream) {
-            Some(span) => {
-                span.1 = span.1.min(event.seq);
-                span.2 = span.2.max(event.seq);
+/// Committed appends waiting to be announced to the other nodes: stream, first and last
+/// seq.
+pub(super) type Announcer = tokio::sync::mpsc::UnboundedSender<(String, i64, i64)>;
+
+/// Starts the task that announces committed appends (PostgreSQL): whatever waits is sent
+/// together, one notification per stream, in one statement outside the appends' own
+/// transactions (a NOTIFY inside them would serialize their commits on PostgreSQL's
+/// notification queue lock).
+pub(super) fn start_announcer(writer: sqlx::AnyPool, node: Arc<str>) -> Announcer {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, i64, i64)>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut spans = vec![first];
+            while let Ok((stream, lo, hi)) = rx.try_recv() {
+                match spans.iter_mut().find(|(s, _, _)| *s == stream) {
+                    Some(span) => {
+                        span.1 = span.1.min(lo);
+                        span.2 = span.2.max(hi);
+                    }
+                    None => spans.push((stream, lo, hi)),
+                }
             }
-            None => spans.push((stream, event.seq, event.seq)),
+            for chunk in spans.chunks(500) {
+                let marks: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("(${}::text)", i + 2))
+                    .collect();
+                let sql = format!(
+                    "SELECT pg_notify($1, p) FROM (VALUES {}) AS t(p)",
+                    marks.join(", ")
+                );
+                let mut query = sqlx::query(&sql).bind(EVENTS_CHANNEL);
+                for (stream, lo, hi) in chunk {
+                    query = query.bind(format!("{node} {stream} {lo} {hi}"));
+                }
+                if let Err(e) = query.execute(&writer).await {
+                    tracing::debug!(error = %e, "appends not announced to the other nodes");
+                }
+            }
         }
+    });
+    tx
+}
+
+impl Store {
+    /// Announces (PostgreSQL) that `events` of `stream` are committed.
+    pub(super) fn announce(&self, stream: &str, events: &[StreamEvent]) {
+        let (Some(announcer), Some(first), Some(last)) =
+            (&self.announcer, events.first(), events.last())
+        else {
+            return;
+        };
+        let _ = announcer.send((stream.to_string(), first.seq, last.seq));
     }
-    for (stream, first, last) in spans {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(EVENTS_CHANNEL)
-            .bind(format!("{node} {stream} {first} {last}"))
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
 }
 
 /// What another node announced.

@@ -35,8 +35,7 @@ impl Store {
         events: &[StreamEvent],
     ) -> Result<()> {
         let rows: Vec<(&str, &StreamEvent)> = events.iter().map(|e| (stream, e)).collect();
-        super::appender::insert(tx, &rows).await?;
-        super::cluster::announce(tx, self.backend, &self.node, &rows).await
+        super::appender::insert(tx, &rows).await
     }
 }
 

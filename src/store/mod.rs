@@ -213,6 +213,8 @@ pub struct Store {
     exclusive: Arc<std::sync::Mutex<Option<std::fs::File>>>,
     /// The SQLite database file, if that is the backend.
     sqlite_file: Option<std::path::PathBuf>,
+    /// Announces committed appends to the other nodes (PostgreSQL).
+    announcer: Option<cluster::Announcer>,
     /// Cancelled when the store closes: what works beside it (the cluster listener) stops.
     closing: tokio_util::sync::CancellationToken,
 }
@@ -270,7 +272,9 @@ impl Store {
             Backend::Postgres => pool.clone(),
         };
         let node: Arc<str> = crate::cluster::new_node_id().into();
-        let appender = appender::start(writer.clone(), backend, node.clone());
+        let announcer = (backend == Backend::Postgres)
+            .then(|| cluster::start_announcer(writer.clone(), node.clone()));
+        let appender = appender::start(writer.clone(), node.clone(), announcer.clone());
         let sqlite_file = (backend == Backend::Sqlite)
             .then(|| sqlite_file(&url))
             .flatten();
@@ -284,6 +288,7 @@ impl Store {
             exclusive: Default::default(),
             sqlite_file,
             closing: Default::default(),
+            announcer,
         })
     }
 

@@ -231,7 +231,11 @@ impl RunStore for Store {
                 Ok(())
             })
         };
-        for_actors(write.await)
+        let written = write.await;
+        if written.is_ok() {
+            self.announce(run.stream(), std::slice::from_ref(event));
+        }
+        for_actors(written)
     }
 
     async fn save_step(
@@ -257,7 +261,11 @@ impl RunStore for Store {
                 Ok(())
             })
         };
-        for_actors(write.await)
+        let written = write.await;
+        if written.is_ok() {
+            self.announce(run.stream(), std::slice::from_ref(event));
+        }
+        for_actors(written)
     }
 
     async fn finish_run(
@@ -281,7 +289,11 @@ impl RunStore for Store {
                 Ok(())
             })
         };
-        for_actors(write.await)
+        let written = write.await;
+        if written.is_ok() {
+            self.announce(run.stream(), std::slice::from_ref(event));
+        }
+        for_actors(written)
     }
 
     async fn queued_runs(&self, tenant_id: &str) -> Result<i64, StoreFailure> {
