@@ -296,18 +296,7 @@ async fn a_cancel_through_any_node_stops_the_run_where_it_is_driven() {
     let Some(c) = Cluster::start().await else {
         return;
     };
-    let res = reqwest::Client::new()
-        .patch(format!(
-            "{}/tenants/{}/settings",
-            c.nodes[0].base,
-            tenant_of(&c).await
-        ))
-        .bearer_auth(&c.key)
-        .json(&json!({ "max_concurrent_runs": 1 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    one_run_at_a_time(&c).await;
     c.llm
         .push(Script::Slow(vec!["busy "; 100], Duration::from_millis(50)));
     let running = c.execute(0, "keep busy").await;
@@ -338,6 +327,22 @@ async fn a_cancel_through_any_node_stops_the_run_where_it_is_driven() {
     assert_eq!(frames.last().unwrap().event, "run.cancelled");
     assert!(count(&frames, "token") < 100);
     c.stop().await;
+}
+
+/// Lets the cluster's tenant run one run at a time.
+async fn one_run_at_a_time(c: &Cluster) {
+    let res = reqwest::Client::new()
+        .patch(format!(
+            "{}/tenants/{}/settings",
+            c.nodes[0].base,
+            tenant_of(c).await
+        ))
+        .bearer_auth(&c.key)
+        .json(&json!({ "max_concurrent_runs": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
 }
 
 /// The tenant of the cluster's key.
@@ -615,18 +620,7 @@ async fn a_tenants_run_slots_are_counted_across_nodes() {
     let Some(c) = Cluster::start().await else {
         return;
     };
-    let res = reqwest::Client::new()
-        .patch(format!(
-            "{}/tenants/{}/settings",
-            c.nodes[0].base,
-            tenant_of(&c).await
-        ))
-        .bearer_auth(&c.key)
-        .json(&json!({ "max_concurrent_runs": 1 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    one_run_at_a_time(&c).await;
     for _ in 0..3 {
         c.llm
             .push(Script::Slow(vec!["step "; 8], Duration::from_millis(50)));
