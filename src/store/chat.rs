@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use dgidgi_actors::agent::Agent;
 use dgidgi_actors::chat::{ChatStore, Message, Session, SessionNotice};
-use dgidgi_actors::events::{Fence, StreamEvent};
+use dgidgi_actors::events::{Fence, Owned, StreamEvent};
 use dgidgi_actors::StoreFailure;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -195,18 +195,19 @@ impl ChatStore for Store {
     }
 
     async fn unfinished_sessions(&self) -> Result<Vec<String>, StoreFailure> {
-        let rows = sqlx::query(
+        let sql = format!(
             "SELECT DISTINCT m.session_id FROM chat_messages m JOIN chat_sessions s ON s.id = m.session_id \
              WHERE ((m.role = 'assistant' AND m.status = 'streaming') OR \
              (m.role = 'user' AND m.reply_id IS NOT NULL AND NOT EXISTS \
-                (SELECT 1 FROM chat_messages r WHERE r.id = m.reply_id))) \
-             AND (s.owner IS NULL OR s.owner = $1 OR s.lease_expires_at IS NULL OR s.lease_expires_at < $2)",
-        )
-        .bind(self.node_id())
-        .bind(dgidgi_actors::time::now())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| StoreFailure::from(Error::from(e)))?;
+                (SELECT 1 FROM chat_messages r WHERE r.id = m.reply_id))) AND {}",
+            super::cluster::claimable("s.", "$1", "$2")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(self.node_id())
+            .bind(dgidgi_actors::time::now())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreFailure::from(Error::from(e)))?;
         rows.iter()
             .map(|r| {
                 r.try_get("session_id")
@@ -220,7 +221,7 @@ impl ChatStore for Store {
     }
 
     async fn claim_session(&self, id: &str) -> Result<Option<i64>, StoreFailure> {
-        for_actors(self.claim_session_for_node(id).await)
+        for_actors(self.claim(&Owned::Session(id.to_string())).await)
     }
 
     async fn release_session(&self, id: &str, epoch: i64) -> Result<(), StoreFailure> {

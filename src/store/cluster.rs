@@ -155,19 +155,26 @@ impl Store {
             .collect()
     }
 
-    /// Claims chat session `id` for this node (see `ChatStore::claim_session`).
-    pub(super) async fn claim_session_for_node(&self, id: &str) -> Result<Option<i64>> {
-        let row = sqlx::query(
-            "UPDATE chat_sessions SET owner = $2, epoch = epoch + 1, lease_expires_at = $3 \
-             WHERE id = $1 AND (owner IS NULL OR owner = $2 OR lease_expires_at IS NULL OR lease_expires_at < $4) \
-             RETURNING epoch",
-        )
-        .bind(id)
-        .bind(&*self.node)
-        .bind(time::later(self.lease))
-        .bind(time::now())
-        .fetch_optional(&self.writer)
-        .await?;
+    /// Makes this node the owner of what `owned` names, with a new epoch, unless another
+    /// live node is (see `RunStore::claim_run`, `ChatStore::claim_session`); a run only
+    /// while it is unfinished.
+    pub(super) async fn claim(&self, owned: &Owned) -> Result<Option<i64>> {
+        let (table, id, unfinished) = match owned {
+            Owned::Run(id) => ("runs", id, " AND status IN ('queued', 'running')"),
+            Owned::Session(id) => ("chat_sessions", id, ""),
+        };
+        let sql = format!(
+            "UPDATE {table} SET owner = $2, epoch = epoch + 1, lease_expires_at = $3 \
+             WHERE id = $1{unfinished} AND {} RETURNING epoch",
+            claimable("", "$2", "$4")
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(&*self.node)
+            .bind(time::later(self.lease))
+            .bind(time::now())
+            .fetch_optional(&self.writer)
+            .await?;
         Ok(row.map(|r| r.try_get("epoch")).transpose()?)
     }
 
@@ -219,24 +226,6 @@ impl Store {
         .await?
         .rows_affected();
         Ok(taken == 1)
-    }
-
-    /// Claims run `id` for this node (see `RunStore::claim_run`); its new epoch.
-    pub(super) async fn claim(&self, id: &str) -> Result<Option<i64>> {
-        let now = time::now();
-        let row = sqlx::query(
-            "UPDATE runs SET owner = $2, epoch = epoch + 1, lease_expires_at = $3 \
-             WHERE id = $1 AND status IN ('queued', 'running') \
-             AND (owner IS NULL OR owner = $2 OR lease_expires_at IS NULL OR lease_expires_at < $4) \
-             RETURNING epoch",
-        )
-        .bind(id)
-        .bind(&*self.node)
-        .bind(time::later(self.lease))
-        .bind(&now)
-        .fetch_optional(&self.writer)
-        .await?;
-        Ok(row.map(|r| r.try_get("epoch")).transpose()?)
     }
 
     /// Within a write: refuses it unless `fence` is still the run's latest claim, held by
@@ -345,6 +334,16 @@ pub enum KeysChanged {
     Key(String),
     /// Every key of a tenant (its plan changed).
     Tenant(String),
+}
+
+/// The rule that a row (of `runs` or `chat_sessions`, columns prefixed `prefix`) has no
+/// live owner but `node`: unowned, owned by `node`, or its owner's lease is over at `now`.
+/// `node` and `now` are the placeholders they are bound to.
+pub(super) fn claimable(prefix: &str, node: &str, now: &str) -> String {
+    format!(
+        "({prefix}owner IS NULL OR {prefix}owner = {node} OR {prefix}lease_expires_at IS NULL \
+         OR {prefix}lease_expires_at < {now})"
+    )
 }
 
 /// Refuses the write in `tx` unless `fence` is the latest claim of what it names and

@@ -197,7 +197,7 @@ fn domain_payload(run: &Run) -> serde_json::Value {
 #[async_trait]
 impl RunStore for Store {
     async fn claim_run(&self, id: &str) -> Result<Option<i64>, StoreFailure> {
-        for_actors(self.claim(id).await)
+        for_actors(self.claim(&Owned::Run(id.to_string())).await)
     }
 
     async fn take_slot(&self, run: &Run, slots: u32) -> Result<bool, StoreFailure> {
@@ -310,16 +310,16 @@ impl RunStore for Store {
     }
 
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure> {
-        let rows = sqlx::query(
-            "SELECT id FROM runs WHERE status IN ('queued', 'running') \
-             AND (owner IS NULL OR owner = $1 OR lease_expires_at IS NULL OR lease_expires_at < $2) \
-             ORDER BY id",
-        )
-        .bind(self.node_id())
-        .bind(dgidgi_actors::time::now())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| StoreFailure::from(Error::from(e)))?;
+        let sql = format!(
+            "SELECT id FROM runs WHERE status IN ('queued', 'running') AND {} ORDER BY id",
+            super::cluster::claimable("", "$1", "$2")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(self.node_id())
+            .bind(dgidgi_actors::time::now())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreFailure::from(Error::from(e)))?;
         rows.iter()
             .map(|r| {
                 r.try_get("id")

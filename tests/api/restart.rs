@@ -98,6 +98,18 @@ pub async fn writer(base: &str, operator: &str) -> (String, String, String) {
     (key, id(&project), id(&agent))
 }
 
+/// A fake LLM whose first answer writes `notes.md` and whose second streams a little and
+/// stalls: a run killed mid-step has one finished step to resume after.
+async fn writes_then_stalls() -> FakeLlm {
+    let llm = FakeLlm::start().await;
+    llm.push(Script::Tools(vec![(
+        "write_file",
+        json!({ "path": "notes.md", "content": "step one" }),
+    )]));
+    llm.push(Script::Stall(vec!["half a thought"]));
+    llm
+}
+
 /// Reads the whole event stream at `url` (from its first event) until `seen` holds for an
 /// event, for at most 10 s; whether it did.
 pub async fn until_event(url: String, key: &str, mut seen: impl FnMut(&Frame) -> bool) -> bool {
@@ -118,12 +130,7 @@ pub async fn until_event(url: String, key: &str, mut seen: impl FnMut(&Frame) ->
 async fn a_run_killed_mid_step_resumes_after_its_last_finished_step() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/dgidgi.db", dir.path().display());
-    let llm = FakeLlm::start().await;
-    llm.push(Script::Tools(vec![(
-        "write_file",
-        json!({ "path": "notes.md", "content": "step one" }),
-    )]));
-    llm.push(Script::Stall(vec!["half a thought"]));
+    let llm = writes_then_stalls().await;
 
     let (mut first, operator) = start(&db, &llm, dir.path(), true, &[]);
     let operator = operator.expect("the first start prints the operator key");
@@ -450,12 +457,7 @@ async fn webhook_deliveries_pending_when_the_server_is_killed_are_delivered_afte
 async fn an_agent_reply_killed_mid_step_resumes_and_the_session_answers_the_next_message() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/dgidgi.db", dir.path().display());
-    let llm = FakeLlm::start().await;
-    llm.push(Script::Tools(vec![(
-        "write_file",
-        json!({ "path": "notes.md", "content": "step one" }),
-    )]));
-    llm.push(Script::Stall(vec!["half a thought"]));
+    let llm = writes_then_stalls().await;
 
     let (mut first, operator) = start(&db, &llm, dir.path(), true, &[]);
     let post = |url: String, key: String, body: Value| async move {
