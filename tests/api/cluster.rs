@@ -570,6 +570,12 @@ async fn every_node_lists_the_live_nodes_and_the_runs_each_drives() {
     };
     c.llm
         .push(Script::Slow(vec!["busy "; 60], Duration::from_millis(50)));
+    // The node that takes the run over is kept busy too, or the resumed run could end
+    // between two looks at the list and never be seen moved.
+    c.llm.push(Script::Slow(
+        vec!["still busy "; 300],
+        Duration::from_millis(50),
+    ));
     let run = c.execute(0, "keep busy").await;
     let mut live = c.subscribe(0, &run, 0).await;
     frames_until(&mut live, |f| count(f, "token") >= 1).await;
