@@ -28,6 +28,7 @@ mod regions;
 mod restart;
 mod runs;
 mod s3;
+mod sdk;
 mod secrets;
 mod tenants;
 mod users;
