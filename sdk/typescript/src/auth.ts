@@ -28,6 +28,7 @@ export function jwtExpiry(token: string): number | undefined {
 
 export class TokenSource {
   private current: Token | undefined;
+  private issuedAt: number | undefined;
   private renewing: Promise<Token> | undefined;
 
   constructor(
@@ -63,8 +64,6 @@ export class TokenSource {
     const issuedFor = (held.expiresAt ?? 0) - (this.issuedAt ?? 0);
     return Math.min(EARLY_MS, Math.max(0, issuedFor / 3));
   }
-
-  private issuedAt: number | undefined;
 
   private renew(): Promise<Token> {
     if (!this.renewing) {

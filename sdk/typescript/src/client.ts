@@ -4,13 +4,7 @@
  * `open`.
  */
 import { TokenSource, type Token } from './auth.js';
-import {
-  DgiDgiAbortError,
-  DgiDgiConnectionError,
-  DgiDgiError,
-  DgiDgiTimeoutError,
-  errorFromResponse,
-} from './errors.js';
+import { DgiDgiAbortError, DgiDgiConnectionError, DgiDgiTimeoutError, errorFromResponse } from './errors.js';
 
 export interface ClientOptions {
   /** The API's base URL, `/api/v1` included. Default: `DGIDGI_API_URL`, else `/api/v1`. */
@@ -59,7 +53,7 @@ interface Call extends RequestOptions {
   path: string;
   query?: Query | undefined;
   body?: unknown;
-  /** Extra request headers that are part of the call itself (`Last-Event-ID`). */
+  /** The `Accept` header (JSON unless the call opens an event stream). */
   accept?: string;
 }
 
@@ -149,8 +143,7 @@ export class DgiDgiClient {
    * the same authentication and retries as any call. The timeout covers the headers only.
    */
   async open(call: Omit<Call, 'method'>): Promise<Response> {
-    const res = await this.attempts({ ...call, method: 'GET', accept: 'text/event-stream' }, true);
-    return res;
+    return this.attempts({ ...call, method: 'GET', accept: 'text/event-stream' }, true);
   }
 
   private async send<T>(call: Call, authenticated: boolean): Promise<Envelope<T>> {
@@ -258,5 +251,3 @@ export class DgiDgiClient {
     }
   }
 }
-
-export { DgiDgiError };

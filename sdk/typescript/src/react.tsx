@@ -60,8 +60,8 @@ export function useDgiDgi(): DgiDgi {
 /** The query keys the hooks use, to invalidate or prefetch from outside. */
 export const queryKeys = {
   all: ['dgidgi'] as const,
-  projects: (params?: ListParams) => ['dgidgi', 'projects', params ?? {}] as const,
-  agents: (params?: ListParams) => ['dgidgi', 'agents', params ?? {}] as const,
+  /** A list's first page: `list('projects')`; `['dgidgi', 'projects']` covers every page size. */
+  list: (name: 'projects' | 'agents', params?: ListParams) => ['dgidgi', name, params ?? {}] as const,
   run: (agentId: string, runId: string) => ['dgidgi', 'runs', agentId, runId] as const,
   messages: (sessionId: string) => ['dgidgi', 'chat', sessionId, 'messages'] as const,
 };
@@ -93,30 +93,31 @@ function useThrottled<T>(initial: T, ms: number): [T, (next: T) => void, (next: 
 
 type Patch<T> = { id: string } & T;
 
-/** The tenant's projects (first page), with create, update and remove that refresh the list. */
-export function useProjects(params?: ListParams) {
-  const client = useDgiDgi();
+/** What the list hooks need of a namespace. */
+interface Listed<T, Create, Update> {
+  list(params: ListParams | undefined, options: { signal: AbortSignal }): PromiseLike<{ data: T[] }>;
+  create(body: Create): Promise<T>;
+  update(id: string, body: Update): Promise<T>;
+  delete(id: string): Promise<unknown>;
+}
+
+/** A namespace's first page (cached), and create, update and remove that refresh it. */
+function useListed<T, Create, Update>(
+  name: 'projects' | 'agents', space: Listed<T, Create, Update>, params: ListParams | undefined) {
   const queryClient = useQueryClient();
   const query = useQuery({
-    queryKey: queryKeys.projects(params),
-    queryFn: async ({ signal }) => (await client.projects.list(params, { signal })).data,
+    queryKey: queryKeys.list(name, params),
+    queryFn: async ({ signal }) => (await space.list(params, { signal })).data,
   });
-  const invalidate = () => queryClient.invalidateQueries({ queryKey: ['dgidgi', 'projects'] });
-  const create = useMutation({
-    mutationFn: (body: Parameters<DgiDgi['projects']['create']>[0]) => client.projects.create(body),
-    onSuccess: invalidate,
-  });
+  const invalidate = () => queryClient.invalidateQueries({ queryKey: ['dgidgi', name] });
+  const create = useMutation({ mutationFn: (body: Create) => space.create(body), onSuccess: invalidate });
   const update = useMutation({
-    mutationFn: ({ id, ...body }: Patch<Parameters<DgiDgi['projects']['update']>[1]>) =>
-      client.projects.update(id, body),
+    mutationFn: ({ id, ...body }: Patch<Update>) => space.update(id, body as Update),
     onSuccess: invalidate,
   });
-  const remove = useMutation({
-    mutationFn: (id: string) => client.projects.delete(id),
-    onSuccess: invalidate,
-  });
+  const remove = useMutation({ mutationFn: (id: string) => space.delete(id), onSuccess: invalidate });
   return {
-    projects: (query.data ?? []) as Project[],
+    items: query.data ?? [],
     isLoading: query.isLoading,
     error: query.error as DgiDgiError | null,
     refetch: (): Promise<unknown> => query.refetch(),
@@ -124,39 +125,21 @@ export function useProjects(params?: ListParams) {
   };
 }
 
+/** The tenant's projects (first page), with create, update and remove that refresh the list. */
+export function useProjects(params?: ListParams) {
+  const { items, ...rest } = useListed('projects', useDgiDgi().projects, params);
+  return { projects: items as Project[], ...rest };
+}
+
 /** The tenant's agents (first page), with create, update, remove and execute. */
 export function useAgents(params?: ListParams) {
   const client = useDgiDgi();
-  const queryClient = useQueryClient();
-  const query = useQuery({
-    queryKey: queryKeys.agents(params),
-    queryFn: async ({ signal }) => (await client.agents.list(params, { signal })).data,
-  });
-  const invalidate = () => queryClient.invalidateQueries({ queryKey: ['dgidgi', 'agents'] });
-  const create = useMutation({
-    mutationFn: (body: Parameters<DgiDgi['agents']['create']>[0]) => client.agents.create(body),
-    onSuccess: invalidate,
-  });
-  const update = useMutation({
-    mutationFn: ({ id, ...body }: Patch<Parameters<DgiDgi['agents']['update']>[1]>) =>
-      client.agents.update(id, body),
-    onSuccess: invalidate,
-  });
-  const remove = useMutation({
-    mutationFn: (id: string) => client.agents.delete(id),
-    onSuccess: invalidate,
-  });
+  const { items, actions, ...rest } = useListed('agents', client.agents, params);
   const execute: UseMutationResult<Run, Error, Patch<Parameters<DgiDgi['agents']['execute']>[1]>> = useMutation({
     mutationFn: ({ id, ...body }: Patch<Parameters<DgiDgi['agents']['execute']>[1]>) =>
       client.agents.execute(id, body),
   });
-  return {
-    agents: (query.data ?? []) as Agent[],
-    isLoading: query.isLoading,
-    error: query.error as DgiDgiError | null,
-    refetch: (): Promise<unknown> => query.refetch(),
-    actions: { create, update, remove, execute },
-  };
+  return { agents: items as Agent[], ...rest, actions: { ...actions, execute } };
 }
 
 /** A run, live: its status and output follow its stream until it ends. */

@@ -8,7 +8,7 @@ import type { ChatStreamEvent, RunStreamEvent } from './events.js';
 import { REPLY_ENDS, RUN_ENDS } from './events.js';
 import { PagePromise, type ListParams } from './pagination.js';
 import { EventStream, type StreamOptions } from './stream.js';
-import type { BodyOf, DataOf, ItemOf, QueryOf, Run } from './types.js';
+import type { BodyOf, DataOf, ItemOf, OperationOf, paths, QueryOf, Run } from './types.js';
 
 /** Options of every call; `tenantId` lets an operator key act in the tenant it names. */
 export interface CallOptions extends RequestOptions {
@@ -76,26 +76,16 @@ type Name = keyof Routes;
 type Api<N extends Name> = `/api/v1${Routes[N][1]}`;
 type Verb<N extends Name> = Lowercase<Routes[N][0]>;
 
-type Body<N extends Name> = Api<N> extends infer P extends keyof import('./types.js').paths
-  ? Verb<N> extends infer M extends keyof import('./types.js').paths[P]
-    ? BodyOf<P, M>
+/** The generated operation behind method `N`. */
+type Op<N extends Name> = Api<N> extends infer P extends keyof paths
+  ? Verb<N> extends infer M extends keyof paths[P]
+    ? OperationOf<P, M>
     : never
   : never;
-type Data<N extends Name> = Api<N> extends infer P extends keyof import('./types.js').paths
-  ? Verb<N> extends infer M extends keyof import('./types.js').paths[P]
-    ? DataOf<P, M>
-    : never
-  : never;
-type Item<N extends Name> = Api<N> extends infer P extends keyof import('./types.js').paths
-  ? Verb<N> extends infer M extends keyof import('./types.js').paths[P]
-    ? ItemOf<P, M>
-    : never
-  : never;
-type Filters<N extends Name> = Api<N> extends infer P extends keyof import('./types.js').paths
-  ? Verb<N> extends infer M extends keyof import('./types.js').paths[P]
-    ? QueryOf<P, M>
-    : never
-  : never;
+type Body<N extends Name> = BodyOf<Op<N>>;
+type Data<N extends Name> = DataOf<Op<N>>;
+type Item<N extends Name> = ItemOf<Op<N>>;
+type Filters<N extends Name> = QueryOf<Op<N>>;
 
 /** The route of `name` with its `{params}` filled in, each URL-encoded. */
 function path(name: Name, ...values: string[]): string {

@@ -9,33 +9,24 @@ export type { components, paths };
 type Schemas = components['schemas'];
 type Json<T> = T extends { content: { 'application/json': infer B } } ? B : never;
 
-/** The request body of `method` on `path`. */
-export type BodyOf<P extends keyof paths, M extends keyof paths[P]> = paths[P][M] extends {
-  requestBody?: infer R;
-}
-  ? Json<NonNullable<R>>
-  : never;
+/** The operation of `method` on `path`. */
+export type OperationOf<P extends keyof paths, M extends keyof paths[P]> = paths[P][M];
 
-/** The query parameters of `method` on `path` (`tenant_id` left out: it is a request option). */
-export type QueryOf<P extends keyof paths, M extends keyof paths[P]> = paths[P][M] extends {
-  parameters: { query?: infer Q };
-}
+/** The request body of an operation. */
+export type BodyOf<Op> = Op extends { requestBody?: infer R } ? Json<NonNullable<R>> : never;
+
+/** The query parameters of an operation (`tenant_id` and paging left out: options of their own). */
+export type QueryOf<Op> = Op extends { parameters: { query?: infer Q } }
   ? Omit<NonNullable<Q>, 'tenant_id' | 'limit' | 'cursor'>
   : never;
 
 type Success<R> = R extends { 200: infer A } ? A : R extends { 201: infer A } ? A : R extends { 202: infer A } ? A : never;
 
-/** The `data` of a successful answer of `method` on `path`. */
-export type DataOf<P extends keyof paths, M extends keyof paths[P]> = paths[P][M] extends {
-  responses: infer R;
-}
-  ? Json<Success<R>> extends { data: infer D }
-    ? D
-    : never
-  : never;
+/** The `data` of an operation's successful answer. */
+export type DataOf<Op> = Op extends { responses: infer R } ? (Json<Success<R>> extends { data: infer D } ? D : never) : never;
 
-/** The item of a list route's `data`. */
-export type ItemOf<P extends keyof paths, M extends keyof paths[P]> = DataOf<P, M> extends (infer I)[] ? I : never;
+/** The item of a list operation's `data`. */
+export type ItemOf<Op> = DataOf<Op> extends (infer I)[] ? I : never;
 
 export type Project = Schemas['Project'];
 export type Agent = Schemas['Agent'];
