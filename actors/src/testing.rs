@@ -207,12 +207,14 @@ impl RunStore for MemoryRuns {
     async fn finish_run(
         &self,
         run: &Run,
+        last_step: Option<&StreamEvent>,
         event: &StreamEvent,
         domain: Option<DomainEvent>,
         _: Option<&Message>,
     ) -> Result<(), StoreFailure> {
         self.save(run);
-        self.append(run.stream(), std::slice::from_ref(event));
+        let events: Vec<StreamEvent> = last_step.into_iter().chain([event]).cloned().collect();
+        self.append(run.stream(), &events);
         self.domain.lock().unwrap().extend(domain);
         Ok(())
     }

@@ -194,6 +194,20 @@ fn domain_payload(run: &Run) -> serde_json::Value {
     serde_json::to_value(run).expect("a run serializes")
 }
 
+/// Saves `step` of `run` (again, after a resume: the latest copy wins).
+async fn insert_step(tx: &mut Transaction<'_, Any>, run: &Run, step: &Step) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO run_steps (run_id, idx, step) VALUES ($1, $2, $3) \
+         ON CONFLICT (run_id, idx) DO UPDATE SET step = excluded.step",
+    )
+    .bind(&run.id)
+    .bind(i64::from(step.index))
+    .bind(to_json(step))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl RunStore for Store {
     async fn claim_run(&self, id: &str) -> Result<Option<i64>, StoreFailure> {
@@ -246,15 +260,7 @@ impl RunStore for Store {
     ) -> Result<(), StoreFailure> {
         let write = async {
             write_tx!(self, |tx| {
-                sqlx::query(
-                    "INSERT INTO run_steps (run_id, idx, step) VALUES ($1, $2, $3) \
-                     ON CONFLICT (run_id, idx) DO UPDATE SET step = excluded.step",
-                )
-                .bind(&run.id)
-                .bind(i64::from(step.index))
-                .bind(to_json(step))
-                .execute(&mut *tx)
-                .await?;
+                insert_step(&mut tx, run, step).await?;
                 self.update_progress(&mut tx, run).await?;
                 self.append(&mut tx, run.stream(), std::slice::from_ref(event))
                     .await?;
@@ -271,18 +277,22 @@ impl RunStore for Store {
     async fn finish_run(
         &self,
         run: &Run,
+        last_step: Option<&StreamEvent>,
         event: &StreamEvent,
         domain: Option<DomainEvent>,
         reply: Option<&Message>,
     ) -> Result<(), StoreFailure> {
+        let events: Vec<StreamEvent> = last_step.into_iter().chain([event]).cloned().collect();
         let write = async {
             write_tx!(self, |tx| {
+                if let (Some(_), Some(step)) = (last_step, run.steps.last()) {
+                    insert_step(&mut tx, run, step).await?;
+                }
                 self.update_progress(&mut tx, run).await?;
                 if let Some(reply) = reply {
                     self.upsert_message(&mut tx, &run.tenant_id, reply).await?;
                 }
-                self.append(&mut tx, run.stream(), std::slice::from_ref(event))
-                    .await?;
+                self.append(&mut tx, run.stream(), &events).await?;
                 if let Some(domain) = domain {
                     record_event(&mut tx, &run.tenant_id, domain, &domain_payload(run)).await?;
                 }
@@ -291,7 +301,7 @@ impl RunStore for Store {
         };
         let written = write.await;
         if written.is_ok() {
-            self.announce(run.stream(), std::slice::from_ref(event));
+            self.announce(run.stream(), &events);
         }
         for_actors(written)
     }

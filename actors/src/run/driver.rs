@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use super::{Failure, Run, RunDeps, RunStatus, RunStore, Step, ToolResult};
 use crate::chat::Message;
-use crate::events::{DomainEvent, Event, Fence, Owned, ReplyEnd, RunEvent, SessionEvent};
+use crate::events::{
+    DomainEvent, Event, Fence, Owned, ReplyEnd, RunEvent, SessionEvent, StreamEvent,
+};
 use crate::llm::{complete, now, EventWriter};
 use crate::provider::{ChatMessage, ChatRequest};
 use crate::registry::ActorMeta;
@@ -125,7 +127,9 @@ pub(super) async fn drive(
         ending = match start(&*deps.store, &mut run, &mut log).await {
             Err(e) => Err(e),
             Ok(()) => tokio::select! {
-                outcome = run_steps(&deps, &mut run, &mut log) => outcome.map(Ending::Completed),
+                outcome = run_steps(&deps, &mut run, &mut log) => {
+                    outcome.map(|(output, last_step)| Ending::Completed(output, last_step))
+                }
                 _ = cancel.cancelled() => Ok(Ending::Cancelled),
                 _ = tokio::time::sleep_until(deadline) => Err(Failure::new(
                     "run_timeout",
@@ -207,7 +211,9 @@ fn writer(deps: &RunDeps, run: &Run) -> EventWriter {
 }
 
 enum Ending {
-    Completed(String),
+    /// The output, and the `step.completed` of the last step, which is saved with the
+    /// run's end (one commit for both) rather than on its own.
+    Completed(String, StreamEvent),
     Cancelled,
 }
 
@@ -333,8 +339,10 @@ async fn finish(
     ending: Result<Ending, Failure>,
 ) {
     // The run's end decides its event on the stream and the domain event webhooks get.
+    let mut last_step = None;
     let (ended, domain) = match ending {
-        Ok(Ending::Completed(output)) => {
+        Ok(Ending::Completed(output, step)) => {
+            last_step = Some(step);
             run.status = RunStatus::Completed;
             run.output = Some(output.clone());
             let usage = run.usage;
@@ -362,10 +370,15 @@ async fn finish(
     let (ended, reply) = Voice::of(run).end(run, ended, log.take_streamed());
     let event = log.event(&ended);
     let saved = retrying(log.store_retry(), || {
-        store.finish_run(run, &event, domain, reply.as_ref())
+        store.finish_run(run, last_step.as_ref(), &event, domain, reply.as_ref())
     });
     match saved.await {
-        Ok(()) => log.publish(&event),
+        Ok(()) => {
+            if let Some(step) = &last_step {
+                log.publish(step);
+            }
+            log.publish(&event)
+        }
         Err(e) if e.fenced => {
             tracing::warn!(run_id = %run.id, "run taken over by another node; its end is theirs")
         }
@@ -380,11 +393,13 @@ async fn finish(
 }
 
 /// The step loop: stops when the model answers without tool calls or the budget is spent.
+/// Its answer: the output, and the last step's `step.completed`, not yet saved (the run's
+/// end saves it, in the same commit).
 async fn run_steps(
     deps: &Arc<RunDeps>,
     run: &mut Run,
     log: &mut EventWriter,
-) -> Result<String, Failure> {
+) -> Result<(String, StreamEvent), Failure> {
     let tool_specs = tools::specs(&run.spec.tools);
     let workspace = if tool_specs.is_empty() {
         Workspace::new(Err("this run has no tools".into()))
@@ -473,14 +488,14 @@ async fn run_steps(
         }));
         run.steps.push(step);
         let step = run.steps.last().expect("just pushed");
+        if done {
+            return Ok((step.text.clone(), event));
+        }
         retrying(deps.settings.store_retry, || {
             deps.store.save_step(run, step, &event)
         })
         .await?;
         log.publish(&event);
-        if done {
-            return Ok(run.steps.last().map(|s| s.text.clone()).unwrap_or_default());
-        }
     }
     Err(Failure::new(
         "step_budget_exhausted",

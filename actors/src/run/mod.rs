@@ -259,10 +259,13 @@ pub trait RunStore: EventLog {
         event: &StreamEvent,
     ) -> Result<(), StoreFailure>;
     /// Stores the run's end, `event` and (in the same transaction) `domain`, if any, and
-    /// the chat `reply` the run wrote, if it answered a message.
+    /// the chat `reply` the run wrote, if it answered a message. With `last_step` (its
+    /// `step.completed`), the run's last step (`run.steps.last()`) is saved in the same
+    /// transaction, its event before `event`.
     async fn finish_run(
         &self,
         run: &Run,
+        last_step: Option<&StreamEvent>,
         event: &StreamEvent,
         domain: Option<DomainEvent>,
         reply: Option<&Message>,
