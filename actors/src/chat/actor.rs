@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::reply::{reply_loop, Current, Owning};
+use super::reply::{has_work, reply_loop, Current, Owning};
 use super::{ChatDeps, Error, Message, Session, SessionNotice};
 use crate::events::EventHub;
 use crate::llm::now;
@@ -47,7 +47,7 @@ enum Loaded {
     Elsewhere {
         session: Box<Session>,
     },
-    /// This node owns the session; its reply task runs.
+    /// This node owns the session; its reply task runs, or starts with the first message.
     Ready {
         session: Box<Session>,
         /// Wakes the reply task (a message is waiting).
@@ -55,7 +55,16 @@ enum Loaded {
         /// Ends the reply task (the actor passivates or restarts).
         closed: CancellationToken,
         epoch: i64,
+        task: Task,
     },
+}
+
+/// The reply task of a session this node owns.
+enum Task {
+    /// Nothing to answer yet: the task (and the history it keeps) starts with the first
+    /// message, so an idle session costs neither. Holds the session's writer lock.
+    Dormant(tokio::sync::OwnedMutexGuard<()>),
+    Running,
 }
 
 /// The single writer of one session's replies and event log.
@@ -90,6 +99,62 @@ impl SessionActor {
         }
     }
 
+    /// Starts the reply task of a session this node owns, unless it runs already, with the
+    /// history and last event id just loaded (else it loads them).
+    fn start_replies(&mut self, ctx: &mut Context<Self>, loaded: Option<(Vec<Message>, i64)>) {
+        let Loaded::Ready {
+            session,
+            wake,
+            closed,
+            epoch,
+            task,
+        } = &mut self.state
+        else {
+            return;
+        };
+        let Task::Dormant(guard) = std::mem::replace(task, Task::Running) else {
+            return;
+        };
+        let owning = Owning {
+            epoch: *epoch,
+            wake: wake.clone(),
+            closed: closed.clone(),
+        };
+        let (deps, session) = (self.deps.clone(), session.as_ref().clone());
+        let (current, meta) = (self.current.clone(), self.meta.clone());
+        let replies = async move {
+            let (history, last_seq) = match loaded {
+                Some(loaded) => loaded,
+                None => match deps.store.load_session(&session.id).await {
+                    Ok(Some((_, history, last_seq))) => (history, last_seq),
+                    // Deleted meanwhile: nothing to answer.
+                    Ok(None) => return true,
+                    Err(e) => {
+                        tracing::error!(session_id = %session.id, error = %e, "session history not loaded; the actor restarts");
+                        return false;
+                    }
+                },
+            };
+            reply_loop(deps, session, history, last_seq, owning, current, meta).await;
+            true
+        };
+        // The reply task runs beside the actor, not inside its context: the context pauses
+        // its own futures while an atomic message is handled, and a paused reply holding
+        // the store's writer would block that very message. It holds the actor weakly: a
+        // passivated actor must not be kept alive (and restarted by its supervisor) by its
+        // own task.
+        let (id, actor) = (self.id.clone(), ctx.address().downgrade());
+        actix::spawn(async move {
+            let _writing = guard;
+            if !matches!(AssertUnwindSafe(replies).catch_unwind().await, Ok(true)) {
+                tracing::error!(session_id = %id, "session reply task ended early; the actor restarts");
+                if let Some(actor) = actor.upgrade() {
+                    actor.do_send(ReplyTaskEnded);
+                }
+            }
+        });
+    }
+
     /// Ends the reply task and gives the session up, so that any node may claim it.
     fn close(&mut self) {
         if let Loaded::Ready { closed, epoch, .. } =
@@ -116,63 +181,56 @@ impl Actor for SessionActor {
             self.id.clone(),
             self.writer.clone(),
         );
-        ctx.wait(async move {
-            let guard = writer.lock_owned().await;
-            let claimed = store.claim_session(&id).await;
-            (guard, claimed, store.load_session(&id).await)
-        }.into_actor(self).map(|(guard, claimed, loaded), act, ctx| {
-            let (session, history, last_seq) = match loaded {
-                Ok(Some(found)) => found,
-                Ok(None) => {
-                    act.state = Loaded::Missing;
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(session_id = %act.id, error = %e, "session not loaded");
-                    act.state = Loaded::Missing;
-                    return;
-                }
-            };
-            act.meta.set_owner(&session.tenant_id);
-            let epoch = match claimed {
-                Ok(Some(epoch)) => epoch,
-                Ok(None) => {
-                    act.meta.set_state("elsewhere");
-                    act.state = Loaded::Elsewhere { session: Box::new(session) };
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(session_id = %act.id, error = %e, "session not claimed");
-                    act.state = Loaded::Missing;
-                    return;
-                }
-            };
-            act.meta.set_state("idle");
-            let (wake, closed) = (Arc::new(Notify::new()), CancellationToken::new());
-            act.state = Loaded::Ready {
-                session: Box::new(session.clone()),
-                wake: wake.clone(),
-                closed: closed.clone(),
-                epoch,
-            };
-            let owning = Owning { epoch, wake, closed };
-            let replies = reply_loop(act.deps.clone(), session, history, last_seq, owning, act.current.clone(), act.meta.clone());
-            // The reply task runs beside the actor, not inside its context: the context
-            // pauses its own futures while an atomic message is handled, and a paused
-            // reply holding the store's writer would block that very message. It holds the
-            // actor weakly: a passivated actor must not be kept alive (and restarted by its
-            // supervisor) by its own task.
-            let (id, actor) = (act.id.clone(), ctx.address().downgrade());
-            actix::spawn(async move {
-                let _writing = guard;
-                if AssertUnwindSafe(replies).catch_unwind().await.is_err() {
-                    tracing::error!(session_id = %id, "session reply task panicked; the actor restarts");
-                    if let Some(actor) = actor.upgrade() {
-                        actor.do_send(ReplyTaskEnded);
+        ctx.wait(
+            async move {
+                let guard = writer.lock_owned().await;
+                let claimed = store.claim_session(&id).await;
+                (guard, claimed, store.load_session(&id).await)
+            }
+            .into_actor(self)
+            .map(|(guard, claimed, loaded), act, ctx| {
+                let (session, history, last_seq) = match loaded {
+                    Ok(Some(found)) => found,
+                    Ok(None) => {
+                        act.state = Loaded::Missing;
+                        return;
                     }
+                    Err(e) => {
+                        tracing::error!(session_id = %act.id, error = %e, "session not loaded");
+                        act.state = Loaded::Missing;
+                        return;
+                    }
+                };
+                act.meta.set_owner(&session.tenant_id);
+                let epoch = match claimed {
+                    Ok(Some(epoch)) => epoch,
+                    Ok(None) => {
+                        act.meta.set_state("elsewhere");
+                        act.state = Loaded::Elsewhere {
+                            session: Box::new(session),
+                        };
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(session_id = %act.id, error = %e, "session not claimed");
+                        act.state = Loaded::Missing;
+                        return;
+                    }
+                };
+                act.meta.set_state("idle");
+                let work = has_work(&history);
+                act.state = Loaded::Ready {
+                    session: Box::new(session),
+                    wake: Arc::new(Notify::new()),
+                    closed: CancellationToken::new(),
+                    epoch,
+                    task: Task::Dormant(guard),
+                };
+                if work {
+                    act.start_replies(ctx, Some((history, last_seq)));
                 }
-            });
-        }));
+            }),
+        );
         let check =
             (self.deps.idle_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
         ctx.run_interval(check, Self::passivate_if_idle);
@@ -236,23 +294,29 @@ impl Handler<PostMessage> for SessionActor {
             }
             Ok(message)
         };
-        AtomicResponse::new(Box::pin(stored.into_actor(self)))
+        AtomicResponse::new(Box::pin(stored.into_actor(self).map(|stored, act, ctx| {
+            if stored.is_ok() {
+                act.start_replies(ctx, None);
+            }
+            stored
+        })))
     }
 }
 
 impl Handler<Wake> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, _: Wake, _: &mut Context<Self>) {
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
         self.last_active = Instant::now();
+        self.start_replies(ctx, None);
         if let Loaded::Ready { wake, .. } = &self.state {
             wake.notify_one();
         }
     }
 }
 
-/// The reply task ended (it panicked): the actor stops, and its supervisor restarts it
-/// from the store.
+/// The reply task ended early (it panicked, or its history could not be loaded): the
+/// actor stops, and its supervisor restarts it from the store.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 struct ReplyTaskEnded;

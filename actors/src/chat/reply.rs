@@ -32,6 +32,21 @@ pub(super) struct Owning {
     pub closed: CancellationToken,
 }
 
+/// The user messages of `history` whose reply is not in it yet.
+fn unanswered(history: &[Message]) -> impl Iterator<Item = &Message> {
+    let answered = |reply: &str| history.iter().any(|m| m.id == reply);
+    history
+        .iter()
+        .filter(move |m| m.role == "user" && m.reply_id.as_deref().is_some_and(|r| !answered(r)))
+}
+
+/// Whether a session loaded with `history` has something for its reply task at once: a
+/// reply that was streaming when the last owner stopped (to resume or to fail), or a
+/// message without its reply. Otherwise the task can wait for the first message.
+pub(super) fn has_work(history: &[Message]) -> bool {
+    history.iter().any(|m| m.status == "streaming") || unanswered(history).next().is_some()
+}
+
 /// Answers the session's messages one at a time, for as long as the actor owns it.
 pub(super) async fn reply_loop(
     deps: Arc<ChatDeps>,
@@ -103,12 +118,7 @@ pub(super) async fn reply_loop(
             }
         }
     }
-    for message in &history {
-        let answered = |reply: &str| history.iter().any(|m| m.id == reply);
-        if message.role == "user" && message.reply_id.as_deref().is_some_and(|r| !answered(r)) {
-            pending.push_back(message.clone());
-        }
-    }
+    pending.extend(unanswered(&history).cloned());
     for reply in resumed {
         let (Some(run_id), Some(in_reply_to)) = (reply.run_id.clone(), reply.in_reply_to.clone())
         else {

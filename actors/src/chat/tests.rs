@@ -22,6 +22,8 @@ struct Memory {
     messages: Mutex<Vec<Message>>,
     events: Mutex<Vec<StreamEvent>>,
     loads: Mutex<usize>,
+    /// How often unanswered messages were looked for (a reply task does at its start).
+    asked: Mutex<usize>,
 }
 
 #[async_trait]
@@ -69,6 +71,7 @@ impl ChatStore for Memory {
     }
 
     async fn unanswered(&self, _: &str) -> Result<Vec<Message>, StoreFailure> {
+        *self.asked.lock().unwrap() += 1;
         let messages = self.messages.lock().unwrap();
         let answered = |reply: &str| messages.iter().any(|m| m.id == reply);
         Ok(messages
@@ -244,7 +247,29 @@ async fn an_idle_session_passivates_for_good() {
         loads,
         "a passivated session was loaded again"
     );
-    assert_eq!(loads, 1);
+    // Once when the actor started, once when the first message started its reply task
+    // (an idle session keeps no task and no history).
+    assert_eq!(loads, 2);
+}
+
+#[actix::test]
+async fn an_idle_session_starts_its_reply_task_with_its_first_message() {
+    let memory = Arc::new(Memory::default());
+    let sessions = sessions_over(memory.clone(), Duration::from_secs(60));
+    // Activated with nothing to answer (a cancel touches the actor and writes nothing).
+    assert_eq!(sessions.cancel("ses_1").await.unwrap(), None);
+    assert_eq!(sessions.actors().live(), 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(*memory.loads.lock().unwrap(), 1);
+    assert_eq!(
+        *memory.asked.lock().unwrap(),
+        0,
+        "a reply task ran for an idle session"
+    );
+    sessions.post("ses_1", post(0)).await.unwrap();
+    let answer = message(&memory, "msg_r0", |m| m.status == "complete").await;
+    assert_eq!(answer.content, "re: question 0");
+    assert_eq!(*memory.loads.lock().unwrap(), 2);
 }
 
 #[actix::test]
