@@ -127,6 +127,11 @@ describe('every namespace', () => {
 
     server.llm.push({ pieces: Array(200).fill('slow '), pace: 50 });
     const long = await client.agents.execute(agent.id, { goal: 'go on', projectId: project.id, wait: false });
+    // Cancelled once it streams, so that its scripted answer is taken (not left to the
+    // next test's request).
+    for await (const event of client.runs.stream(agent.id, long.id)) {
+      if (event.event === 'token') break;
+    }
     const cancelled = await client.runs.cancel(agent.id, long.id);
     expect(cancelled.status).toBe('cancelled');
     await client.agents.delete(agent.id);
