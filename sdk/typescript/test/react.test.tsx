@@ -1,12 +1,16 @@
 // @vitest-environment jsdom
 // The React hooks in jsdom, with React Testing Library, against the real server.
-import { act, cleanup, renderHook, waitFor } from '@testing-library/react';
+import { act, cleanup, configure, renderHook, waitFor } from '@testing-library/react';
 import type { ReactNode } from 'react';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { DgiDgi } from '../src/index.js';
 import { DgiDgiProvider, useAgents, useChat, useProjects, useRun, useStreamingChat } from '../src/react.js';
 import { TestServer, type Tenant } from './server.js';
+
+// waitFor polls until what it waits for happens; under load (CI runs this beside the Rust
+// suite on two cores) a refetch can take longer than the 1 s it allows by default.
+configure({ asyncUtilTimeout: 15_000 });
 
 let server: TestServer;
 let tenant: Tenant;
