@@ -60,9 +60,9 @@ export class TokenSource {
   }
 
   private lifetimeMargin(held: Token): number {
-    // A short-lived token is renewed when a third of its life is left, a long one 30 s early.
+    // A short-lived token is renewed at half its life, a long one 30 s before it expires.
     const issuedFor = (held.expiresAt ?? 0) - (this.issuedAt ?? 0);
-    return Math.min(EARLY_MS, Math.max(0, issuedFor / 3));
+    return Math.min(EARLY_MS, Math.max(0, issuedFor / 2));
   }
 
   private renew(): Promise<Token> {

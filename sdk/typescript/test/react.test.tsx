@@ -129,7 +129,7 @@ describe('useStreamingChat', () => {
     // One render per 50 ms window at most, plus the session id, the final text and the
     // end of streaming (and a little slack); unthrottled it would be one per token.
     expect(renders - before).toBeLessThanOrEqual(Math.ceil(elapsed / 50) + 6);
-    expect(renders - before).toBeLessThan(fast.length / 4);
+    expect(renders - before).toBeLessThan(fast.length / 2);
   });
 
   it('cancelStream stops the reply through the API and keeps its partial text', async () => {
