@@ -4,8 +4,7 @@
 use actix_web::web::{Data, Path};
 use actix_web::{delete, get, post};
 use actix_web::{HttpRequest, HttpResponse};
-use dgidgi_actors::agent;
-use dgidgi_actors::chat::{self, PostMessage, Session};
+use dgidgi_actors::chat::{self, PostMessage, Session, SessionRequest};
 use dgidgi_actors::events::SessionEvent;
 use dgidgi_actors::events::View;
 use serde::{Deserialize, Serialize};
@@ -53,26 +52,21 @@ pub async fn create_session(
         None => None,
     };
     let tenant = state.tenants.get(&tenant_id).await?;
-    let providers = agent::providers(
+    let request = SessionRequest {
+        id: IdKind::Session.new_id(),
+        tenant_id,
+        project_id,
+        title: optional_text("title", body.title.as_deref(), 200)?,
+        system_prompt: optional_text("system_prompt", body.system_prompt.as_deref(), 32_000)?,
+        model: optional_text("model", body.model.as_deref(), 200)?,
+        stamp: now_rfc3339(),
+    };
+    let session = Session::open(
+        request,
         agent.as_ref(),
         &tenant.settings,
         state.providers.default_name(),
     );
-    let now = now_rfc3339();
-    let session = Session {
-        id: IdKind::Session.new_id(),
-        tenant_id,
-        project_id,
-        agent_id: agent.as_ref().map(|a| a.id.clone()),
-        title: optional_text("title", body.title.as_deref(), 200)?,
-        system_prompt: optional_text("system_prompt", body.system_prompt.as_deref(), 32_000)?
-            .or(agent.as_ref().and_then(|a| a.system_prompt.clone())),
-        model: optional_text("model", body.model.as_deref(), 200)?
-            .or(agent::model(agent.as_ref(), &tenant.settings)),
-        providers,
-        created_at: now.clone(),
-        updated_at: now,
-    };
     state.store.create_session(&session).await?;
     Ok(Reply::created(session))
 }

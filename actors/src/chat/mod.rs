@@ -20,12 +20,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::agent::Agent;
+use crate::agent::{self, Agent};
 use crate::events::{EventHub, EventLog, Fence, StreamEvent};
 use crate::provider::{ProviderSet, Usage};
 use crate::registry;
 use crate::run::{self, RunSettings, Runs};
 use crate::store::StoreFailure;
+use crate::tenant::TenantSettings;
 
 pub use actor::{CancelReply, PostMessage, SessionActor, Sessions};
 pub use reply::run_id_of;
@@ -44,6 +45,46 @@ pub struct Session {
     pub providers: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// What a client chooses when it opens a session; the rest comes from the agent and the
+/// tenant (`Session::open`).
+#[derive(Debug, Clone, Default)]
+pub struct SessionRequest {
+    pub id: String,
+    pub tenant_id: String,
+    pub project_id: String,
+    pub title: Option<String>,
+    pub system_prompt: Option<String>,
+    pub model: Option<String>,
+    pub stamp: String,
+}
+
+impl Session {
+    /// A new session: the client's own prompt and model where it chose them, else the
+    /// agent's (or the tenant's default model); the providers are those of the agent's
+    /// runs (`agent::providers`), so a session and a run of one agent ask the same models.
+    pub fn open(
+        request: SessionRequest,
+        agent: Option<&Agent>,
+        tenant: &TenantSettings,
+        default_provider: &str,
+    ) -> Self {
+        Self {
+            id: request.id,
+            tenant_id: request.tenant_id,
+            project_id: request.project_id,
+            agent_id: agent.map(|a| a.id.clone()),
+            title: request.title,
+            system_prompt: request
+                .system_prompt
+                .or_else(|| agent.and_then(|a| a.system_prompt.clone())),
+            model: request.model.or_else(|| agent::model(agent, tenant)),
+            providers: agent::providers(agent, tenant, default_provider),
+            created_at: request.stamp.clone(),
+            updated_at: request.stamp,
+        }
+    }
 }
 
 /// A message of a session: the user's, or an assistant reply.
