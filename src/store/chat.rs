@@ -8,6 +8,9 @@ use dgidgi_actors::StoreFailure;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::cluster::held;
+use super::events::{append_stmts, crash_point};
+use super::writer::Stmt;
 use super::{for_actors, json_column, to_json, write_tx, Error, Page, Paged, Result, Store};
 
 const SESSION_COLUMNS: &str =
@@ -131,37 +134,6 @@ impl Store {
         self.page_where(&select, filter, &binds, page, message_from_row, |m| &m.id)
             .await
     }
-
-    /// Inserts message `m`, or updates what a reply's progress changes of it.
-    pub(super) async fn upsert_message(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        tenant_id: &str,
-        m: &Message,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO chat_messages (id, session_id, tenant_id, role, content, status, reply_id, in_reply_to, \
-             usage, error, created_at, updated_at, run_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             ON CONFLICT (id) DO UPDATE SET content = excluded.content, status = excluded.status, \
-             usage = excluded.usage, error = excluded.error, updated_at = excluded.updated_at",
-        )
-        .bind(&m.id)
-        .bind(&m.session_id)
-        .bind(tenant_id)
-        .bind(&m.role)
-        .bind(&m.content)
-        .bind(&m.status)
-        .bind(&m.reply_id)
-        .bind(&m.in_reply_to)
-        .bind(m.usage.as_ref().map(to_json))
-        .bind(m.error.as_ref().map(to_json))
-        .bind(&m.created_at)
-        .bind(&m.updated_at)
-        .bind(&m.run_id)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -257,13 +229,8 @@ impl ChatStore for Store {
     }
 
     async fn add_message(&self, tenant_id: &str, message: &Message) -> Result<(), StoreFailure> {
-        let write = async {
-            write_tx!(self, |tx| {
-                self.upsert_message(&mut tx, tenant_id, message).await?;
-                Ok(())
-            })
-        };
-        for_actors(write.await)
+        let written = self.write_path.write(vec![message_row(tenant_id, message)]);
+        for_actors(written.await.map(|_| ()))
     }
 
     async fn save_message(
@@ -273,21 +240,43 @@ impl ChatStore for Store {
         event: &StreamEvent,
         fence: Option<&Fence>,
     ) -> Result<(), StoreFailure> {
-        let write = async {
-            write_tx!(self, |tx| {
-                if let Some(fence) = fence {
-                    self.check_fence(&mut tx, fence).await?;
-                }
-                self.upsert_message(&mut tx, tenant_id, message).await?;
-                self.append(&mut tx, &message.session_id, std::slice::from_ref(event))
-                    .await?;
-                Ok(())
-            })
-        };
-        let written = write.await;
+        let events = std::slice::from_ref(event);
+        let rows: Vec<(&str, &StreamEvent)> = events
+            .iter()
+            .map(|e| (message.session_id.as_str(), e))
+            .collect();
+        let mut unit: Vec<Stmt> = fence.map(|f| held(self.node_id(), f)).into_iter().collect();
+        unit.push(message_row(tenant_id, message));
+        unit.extend(append_stmts(&rows));
+        let written = self.write_path.write(unit).await.map(|_| ());
         if written.is_ok() {
-            self.announce(&message.session_id, std::slice::from_ref(event));
+            crash_point(events);
+            self.announce(&message.session_id, events);
         }
         for_actors(written)
     }
+}
+
+/// The statement that stores message `m` of tenant `tenant_id`, or its new content,
+/// status, usage and error.
+pub(super) fn message_row(tenant_id: &str, m: &Message) -> Stmt {
+    Stmt::new(
+        "INSERT INTO chat_messages (id, session_id, tenant_id, role, content, status, reply_id, in_reply_to, \
+         usage, error, created_at, updated_at, run_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (id) DO UPDATE SET content = excluded.content, status = excluded.status, \
+         usage = excluded.usage, error = excluded.error, updated_at = excluded.updated_at",
+    )
+    .bind(&m.id)
+    .bind(&m.session_id)
+    .bind(tenant_id)
+    .bind(&m.role)
+    .bind(&m.content)
+    .bind(&m.status)
+    .bind(&m.reply_id)
+    .bind(&m.in_reply_to)
+    .bind(m.usage.as_ref().map(to_json))
+    .bind(m.error.as_ref().map(to_json))
+    .bind(&m.created_at)
+    .bind(&m.updated_at)
+    .bind(&m.run_id)
 }

@@ -11,8 +11,9 @@ use dgidgi_actors::events::{Fence, Owned, StreamEvent};
 use dgidgi_actors::run::Run;
 use dgidgi_actors::time;
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
+use super::writer::Stmt;
 use super::{Backend, Error, Result, Store};
 
 /// The PostgreSQL channel that carries `<node> <stream> <first seq> <last seq>` after each
@@ -168,14 +169,14 @@ impl Store {
              WHERE id = $1{unfinished} AND {} RETURNING epoch",
             claimable("", "$2", "$4")
         );
-        let row = sqlx::query(&sql)
+        let claim = Stmt::new(sql)
             .bind(id)
             .bind(&*self.node)
             .bind(time::later(self.lease))
             .bind(time::now())
-            .fetch_optional(&self.writer)
-            .await?;
-        Ok(row.map(|r| r.try_get("epoch")).transpose()?)
+            .returning();
+        let done = self.write_path.write(vec![claim]).await?;
+        Ok(done[0].value)
     }
 
     /// Tells the owner of session `id` (PostgreSQL; on SQLite this node is the owner, and
@@ -204,39 +205,25 @@ impl Store {
     /// `RunStore::take_slot`). On PostgreSQL `dgidgi_take_slot` holds the tenant's advisory
     /// lock for the count and the take, so that they are one step for every node.
     pub(super) async fn take_run_slot(&self, run: &Run, slots: u32) -> Result<bool> {
-        if self.backend == Backend::Postgres {
-            let row = sqlx::query("SELECT dgidgi_take_slot($1, $2, $3) AS taken")
-                .bind(&run.id)
-                .bind(&run.tenant_id)
-                .bind(i64::from(slots))
-                .fetch_one(&self.writer)
-                .await?;
-            return Ok(row.try_get("taken")?);
-        }
-        // SQLite: one node, one writer; the same rule in one statement.
-        let taken = sqlx::query(
-            "UPDATE runs SET admitted = 1 WHERE id = $1 AND (admitted = 1 OR \
-             (SELECT COUNT(*) FROM runs WHERE tenant_id = $2 AND admitted = 1 \
-              AND status IN ('queued', 'running')) < $3)",
-        )
-        .bind(&run.id)
-        .bind(&run.tenant_id)
-        .bind(i64::from(slots))
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
-        Ok(taken == 1)
-    }
-
-    /// Within a write: refuses it unless `fence` is still the run's latest claim, held by
-    /// this node. (On PostgreSQL the row stays locked until the write commits, so a claim
-    /// cannot slip in between.)
-    pub(super) async fn check_fence(
-        &self,
-        tx: &mut Transaction<'_, Any>,
-        fence: &Fence,
-    ) -> Result<()> {
-        held(tx, &self.node, fence).await
+        let take = if self.backend == Backend::Postgres {
+            Stmt::new("SELECT CASE WHEN dgidgi_take_slot($1, $2, $3) THEN 1 ELSE 0 END").returning()
+        } else {
+            // SQLite: one node, one writer; the same rule in one statement.
+            Stmt::new(
+                "UPDATE runs SET admitted = 1 WHERE id = $1 AND (admitted = 1 OR \
+                 (SELECT COUNT(*) FROM runs WHERE tenant_id = $2 AND admitted = 1 \
+                  AND status IN ('queued', 'running')) < $3)",
+            )
+        };
+        let take = take
+            .bind(&run.id)
+            .bind(&run.tenant_id)
+            .bind(i64::from(slots));
+        let done = self.write_path.write(vec![take]).await?;
+        Ok(match self.backend {
+            Backend::Postgres => done[0].value == Some(1),
+            Backend::Sqlite => done[0].changed == 1,
+        })
     }
 
     /// Records a cancel of run `id` and tells every node; false when the run has ended.
@@ -346,36 +333,24 @@ pub(super) fn claimable(prefix: &str, node: &str, now: &str) -> String {
     )
 }
 
-/// Refuses the write in `tx` unless `fence` is the latest claim of what it names and
-/// `node` holds it.
-pub(super) async fn held(tx: &mut Transaction<'_, Any>, node: &str, fence: &Fence) -> Result<()> {
-    let (sql, what, id) = match &fence.owned {
-        Owned::Run(id) => (
-            "UPDATE runs SET epoch = epoch WHERE id = $1 AND epoch = $2 AND owner = $3",
-            "run",
-            id,
-        ),
-        Owned::Session(id) => (
-            "UPDATE chat_sessions SET epoch = epoch WHERE id = $1 AND epoch = $2 AND owner = $3",
-            "session",
-            id,
-        ),
+/// The statement that refuses its unit of work unless `fence` is the latest claim of what
+/// it names and `node` holds it. (On PostgreSQL it also locks the row until the unit
+/// commits, so a claim cannot slip in between.)
+pub(super) fn held(node: &str, fence: &Fence) -> Stmt {
+    let (table, what, id) = match &fence.owned {
+        Owned::Run(id) => ("runs", "run", id),
+        Owned::Session(id) => ("chat_sessions", "session", id),
     };
-    let held = sqlx::query(sql)
-        .bind(id)
-        .bind(fence.epoch)
-        .bind(node)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    if held == 1 {
-        Ok(())
-    } else {
-        Err(Error::Fenced(format!(
-            "{what} {id} is no longer driven by this node (claim {})",
-            fence.epoch
-        )))
-    }
+    Stmt::new(format!(
+        "UPDATE {table} SET epoch = epoch WHERE id = $1 AND epoch = $2 AND owner = $3"
+    ))
+    .bind(id)
+    .bind(fence.epoch)
+    .bind(node)
+    .or_fenced(format!(
+        "{what} {id} is no longer driven by this node (claim {})",
+        fence.epoch
+    ))
 }
 
 /// Committed appends waiting to be announced to the other nodes: stream, first and last

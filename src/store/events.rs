@@ -1,12 +1,14 @@
 //! Event logs: every run's and chat session's events, in order, by stream. Appends of
-//! many streams are committed together by the appender (`appender.rs`).
+//! many streams are committed together by the write path (`writer.rs`).
 
 use async_trait::async_trait;
 use dgidgi_actors::events::{EventLog, Fence, StreamEvent};
 use dgidgi_actors::StoreFailure;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
-use super::{json_column, Error, Result, Store};
+use super::cluster::held;
+use super::writer::Stmt;
+use super::{for_actors, json_column, to_json, Error, Result, Store};
 
 impl Store {
     /// The seq of the last event of `stream` (of one of `kinds`, when any are named); 0
@@ -26,17 +28,6 @@ impl Store {
         let row = query.fetch_one(&self.pool).await?;
         Ok(row.try_get("last")?)
     }
-
-    /// Appends events in one statement (a batch of tokens is one write).
-    pub(super) async fn append(
-        &self,
-        tx: &mut Transaction<'_, Any>,
-        stream: &str,
-        events: &[StreamEvent],
-    ) -> Result<()> {
-        let rows: Vec<(&str, &StreamEvent)> = events.iter().map(|e| (stream, e)).collect();
-        super::appender::insert(tx, &rows).await
-    }
 }
 
 #[async_trait]
@@ -47,20 +38,16 @@ impl EventLog for Store {
         events: &[StreamEvent],
         fence: Option<&Fence>,
     ) -> Result<(), StoreFailure> {
-        // Through the appender: committed together with other streams' waiting appends.
-        let (done, committed) = tokio::sync::oneshot::channel();
-        let job = super::appender::Job {
-            stream: stream.to_string(),
-            events: events.to_vec(),
-            fence: fence.cloned(),
-            done,
-        };
-        if self.appender.send(job).is_err() {
-            return Err(StoreFailure::new("the event appender has stopped"));
+        // One unit of the write path: committed with whatever else is waiting.
+        let rows: Vec<(&str, &StreamEvent)> = events.iter().map(|e| (stream, e)).collect();
+        let mut unit: Vec<Stmt> = fence.map(|f| held(&self.node, f)).into_iter().collect();
+        unit.extend(append_stmts(&rows));
+        let written = self.write_path.write(unit).await;
+        if written.is_ok() {
+            crash_point(events);
+            self.announce(stream, events);
         }
-        committed
-            .await
-            .map_err(|_| StoreFailure::new("the event appender has stopped"))?
+        for_actors(written.map(|_| ()))
     }
 
     async fn events_after(
@@ -87,5 +74,45 @@ impl EventLog for Store {
             })
             .collect::<Result<Vec<_>>>()
             .map_err(StoreFailure::from)
+    }
+}
+
+/// The statements that append `rows` (events of any streams), 100 rows a statement.
+pub(super) fn append_stmts(rows: &[(&str, &StreamEvent)]) -> Vec<Stmt> {
+    rows.chunks(100)
+        .map(|chunk| {
+            let marks: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let n = i * 5;
+                    format!("(${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO stream_events (stream_id, seq, event_type, data, created_at) VALUES {}",
+                marks.join(", ")
+            );
+            chunk.iter().fold(Stmt::new(sql), |stmt, (stream, event)| {
+                stmt.bind(*stream)
+                    .bind(event.seq)
+                    .bind(&event.kind)
+                    .bind(to_json(&event.data))
+                    .bind(&event.created_at)
+            })
+        })
+        .collect()
+}
+
+/// For crash tests: with `DGIDGI_CRASH_AFTER_COMMIT=<event type>` in its environment the
+/// process aborts as soon as an event of that type is committed, before it is announced
+/// or published, so a test can show that a subscriber still gets it from the store. Unset,
+/// it does nothing.
+pub(super) fn crash_point(events: &[StreamEvent]) {
+    static AFTER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let after = AFTER.get_or_init(|| std::env::var("DGIDGI_CRASH_AFTER_COMMIT").ok());
+    if let Some(kind) = after {
+        if events.iter().any(|e| &e.kind == kind) {
+            tracing::error!(event = %kind, "crashing after the commit, as DGIDGI_CRASH_AFTER_COMMIT asks");
+            std::process::abort();
+        }
     }
 }

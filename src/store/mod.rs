@@ -5,7 +5,6 @@
 //! `outbox` table in the same transaction as the change itself.
 
 mod agents;
-mod appender;
 mod chat;
 mod cluster;
 mod events;
@@ -18,6 +17,7 @@ mod runs;
 mod tenants;
 mod users;
 mod webhooks;
+mod writer;
 
 pub use agents::{Agent, AgentConfig};
 pub use cluster::{KeysChanged, Node, Notice, Notices};
@@ -54,9 +54,9 @@ pub enum Error {
     /// The database cannot take the request now (it is unreachable, refuses connections,
     /// or its disk is full): a 503 the client may retry; nothing was written.
     #[error("database unavailable: {0}")]
-    Unavailable(sqlx::Error),
+    Unavailable(String),
     #[error("database: {0}")]
-    Database(sqlx::Error),
+    Database(String),
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     /// A stored value could not be read back (bad JSON in a column, say).
@@ -71,9 +71,9 @@ pub enum Error {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         if is_unavailable(&e) {
-            Error::Unavailable(e)
+            Error::Unavailable(e.to_string())
         } else {
-            Error::Database(e)
+            Error::Database(e.to_string())
         }
     }
 }
@@ -142,7 +142,7 @@ pub(crate) fn for_actors<T>(result: Result<T>) -> Result<T, dgidgi_actors::Store
 /// transaction rolls back as it drops. The one shape of a write of several statements.
 macro_rules! write_tx {
     ($store:expr, |$tx:ident| $body:block) => {{
-        let mut $tx = $store.writer.begin().await?;
+        let mut $tx = $store.begin_write().await?;
         let out = $body;
         $tx.commit().await?;
         out
@@ -202,8 +202,8 @@ pub struct Store {
     /// timeout; queueing for the one connection instead never fails.
     writer: AnyPool,
     backend: Backend,
-    /// Event-log appends, committed in groups (see `appender`).
-    appender: tokio::sync::mpsc::UnboundedSender<appender::Job>,
+    /// The hot writes (appends, runs, replies), committed in groups (see `writer`).
+    write_path: writer::Writer,
     /// This process's id among the nodes sharing the database: the owner of the runs it
     /// claims (see `cluster`).
     node: Arc<str>,
@@ -274,15 +274,18 @@ impl Store {
         let node: Arc<str> = crate::cluster::new_node_id().into();
         let announcer = (backend == Backend::Postgres)
             .then(|| cluster::start_announcer(writer.clone(), node.clone()));
-        let appender = appender::start(writer.clone(), node.clone(), announcer.clone());
         let sqlite_file = (backend == Backend::Sqlite)
             .then(|| sqlite_file(&url))
             .flatten();
+        let write_path = match &sqlite_file {
+            Some(file) => writer::Writer::sqlite(file)?,
+            None => writer::Writer::pooled(writer.clone()),
+        };
         Ok(Self {
             pool,
             writer,
             backend,
-            appender,
+            write_path,
             node,
             lease: Duration::from_secs(10),
             exclusive: Default::default(),
@@ -323,6 +326,17 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Begins a transaction on the writer pool. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): the write path's connection writes beside it, and a transaction
+    /// that read first and then wanted the lock would fail at once (SQLITE_BUSY_SNAPSHOT)
+    /// instead of waiting its turn.
+    async fn begin_write(&self) -> Result<Tx> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.writer.begin().await?,
+        })
     }
 
     pub fn backend(&self) -> Backend {

@@ -5,6 +5,7 @@ use dgidgi_actors::events::DomainEvent;
 use serde::Serialize;
 use sqlx::Row;
 
+use super::writer::Stmt;
 use super::{json_column, to_json, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
 
@@ -18,14 +19,10 @@ pub struct OutboxEvent {
     pub created_at: String,
 }
 
-/// Records `event_type` with `payload` for `tenant_id` inside the caller's transaction.
-pub(super) async fn record_event<T: Serialize>(
-    tx: &mut super::Tx,
-    tenant_id: &str,
-    event: DomainEvent,
-    payload: &T,
-) -> Result<()> {
-    sqlx::query(
+/// The statement that records `event` with `payload` for `tenant_id`, to commit with the
+/// change it reports.
+pub(super) fn outbox_row<T: Serialize>(tenant_id: &str, event: DomainEvent, payload: &T) -> Stmt {
+    Stmt::new(
         "INSERT INTO outbox (id, tenant_id, event_type, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(IdKind::Event.new_id())
@@ -33,8 +30,16 @@ pub(super) async fn record_event<T: Serialize>(
     .bind(event.as_str())
     .bind(to_json(payload))
     .bind(now_rfc3339())
-    .execute(&mut **tx)
-    .await?;
+}
+
+/// Records `event` with `payload` for `tenant_id` inside the caller's transaction.
+pub(super) async fn record_event<T: Serialize>(
+    tx: &mut super::Tx,
+    tenant_id: &str,
+    event: DomainEvent,
+    payload: &T,
+) -> Result<()> {
+    super::writer::execute(tx, &outbox_row(tenant_id, event, payload)).await?;
     Ok(())
 }
 

@@ -6,10 +6,14 @@ use dgidgi_actors::events::{DomainEvent, Fence, Owned, StreamEvent};
 use dgidgi_actors::run::{Run, RunStatus, RunStore, Step};
 use dgidgi_actors::StoreFailure;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
-use super::outbox::record_event;
-use super::{for_actors, json_column, to_json, write_tx, Error, Page, Paged, Result, Store};
+use super::chat::message_row;
+use super::cluster::held;
+use super::events::{append_stmts, crash_point};
+use super::outbox::outbox_row;
+use super::writer::Stmt;
+use super::{for_actors, json_column, to_json, Error, Page, Paged, Result, Store};
 use crate::ids::now_rfc3339;
 
 const COLUMNS: &str =
@@ -56,35 +60,30 @@ impl Store {
         let sql = format!(
             "INSERT INTO runs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         );
-        write_tx!(self, |tx| {
-            sqlx::query(&sql)
-                .bind(&run.id)
-                .bind(&run.tenant_id)
-                .bind(&run.agent_id)
-                .bind(&run.project_id)
-                .bind(&run.goal)
-                .bind(to_json(&run.input))
-                .bind(to_json(&run.spec))
-                .bind(run.status.as_str())
-                .bind(&run.output)
-                .bind(run.error.as_ref().map(to_json))
-                .bind(to_json(&run.usage))
-                .bind(to_json(&run.artifacts))
-                .bind(&run.created_at)
-                .bind(&run.started_at)
-                .bind(&run.finished_at)
-                .bind(&run.updated_at)
-                .bind(&run.session_id)
-                .bind(&run.message_id)
-                .bind(run.epoch)
-                .bind(i64::from(run.cancel_requested))
-                .execute(&mut *tx)
-                .await?;
-            if let Some(reply) = reply {
-                self.upsert_message(&mut tx, &run.tenant_id, reply).await?;
-            }
-            Ok(())
-        })
+        let mut unit = vec![Stmt::new(sql)
+            .bind(&run.id)
+            .bind(&run.tenant_id)
+            .bind(&run.agent_id)
+            .bind(&run.project_id)
+            .bind(&run.goal)
+            .bind(to_json(&run.input))
+            .bind(to_json(&run.spec))
+            .bind(run.status.as_str())
+            .bind(&run.output)
+            .bind(run.error.as_ref().map(to_json))
+            .bind(to_json(&run.usage))
+            .bind(to_json(&run.artifacts))
+            .bind(&run.created_at)
+            .bind(&run.started_at)
+            .bind(&run.finished_at)
+            .bind(&run.updated_at)
+            .bind(&run.session_id)
+            .bind(&run.message_id)
+            .bind(run.epoch)
+            .bind(run.cancel_requested)];
+        unit.extend(reply.map(|reply| message_row(&run.tenant_id, reply)));
+        self.write_path.write(unit).await?;
+        Ok(())
     }
 
     /// A run of `agent_id` in `tenant_id`, with its steps.
@@ -160,17 +159,14 @@ impl Store {
 }
 
 impl Store {
-    /// Writes what the run's driver changed, if its claim is still the run's latest.
-    async fn update_progress(&self, tx: &mut Transaction<'_, Any>, run: &Run) -> Result<()> {
-        self.check_fence(
-            tx,
-            &Fence {
-                owned: Owned::Run(run.id.clone()),
-                epoch: run.epoch,
-            },
-        )
-        .await?;
-        sqlx::query(
+    /// The statements that write what the run's driver changed, if its claim is still the
+    /// run's latest.
+    fn progress(&self, run: &Run) -> [Stmt; 2] {
+        let fence = Fence {
+            owned: Owned::Run(run.id.clone()),
+            epoch: run.epoch,
+        };
+        let update = Stmt::new(
             "UPDATE runs SET status = $2, output = $3, error = $4, usage = $5, artifacts = $6, started_at = $7, \
              finished_at = $8, updated_at = $9 WHERE id = $1",
         )
@@ -182,11 +178,30 @@ impl Store {
         .bind(to_json(&run.artifacts))
         .bind(&run.started_at)
         .bind(&run.finished_at)
-        .bind(now_rfc3339())
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        .bind(now_rfc3339());
+        [held(&self.node, &fence), update]
     }
+
+    /// Commits `unit` (run `run`'s writes and `events` of its stream) and, once it is
+    /// durable, announces the events to the other nodes.
+    async fn write_run(
+        &self,
+        run: &Run,
+        unit: Vec<Stmt>,
+        events: &[StreamEvent],
+    ) -> Result<(), StoreFailure> {
+        let written = self.write_path.write(unit).await;
+        if written.is_ok() {
+            crash_point(events);
+            self.announce(run.stream(), events);
+        }
+        for_actors(written.map(|_| ()))
+    }
+}
+
+/// `events` of the run's stream, as rows of the event log.
+fn rows<'a>(run: &'a Run, events: &'a [StreamEvent]) -> Vec<(&'a str, &'a StreamEvent)> {
+    events.iter().map(|e| (run.stream(), e)).collect()
 }
 
 /// The run as the API returns it, for the `agent.*` domain events.
@@ -195,17 +210,14 @@ fn domain_payload(run: &Run) -> serde_json::Value {
 }
 
 /// Saves `step` of `run` (again, after a resume: the latest copy wins).
-async fn insert_step(tx: &mut Transaction<'_, Any>, run: &Run, step: &Step) -> Result<()> {
-    sqlx::query(
+fn step_row(run: &Run, step: &Step) -> Stmt {
+    Stmt::new(
         "INSERT INTO run_steps (run_id, idx, step) VALUES ($1, $2, $3) \
          ON CONFLICT (run_id, idx) DO UPDATE SET step = excluded.step",
     )
     .bind(&run.id)
     .bind(i64::from(step.index))
     .bind(to_json(step))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 #[async_trait]
@@ -236,20 +248,11 @@ impl RunStore for Store {
         event: &StreamEvent,
         domain: DomainEvent,
     ) -> Result<(), StoreFailure> {
-        let write = async {
-            write_tx!(self, |tx| {
-                self.update_progress(&mut tx, run).await?;
-                self.append(&mut tx, run.stream(), std::slice::from_ref(event))
-                    .await?;
-                record_event(&mut tx, &run.tenant_id, domain, &domain_payload(run)).await?;
-                Ok(())
-            })
-        };
-        let written = write.await;
-        if written.is_ok() {
-            self.announce(run.stream(), std::slice::from_ref(event));
-        }
-        for_actors(written)
+        let events = std::slice::from_ref(event);
+        let mut unit = Vec::from(self.progress(run));
+        unit.extend(append_stmts(&rows(run, events)));
+        unit.push(outbox_row(&run.tenant_id, domain, &domain_payload(run)));
+        self.write_run(run, unit, events).await
     }
 
     async fn save_step(
@@ -258,20 +261,11 @@ impl RunStore for Store {
         step: &Step,
         event: &StreamEvent,
     ) -> Result<(), StoreFailure> {
-        let write = async {
-            write_tx!(self, |tx| {
-                insert_step(&mut tx, run, step).await?;
-                self.update_progress(&mut tx, run).await?;
-                self.append(&mut tx, run.stream(), std::slice::from_ref(event))
-                    .await?;
-                Ok(())
-            })
-        };
-        let written = write.await;
-        if written.is_ok() {
-            self.announce(run.stream(), std::slice::from_ref(event));
-        }
-        for_actors(written)
+        let events = std::slice::from_ref(event);
+        let mut unit = vec![step_row(run, step)];
+        unit.extend(self.progress(run));
+        unit.extend(append_stmts(&rows(run, events)));
+        self.write_run(run, unit, events).await
     }
 
     async fn finish_run(
@@ -283,27 +277,15 @@ impl RunStore for Store {
         reply: Option<&Message>,
     ) -> Result<(), StoreFailure> {
         let events: Vec<StreamEvent> = last_step.into_iter().chain([event]).cloned().collect();
-        let write = async {
-            write_tx!(self, |tx| {
-                if let (Some(_), Some(step)) = (last_step, run.steps.last()) {
-                    insert_step(&mut tx, run, step).await?;
-                }
-                self.update_progress(&mut tx, run).await?;
-                if let Some(reply) = reply {
-                    self.upsert_message(&mut tx, &run.tenant_id, reply).await?;
-                }
-                self.append(&mut tx, run.stream(), &events).await?;
-                if let Some(domain) = domain {
-                    record_event(&mut tx, &run.tenant_id, domain, &domain_payload(run)).await?;
-                }
-                Ok(())
-            })
-        };
-        let written = write.await;
-        if written.is_ok() {
-            self.announce(run.stream(), &events);
+        let mut unit = Vec::new();
+        if let (Some(_), Some(step)) = (last_step, run.steps.last()) {
+            unit.push(step_row(run, step));
         }
-        for_actors(written)
+        unit.extend(self.progress(run));
+        unit.extend(reply.map(|reply| message_row(&run.tenant_id, reply)));
+        unit.extend(append_stmts(&rows(run, &events)));
+        unit.extend(domain.map(|domain| outbox_row(&run.tenant_id, domain, &domain_payload(run))));
+        self.write_run(run, unit, &events).await
     }
 
     async fn queued_runs(&self, tenant_id: &str) -> Result<i64, StoreFailure> {

@@ -560,3 +560,100 @@ async fn an_agent_reply_killed_mid_step_resumes_and_the_session_answers_the_next
     let _ = wait(&mut second.child, Duration::from_secs(10));
     llm.stop().await;
 }
+
+/// The server dies right after the write path committed a run's last step and its end,
+/// before anything published them (`DGIDGI_CRASH_AFTER_COMMIT`): a subscriber that comes
+/// back after the last event it saw gets both from the store, once each, with no gap.
+#[actix_web::test]
+async fn events_committed_but_never_published_reach_a_subscriber_from_the_store() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/dgidgi.db", dir.path().display());
+    let llm = FakeLlm::start().await;
+    llm.push(Script::Slow(
+        vec!["one ", "two ", "three"],
+        Duration::from_millis(300),
+    ));
+    let crash = [("DGIDGI_CRASH_AFTER_COMMIT", "step.completed")];
+    let (mut first, operator) = start(&db, &llm, dir.path(), true, &crash);
+    let operator = operator.expect("the first start prints the operator key");
+    let (key, project, agent) = writer(&first.base, &operator).await;
+    let run = call(
+        reqwest::Method::POST,
+        format!("{}/agents/{agent}/execute", first.base),
+        &key,
+        Some(json!({ "goal": "count", "projectId": project })),
+    )
+    .await;
+    let run = run["id"].as_str().unwrap().to_string();
+
+    // A live subscriber reads until the server dies under it.
+    let mut live = reqwest::Client::new()
+        .get(format!("{}/agents/{agent}/runs/{run}/stream", first.base))
+        .bearer_auth(&key)
+        .header("Last-Event-ID", "0")
+        .send()
+        .await
+        .unwrap();
+    let mut seen: Vec<Frame> = Vec::new();
+    let read = read_until(&mut live, |_, frame| {
+        seen.push(frame.clone());
+        false
+    });
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the stream ends when the server dies");
+    let status = wait(&mut first.child, Duration::from_secs(10)).expect("the server stopped");
+    assert_eq!(
+        status.signal(),
+        Some(6),
+        "it aborted at the crash point: {status:?}"
+    );
+    let kinds: Vec<&str> = seen.iter().map(|f| f.event.as_str()).collect();
+    assert!(kinds.contains(&"token"), "{kinds:?}");
+    assert!(
+        !kinds.contains(&"step.completed") && !kinds.contains(&"run.completed"),
+        "nothing after the commit was published: {kinds:?}"
+    );
+
+    // The next server has the run's end from the store; the subscriber comes back.
+    let (mut second, _) = start(&db, &llm, dir.path(), false, &[]);
+    let last = seen.last().unwrap().id;
+    let mut rest = Vec::new();
+    let mut back = reqwest::Client::new()
+        .get(format!("{}/agents/{agent}/runs/{run}/stream", second.base))
+        .bearer_auth(&key)
+        .header("Last-Event-ID", last.to_string())
+        .send()
+        .await
+        .unwrap();
+    let ended = read_until(&mut back, |_, frame| {
+        rest.push(frame.clone());
+        frame.event == "run.completed"
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), ended)
+            .await
+            .unwrap_or(false),
+        "the run's end is read from the store: {rest:?}"
+    );
+    let rest_kinds: Vec<&str> = rest.iter().map(|f| f.event.as_str()).collect();
+    assert_eq!(rest_kinds, ["step.completed", "run.completed"]);
+    let ids: Vec<i64> = seen.iter().chain(&rest).map(|f| f.id).collect();
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "no gap, no repeat"
+    );
+    let shown = call(
+        reqwest::Method::GET,
+        format!("{}/agents/{agent}/runs/{run}", second.base),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(shown["status"], "completed", "{shown}");
+    assert_eq!(shown["output"], "one two three");
+    let _ = second.child.kill();
+}
