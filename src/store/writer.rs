@@ -253,7 +253,7 @@ fn open(file: &Path) -> Result<rusqlite::Connection> {
     // As the pool's connections (`Store::connect`): WAL, synced at checkpoints.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -65536;",
     )
     .map_err(sqlite_error)?;
     conn.set_prepared_statement_cache_capacity(64);
