@@ -4,6 +4,7 @@ pub use dgidgi_actors::agent::{Agent, AgentConfig};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::writer::Stmt;
 use super::{json_column, to_json, Page, Paged, Result, Store};
 
 const COLUMNS: &str =
@@ -31,7 +32,7 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent> {
 impl Store {
     pub async fn create_agent(&self, agent: &Agent) -> Result<()> {
         let sql = format!("INSERT INTO agents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)");
-        self.bind_agent(&sql, agent).execute(&self.writer).await?;
+        self.write_one(agent_row(sql, agent)).await?;
         Ok(())
     }
 
@@ -40,33 +41,7 @@ impl Store {
         let sql = "UPDATE agents SET project_id = $3, name = $4, description = $5, system_prompt = $6, \
                    provider = $7, model = $8, fallbacks = $9, tools = $10, config = $11, created_at = $12, \
                    updated_at = $13 WHERE id = $1 AND tenant_id = $2";
-        Ok(self
-            .bind_agent(sql, agent)
-            .execute(&self.writer)
-            .await?
-            .rows_affected()
-            == 1)
-    }
-
-    fn bind_agent<'q>(
-        &self,
-        sql: &'q str,
-        agent: &'q Agent,
-    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-        sqlx::query(sql)
-            .bind(&agent.id)
-            .bind(&agent.tenant_id)
-            .bind(&agent.project_id)
-            .bind(&agent.name)
-            .bind(&agent.description)
-            .bind(&agent.system_prompt)
-            .bind(&agent.provider)
-            .bind(&agent.model)
-            .bind(to_json(&agent.fallbacks))
-            .bind(to_json(&agent.tools))
-            .bind(to_json(&agent.config))
-            .bind(&agent.created_at)
-            .bind(&agent.updated_at)
+        Ok(self.write_one(agent_row(sql, agent)).await?.changed == 1)
     }
 
     pub async fn get_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>> {
@@ -93,11 +68,27 @@ impl Store {
     }
 
     pub async fn delete_agent(&self, tenant_id: &str, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM agents WHERE tenant_id = $1 AND id = $2")
+        let delete = Stmt::new("DELETE FROM agents WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
+            .bind(id);
+        Ok(self.write_one(delete).await?.changed == 1)
     }
+}
+
+/// `sql` with an agent's columns bound in the order of `COLUMNS`.
+fn agent_row(sql: impl Into<std::borrow::Cow<'static, str>>, agent: &Agent) -> Stmt {
+    Stmt::new(sql)
+        .bind(&agent.id)
+        .bind(&agent.tenant_id)
+        .bind(&agent.project_id)
+        .bind(&agent.name)
+        .bind(&agent.description)
+        .bind(&agent.system_prompt)
+        .bind(&agent.provider)
+        .bind(&agent.model)
+        .bind(to_json(&agent.fallbacks))
+        .bind(to_json(&agent.tools))
+        .bind(to_json(&agent.config))
+        .bind(&agent.created_at)
+        .bind(&agent.updated_at)
 }

@@ -11,7 +11,7 @@ use sqlx::Row;
 use super::cluster::held;
 use super::events::{append_stmts, crash_point};
 use super::writer::Stmt;
-use super::{for_actors, json_column, to_json, write_tx, Error, Page, Paged, Result, Store};
+use super::{for_actors, json_column, to_json, Error, Page, Paged, Result, Store};
 
 const SESSION_COLUMNS: &str =
     "id, tenant_id, project_id, agent_id, title, system_prompt, model, providers, created_at, updated_at";
@@ -59,7 +59,7 @@ fn message_from_row(row: &AnyRow) -> Result<Message> {
 impl Store {
     pub async fn create_session(&self, session: &Session) -> Result<()> {
         let sql = format!("INSERT INTO chat_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
-        sqlx::query(&sql)
+        let insert = Stmt::new(sql)
             .bind(&session.id)
             .bind(&session.tenant_id)
             .bind(&session.project_id)
@@ -69,9 +69,8 @@ impl Store {
             .bind(&session.model)
             .bind(to_json(&session.providers))
             .bind(&session.created_at)
-            .bind(&session.updated_at)
-            .execute(&self.writer)
-            .await?;
+            .bind(&session.updated_at);
+        self.write_one(insert).await?;
         Ok(())
     }
 
@@ -100,25 +99,23 @@ impl Store {
 
     /// Deletes a session with its messages and events.
     pub async fn delete_session(&self, tenant_id: &str, id: &str) -> Result<bool> {
-        write_tx!(self, |tx| {
-            let gone = sqlx::query("DELETE FROM chat_sessions WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if gone == 1 {
-                sqlx::query("DELETE FROM chat_messages WHERE session_id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM stream_events WHERE stream_id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Ok(gone == 1)
-        })
+        // Its messages and events first, while the session shows they are the tenant's.
+        const OF_THE_TENANT: &str =
+            "EXISTS (SELECT 1 FROM chat_sessions WHERE id = $1 AND tenant_id = $2)";
+        let unit = vec![
+            Stmt::new(format!(
+                "DELETE FROM chat_messages WHERE session_id = $1 AND {OF_THE_TENANT}"
+            )),
+            Stmt::new(format!(
+                "DELETE FROM stream_events WHERE stream_id = $1 AND {OF_THE_TENANT}"
+            )),
+            Stmt::new("DELETE FROM chat_sessions WHERE id = $1 AND tenant_id = $2"),
+        ];
+        let unit = unit
+            .into_iter()
+            .map(|s| s.bind(id).bind(tenant_id))
+            .collect();
+        Ok(self.write(unit).await?[2].changed == 1)
     }
 
     /// A session's messages, newest first.
@@ -197,16 +194,14 @@ impl ChatStore for Store {
     }
 
     async fn release_session(&self, id: &str, epoch: i64) -> Result<(), StoreFailure> {
-        let released = sqlx::query(
+        let release = Stmt::new(
             "UPDATE chat_sessions SET owner = NULL, lease_expires_at = NULL \
              WHERE id = $1 AND epoch = $2 AND owner = $3",
         )
         .bind(id)
         .bind(epoch)
-        .bind(self.node_id())
-        .execute(&self.writer)
-        .await;
-        for_actors(released.map(|_| ()).map_err(Error::from))
+        .bind(self.node_id());
+        for_actors(self.write_one(release).await.map(|_| ()))
     }
 
     async fn unanswered(&self, id: &str) -> Result<Vec<Message>, StoreFailure> {
@@ -216,7 +211,7 @@ impl ChatStore for Store {
              ORDER BY m.id"
         );
         let load = async {
-            let rows = sqlx::query(&sql).bind(id).fetch_all(&self.writer).await?;
+            let rows = sqlx::query(&sql).bind(id).fetch_all(&self.pool).await?;
             rows.iter()
                 .map(message_from_row)
                 .collect::<Result<Vec<_>>>()

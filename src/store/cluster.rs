@@ -71,64 +71,56 @@ impl Store {
         if let Ok(mut held) = self.exclusive.lock() {
             *held = Some(file);
         }
-        sqlx::query(
-            "UPDATE runs SET owner = NULL, lease_expires_at = NULL \
-             WHERE status IN ('queued', 'running')",
-        )
-        .execute(&self.writer)
-        .await?;
-        sqlx::query("UPDATE chat_sessions SET owner = NULL, lease_expires_at = NULL")
-            .execute(&self.writer)
-            .await?;
-        sqlx::query(
-            "UPDATE webhook_deliveries SET next_attempt_at = $1, claimed_by = NULL \
-             WHERE claimed_by IS NOT NULL AND status = 'pending'",
-        )
-        .bind(time::now())
-        .execute(&self.writer)
-        .await?;
+        let unit = vec![
+            Stmt::new(
+                "UPDATE runs SET owner = NULL, lease_expires_at = NULL \
+                 WHERE status IN ('queued', 'running')",
+            ),
+            Stmt::new("UPDATE chat_sessions SET owner = NULL, lease_expires_at = NULL"),
+            Stmt::new(
+                "UPDATE webhook_deliveries SET next_attempt_at = $1, claimed_by = NULL \
+                 WHERE claimed_by IS NOT NULL AND status = 'pending'",
+            )
+            .bind(time::now()),
+        ];
+        self.write(unit).await?;
         Ok(())
     }
 
     /// Writes this node's heartbeat and renews the leases of the runs it drives.
     pub async fn heartbeat(&self, region: &str, version: &str, started_at: &str) -> Result<()> {
         let now = time::now();
-        sqlx::query(
-            "INSERT INTO nodes (id, region, version, started_at, heartbeat_at) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-        )
-        .bind(&*self.node)
-        .bind(region)
-        .bind(version)
-        .bind(started_at)
-        .bind(&now)
-        .execute(&self.writer)
-        .await?;
         let until = time::later(self.lease);
-        sqlx::query(
-            "UPDATE runs SET lease_expires_at = $2 \
-             WHERE owner = $1 AND status IN ('queued', 'running')",
-        )
-        .bind(&*self.node)
-        .bind(&until)
-        .execute(&self.writer)
-        .await?;
-        sqlx::query("UPDATE chat_sessions SET lease_expires_at = $2 WHERE owner = $1")
+        let unit = vec![
+            Stmt::new(
+                "INSERT INTO nodes (id, region, version, started_at, heartbeat_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+            )
             .bind(&*self.node)
-            .bind(&until)
-            .execute(&self.writer)
-            .await?;
-        // Webhook deliveries claimed by nodes that stopped beating are due again now.
-        sqlx::query(
-            "UPDATE webhook_deliveries SET next_attempt_at = $1, claimed_by = NULL \
-             WHERE claimed_by IS NOT NULL AND status = 'pending' \
-             AND claimed_by NOT IN (SELECT id FROM nodes WHERE heartbeat_at >= $2)",
-        )
-        .bind(&now)
-        .bind(time::earlier(self.lease))
-        .execute(&self.writer)
-        .await?;
+            .bind(region)
+            .bind(version)
+            .bind(started_at)
+            .bind(now.as_str()),
+            Stmt::new(
+                "UPDATE runs SET lease_expires_at = $2 \
+                 WHERE owner = $1 AND status IN ('queued', 'running')",
+            )
+            .bind(&*self.node)
+            .bind(until.as_str()),
+            Stmt::new("UPDATE chat_sessions SET lease_expires_at = $2 WHERE owner = $1")
+                .bind(&*self.node)
+                .bind(until.as_str()),
+            // Webhook deliveries claimed by nodes that stopped beating are due again now.
+            Stmt::new(
+                "UPDATE webhook_deliveries SET next_attempt_at = $1, claimed_by = NULL \
+                 WHERE claimed_by IS NOT NULL AND status = 'pending' \
+                 AND claimed_by NOT IN (SELECT id FROM nodes WHERE heartbeat_at >= $2)",
+            )
+            .bind(now.as_str())
+            .bind(time::earlier(self.lease)),
+        ];
+        self.write(unit).await?;
         Ok(())
     }
 
@@ -175,8 +167,8 @@ impl Store {
             .bind(time::later(self.lease))
             .bind(time::now())
             .returning();
-        let done = self.write_path.write(vec![claim]).await?;
-        Ok(done[0].value)
+        let done = self.write_one(claim).await?;
+        Ok(done.value)
     }
 
     /// Tells the owner of session `id` (PostgreSQL; on SQLite this node is the owner, and
@@ -196,7 +188,7 @@ impl Store {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CONTROL_CHANNEL)
             .bind(format!("{what} {id}"))
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
@@ -219,33 +211,29 @@ impl Store {
             .bind(&run.id)
             .bind(&run.tenant_id)
             .bind(i64::from(slots));
-        let done = self.write_path.write(vec![take]).await?;
+        let done = self.write_one(take).await?;
         Ok(match self.backend {
-            Backend::Postgres => done[0].value == Some(1),
-            Backend::Sqlite => done[0].changed == 1,
+            Backend::Postgres => done.value == Some(1),
+            Backend::Sqlite => done.changed == 1,
         })
     }
 
     /// Records a cancel of run `id` and tells every node; false when the run has ended.
     pub(super) async fn record_cancel(&self, id: &str) -> Result<bool> {
-        super::write_tx!(self, |tx| {
-            let marked = sqlx::query(
-                "UPDATE runs SET cancel_requested = 1 \
-                 WHERE id = $1 AND status IN ('queued', 'running')",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if marked == 1 && self.backend == Backend::Postgres {
-                sqlx::query("SELECT pg_notify($1, $2)")
+        let mut unit = vec![Stmt::new(
+            "UPDATE runs SET cancel_requested = 1 \
+             WHERE id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(id)];
+        if self.backend == Backend::Postgres {
+            // Sent when the mark commits; a run that already ended ignores it.
+            unit.push(
+                Stmt::new("SELECT pg_notify($1, $2)")
                     .bind(CONTROL_CHANNEL)
-                    .bind(format!("cancel {id}"))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Ok(marked == 1)
-        })
+                    .bind(format!("cancel {id}")),
+            );
+        }
+        Ok(self.write(unit).await?[0].changed == 1)
     }
 }
 
@@ -275,7 +263,7 @@ impl Store {
         .bind(window_start as i64)
         .bind(i64::from(per_key))
         .bind(i64::from(per_tenant))
-        .fetch_one(&self.writer)
+        .fetch_one(&self.pool)
         .await?;
         Ok((
             row.try_get("allowed")?,
@@ -289,7 +277,7 @@ impl Store {
         if self.backend == Backend::Postgres {
             sqlx::query("DELETE FROM rate_counters WHERE window_start < $1")
                 .bind(before as i64)
-                .execute(&self.writer)
+                .execute(&self.pool)
                 .await?;
         }
         Ok(())
@@ -308,7 +296,7 @@ impl Store {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CONTROL_CHANNEL)
             .bind(payload)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }

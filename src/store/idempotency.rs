@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::writer::Stmt;
 use super::{Result, Store};
 
 /// A finished first response.
@@ -33,17 +34,15 @@ impl Store {
         fingerprint: &str,
         now: &str,
     ) -> Result<Reservation> {
-        let inserted = sqlx::query(
+        let insert = Stmt::new(
             "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (scope, idem_key) DO NOTHING",
         )
         .bind(scope)
         .bind(key)
         .bind(fingerprint)
-        .bind(now)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
+        .bind(now);
+        let inserted = self.write_one(insert).await?.changed;
         if inserted == 1 {
             return Ok(Reservation::Claimed);
         }
@@ -82,23 +81,23 @@ impl Store {
         status: u16,
         body: &str,
     ) -> Result<()> {
-        sqlx::query("UPDATE idempotency_keys SET status = $3, response = $4 WHERE scope = $1 AND idem_key = $2")
-            .bind(scope)
-            .bind(key)
-            .bind(i64::from(status))
-            .bind(body)
-            .execute(&self.writer)
-            .await?;
+        let keep = Stmt::new(
+            "UPDATE idempotency_keys SET status = $3, response = $4 WHERE scope = $1 AND idem_key = $2",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(i64::from(status))
+        .bind(body);
+        self.write_one(keep).await?;
         Ok(())
     }
 
     /// Lets `key` go (the request failed on our side), so a retry runs again.
     pub async fn release_idempotency_key(&self, scope: &str, key: &str) -> Result<()> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
+        let release = Stmt::new("DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
             .bind(scope)
-            .bind(key)
-            .execute(&self.writer)
-            .await?;
+            .bind(key);
+        self.write_one(release).await?;
         Ok(())
     }
 }

@@ -2,9 +2,10 @@
 
 use serde::Serialize;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
-use super::{json_column, to_json, write_tx, Error, Page, Paged, Result, Store, OWNED_BY};
+use super::writer::Stmt;
+use super::{json_column, to_json, Error, Page, Paged, Result, Store, OWNED_BY};
 
 /// A key about to be stored.
 #[derive(Debug, Clone)]
@@ -70,37 +71,38 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKeyRecord> {
     })
 }
 
-pub(super) async fn insert_key(
-    tx: &mut Transaction<'_, Any>,
-    key: &NewApiKey,
-) -> Result<ApiKeyRecord> {
-    let sql = format!(
+/// The statement that stores a new key.
+pub(super) fn key_row(key: &NewApiKey) -> Stmt {
+    Stmt::new(
         "INSERT INTO api_keys (id, tenant_id, name, key_type, prefix, hash, scopes, environment, \
-         expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(&key.id)
-        .bind(&key.tenant_id)
-        .bind(&key.name)
-        .bind(&key.key_type)
-        .bind(&key.prefix)
-        .bind(&key.hash)
-        .bind(to_json(&key.scopes))
-        .bind(&key.environment)
-        .bind(&key.expires_at)
-        .bind(&key.created_at)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(|e| Error::from_write(e, "api key already exists"))?;
-    key_from_row(&row)
+         expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&key.id)
+    .bind(&key.tenant_id)
+    .bind(&key.name)
+    .bind(&key.key_type)
+    .bind(&key.prefix)
+    .bind(&key.hash)
+    .bind(to_json(&key.scopes))
+    .bind(&key.environment)
+    .bind(&key.expires_at)
+    .bind(&key.created_at)
 }
 
 impl Store {
     pub async fn create_key(&self, key: &NewApiKey) -> Result<ApiKeyRecord> {
-        write_tx!(self, |tx| {
-            let record = insert_key(&mut tx, key).await?;
-            Ok(record)
-        })
+        self.write_one(key_row(key))
+            .await
+            .map_err(|e| e.conflict_as("api key already exists"))?;
+        self.stored_key(&key.id).await
+    }
+
+    /// Key `id` as stored, read after a write that made or changed it.
+    pub(super) async fn stored_key(&self, id: &str) -> Result<ApiKeyRecord> {
+        self.key_by_id(id)
+            .await?
+            .map(|k| k.key)
+            .ok_or_else(|| Error::Corrupt(format!("key {id} vanished after its write")))
     }
 
     /// The key whose hash is `hash`, with its tenant's plan.
@@ -150,26 +152,24 @@ impl Store {
         tenant_id: Option<&str>,
         now: &str,
     ) -> Result<Option<ApiKeyRecord>> {
-        let sql = format!(
+        let revoke = Stmt::new(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) \
-             WHERE id = $1 AND ($2 = '' OR tenant_id = $2) RETURNING {COLUMNS}"
-        );
-        sqlx::query(&sql)
-            .bind(id)
-            .bind(tenant_id.unwrap_or(""))
-            .bind(now)
-            .fetch_optional(&self.writer)
-            .await?
-            .map(|row| key_from_row(&row))
-            .transpose()
+             WHERE id = $1 AND ($2 = '' OR tenant_id = $2)",
+        )
+        .bind(id)
+        .bind(tenant_id.unwrap_or(""))
+        .bind(now);
+        if self.write_one(revoke).await?.changed == 0 {
+            return Ok(None);
+        }
+        self.stored_key(id).await.map(Some)
     }
 
     pub async fn touch_key(&self, id: &str, now: &str) -> Result<()> {
-        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
+        let touch = Stmt::new("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
             .bind(id)
-            .bind(now)
-            .execute(&self.writer)
-            .await?;
+            .bind(now);
+        self.write_one(touch).await?;
         Ok(())
     }
 

@@ -66,6 +66,9 @@ pub enum Error {
     /// took the run over.
     #[error("fenced: {0}")]
     Fenced(String),
+    /// A write found no row to change: it is not there, or no longer as it was read.
+    #[error("the row is gone or changed")]
+    Gone,
 }
 
 impl From<sqlx::Error> for Error {
@@ -107,6 +110,14 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
 }
 
 impl Error {
+    /// A broken uniqueness rule said in the caller's words (`what`); any other error as is.
+    fn conflict_as(self, what: &str) -> Self {
+        match self {
+            Error::Conflict(_) => Error::Conflict(what.to_string()),
+            other => other,
+        }
+    }
+
     fn from_write(e: sqlx::Error, what: &str) -> Self {
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
@@ -137,9 +148,10 @@ pub(crate) fn for_actors<T>(result: Result<T>) -> Result<T, dgidgi_actors::Store
     result.map_err(Into::into)
 }
 
-/// Runs `$body` in one transaction on the writer (named `$tx` inside it) and commits it
-/// before yielding the body's value; a `?` or `return` inside leaves early and the
-/// transaction rolls back as it drops. The one shape of a write of several statements.
+/// Runs `$body` in one transaction on the writer pool (named `$tx` inside it) and commits
+/// it before yielding the body's value; a `?` or `return` inside leaves early and the
+/// transaction rolls back as it drops. Only for the writes that read and decide inside
+/// their transaction (the webhook fan-out); every other write is a unit of the write path.
 macro_rules! write_tx {
     ($store:expr, |$tx:ident| $body:block) => {{
         let mut $tx = $store.begin_write().await?;
@@ -339,22 +351,29 @@ impl Store {
         })
     }
 
+    /// Commits `unit` through the write path (`writer`); what each statement did.
+    async fn write(&self, unit: Vec<writer::Stmt>) -> Result<Vec<writer::Done>> {
+        self.write_path.write(unit).await
+    }
+
+    /// Commits one statement through the write path; what it did.
+    async fn write_one(&self, stmt: writer::Stmt) -> Result<writer::Done> {
+        Ok(self.write(vec![stmt]).await?.remove(0))
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
     /// Whether the database answers and takes a write, through the writer (`/readyz`).
     pub async fn ping(&self) -> Result<()> {
-        write_tx!(self, |tx| {
-            sqlx::query(
-                "INSERT INTO runtime_settings (name, value) VALUES ('readyz', $1) \
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            )
-            .bind(crate::ids::now_rfc3339())
-            .execute(&mut *tx)
-            .await?;
-            Ok(())
-        })
+        let mark = writer::Stmt::new(
+            "INSERT INTO runtime_settings (name, value) VALUES ('readyz', $1) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(crate::ids::now_rfc3339());
+        self.write_one(mark).await?;
+        Ok(())
     }
 
     /// Closes the pools, waiting for connections in use to be returned, and lets another
@@ -375,11 +394,12 @@ impl Store {
         name: &str,
         init: impl FnOnce() -> String,
     ) -> Result<String> {
-        sqlx::query("INSERT INTO runtime_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(init())
-            .execute(&self.writer)
-            .await?;
+        let init = writer::Stmt::new(
+            "INSERT INTO runtime_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(init());
+        self.write_one(init).await?;
         let row = sqlx::query("SELECT value FROM runtime_settings WHERE name = $1")
             .bind(name)
             .fetch_one(&self.pool)
@@ -393,7 +413,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT name, value FROM runtime_settings WHERE name IN ('jwt_secret', 'secrets_key')",
         )
-        .fetch_all(&self.writer)
+        .fetch_all(&self.pool)
         .await?;
         let mut key = None;
         for row in &rows {
@@ -406,9 +426,10 @@ impl Store {
 
     /// Deletes the legacy secrets (once what they sealed is sealed again).
     pub async fn forget_legacy_secrets(&self) -> Result<()> {
-        sqlx::query("DELETE FROM runtime_settings WHERE name IN ('jwt_secret', 'secrets_key')")
-            .execute(&self.writer)
-            .await?;
+        let forget = writer::Stmt::new(
+            "DELETE FROM runtime_settings WHERE name IN ('jwt_secret', 'secrets_key')",
+        );
+        self.write_one(forget).await?;
         Ok(())
     }
 }

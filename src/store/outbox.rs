@@ -32,17 +32,6 @@ pub(super) fn outbox_row<T: Serialize>(tenant_id: &str, event: DomainEvent, payl
     .bind(now_rfc3339())
 }
 
-/// Records `event` with `payload` for `tenant_id` inside the caller's transaction.
-pub(super) async fn record_event<T: Serialize>(
-    tx: &mut super::Tx,
-    tenant_id: &str,
-    event: DomainEvent,
-    payload: &T,
-) -> Result<()> {
-    super::writer::execute(tx, &outbox_row(tenant_id, event, payload)).await?;
-    Ok(())
-}
-
 impl Store {
     /// A tenant's recorded events, oldest first.
     pub async fn outbox_events(&self, tenant_id: &str) -> Result<Vec<OutboxEvent>> {

@@ -57,7 +57,7 @@ impl Store {
         let column = which.column();
         let sql =
             format!("SELECT tenant_id, {column} FROM tenant_placement WHERE {column} IS NOT NULL");
-        let rows = sqlx::query(&sql).fetch_all(&self.writer).await?;
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 let text: String = r.try_get(column)?;
@@ -80,12 +80,11 @@ impl Store {
             "INSERT INTO tenant_placement (tenant_id, {column}, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant_id) DO UPDATE SET {column} = excluded.{column}, updated_at = excluded.updated_at"
         );
-        sqlx::query(&sql)
+        let save = super::writer::Stmt::new(sql)
             .bind(tenant_id)
             .bind(super::to_json(value))
-            .bind(now_rfc3339())
-            .execute(&self.writer)
-            .await?;
+            .bind(now_rfc3339());
+        self.write_one(save).await?;
         Ok(())
     }
 }

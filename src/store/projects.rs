@@ -4,8 +4,9 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::outbox::record_event;
-use super::{json_column, to_json, write_tx, Page, Paged, Result, Store};
+use super::outbox::outbox_row;
+use super::writer::Stmt;
+use super::{json_column, to_json, Error, Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
 use dgidgi_actors::events::DomainEvent;
 
@@ -67,24 +68,16 @@ impl Store {
             created_at: now.clone(),
             updated_at: now,
         };
-        write_tx!(self, |tx| {
-            sqlx::query(
+        let unit = vec![
+            project_row(
                 "INSERT INTO projects (id, tenant_id, name, description, language, metadata, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&project.id)
-            .bind(&project.tenant_id)
-            .bind(&project.name)
-            .bind(&project.description)
-            .bind(&project.language)
-            .bind(to_json(&project.metadata))
-            .bind(&project.created_at)
-            .bind(&project.updated_at)
-            .execute(&mut *tx)
-            .await?;
-            record_event(&mut tx, tenant_id, DomainEvent::ProjectCreated, &project).await?;
-            Ok(project)
-        })
+                &project,
+            ),
+            outbox_row(tenant_id, DomainEvent::ProjectCreated, &project),
+        ];
+        self.write(unit).await?;
+        Ok(project)
     }
 
     pub async fn get_project(&self, tenant_id: &str, id: &str) -> Result<Option<Project>> {
@@ -110,52 +103,95 @@ impl Store {
         .await
     }
 
+    /// Applies `patch` to the project and records `project.updated` with the result. The
+    /// patch applies to the project as read; a write between the read and the update makes
+    /// the update find no row as read, and it is read and applied again.
     pub async fn update_project(
         &self,
         tenant_id: &str,
         id: &str,
         patch: ProjectPatch,
     ) -> Result<Option<Project>> {
-        let sql = format!(
-            "UPDATE projects SET name = COALESCE($3, name), \
-             description = CASE WHEN $4 THEN $5 ELSE description END, \
-             language = CASE WHEN $6 THEN $7 ELSE language END, \
-             metadata = COALESCE($8, metadata), updated_at = $9 \
-             WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
-        );
-        write_tx!(self, |tx| {
-            let row = sqlx::query(&sql)
-                .bind(tenant_id)
-                .bind(id)
-                .bind(patch.name)
-                .bind(patch.description.is_some())
-                .bind(patch.description.flatten())
-                .bind(patch.language.is_some())
-                .bind(patch.language.flatten())
-                .bind(patch.metadata.as_ref().map(to_json))
-                .bind(now_rfc3339())
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = row else { return Ok(None) };
-            let project = project_from_row(&row)?;
-            record_event(&mut tx, tenant_id, DomainEvent::ProjectUpdated, &project).await?;
-            Ok(Some(project))
-        })
+        loop {
+            let Some(read) = self.get_project(tenant_id, id).await? else {
+                return Ok(None);
+            };
+            let seen = read.updated_at.clone();
+            let project = patch.clone().apply(read, now_rfc3339());
+            let update = project_row(
+                "UPDATE projects SET name = $3, description = $4, language = $5, metadata = $6, \
+                 updated_at = $8 WHERE id = $1 AND tenant_id = $2 AND updated_at = $9",
+                &project,
+            )
+            .bind(&seen)
+            .or_gone();
+            let unit = vec![
+                update,
+                outbox_row(tenant_id, DomainEvent::ProjectUpdated, &project),
+            ];
+            match self.write(unit).await {
+                Ok(_) => return Ok(Some(project)),
+                Err(Error::Gone) => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
+    /// Deletes the project and records `project.deleted` with what it was.
     pub async fn delete_project(&self, tenant_id: &str, id: &str) -> Result<Option<Project>> {
-        let sql =
-            format!("DELETE FROM projects WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}");
-        write_tx!(self, |tx| {
-            let row = sqlx::query(&sql)
-                .bind(tenant_id)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = row else { return Ok(None) };
-            let project = project_from_row(&row)?;
-            record_event(&mut tx, tenant_id, DomainEvent::ProjectDeleted, &project).await?;
-            Ok(Some(project))
-        })
+        loop {
+            let Some(project) = self.get_project(tenant_id, id).await? else {
+                return Ok(None);
+            };
+            let delete = Stmt::new(
+                "DELETE FROM projects WHERE id = $1 AND tenant_id = $2 AND updated_at = $3",
+            )
+            .bind(id)
+            .bind(tenant_id)
+            .bind(&project.updated_at)
+            .or_gone();
+            let unit = vec![
+                delete,
+                outbox_row(tenant_id, DomainEvent::ProjectDeleted, &project),
+            ];
+            match self.write(unit).await {
+                Ok(_) => return Ok(Some(project)),
+                Err(Error::Gone) => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
+}
+
+impl ProjectPatch {
+    /// `project` with this patch applied, updated at `now`.
+    fn apply(self, mut project: Project, now: String) -> Project {
+        if let Some(name) = self.name {
+            project.name = name;
+        }
+        if let Some(description) = self.description {
+            project.description = description;
+        }
+        if let Some(language) = self.language {
+            project.language = language;
+        }
+        if let Some(metadata) = self.metadata {
+            project.metadata = metadata;
+        }
+        project.updated_at = now;
+        project
+    }
+}
+
+/// `sql` with a project's columns bound in the order of `COLUMNS`.
+fn project_row(sql: &'static str, p: &Project) -> Stmt {
+    Stmt::new(sql)
+        .bind(&p.id)
+        .bind(&p.tenant_id)
+        .bind(&p.name)
+        .bind(&p.description)
+        .bind(&p.language)
+        .bind(to_json(&p.metadata))
+        .bind(&p.created_at)
+        .bind(&p.updated_at)
 }

@@ -5,9 +5,10 @@ use dgidgi_actors::{StoreFailure, Tenant, TenantSettings, TenantStore};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::keys::{insert_key, ApiKeyRecord, NewApiKey};
-use super::outbox::record_event;
-use super::{for_actors, json_column, to_json, write_tx, Error, Page, Paged, Result, Store};
+use super::keys::{key_row, ApiKeyRecord, NewApiKey};
+use super::outbox::outbox_row;
+use super::writer::Stmt;
+use super::{for_actors, json_column, to_json, Page, Paged, Result, Store};
 use crate::ids::now_rfc3339;
 use dgidgi_actors::events::DomainEvent;
 
@@ -31,8 +32,8 @@ impl Store {
         tenant: &Tenant,
         first_key: &NewApiKey,
     ) -> Result<ApiKeyRecord> {
-        write_tx!(self, |tx| {
-            sqlx::query(
+        let unit = vec![
+            Stmt::new(
                 "INSERT INTO tenants (id, name, plan, settings, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
             )
@@ -41,14 +42,14 @@ impl Store {
             .bind(&tenant.plan)
             .bind(to_json(&tenant.settings))
             .bind(&tenant.created_at)
-            .bind(&tenant.updated_at)
-            .execute(&mut *tx)
+            .bind(&tenant.updated_at),
+            key_row(first_key),
+            outbox_row(&tenant.id, DomainEvent::TenantCreated, tenant),
+        ];
+        self.write(unit)
             .await
-            .map_err(|e| Error::from_write(e, "tenant already exists"))?;
-            let key = insert_key(&mut tx, first_key).await?;
-            record_event(&mut tx, &tenant.id, DomainEvent::TenantCreated, tenant).await?;
-            Ok(key)
-        })
+            .map_err(|e| e.conflict_as("tenant already exists"))?;
+        self.stored_key(&first_key.id).await
     }
 
     pub async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
@@ -82,18 +83,16 @@ impl Store {
         plan: &str,
         settings: &TenantSettings,
     ) -> Result<Option<Tenant>> {
-        let sql = format!(
-            "UPDATE tenants SET plan = $2, settings = $3, updated_at = $4 WHERE id = $1 RETURNING {COLUMNS}"
-        );
-        sqlx::query(&sql)
-            .bind(id)
-            .bind(plan)
-            .bind(to_json(settings))
-            .bind(now_rfc3339())
-            .fetch_optional(&self.writer)
-            .await?
-            .map(|row| tenant_from_row(&row))
-            .transpose()
+        let update =
+            Stmt::new("UPDATE tenants SET plan = $2, settings = $3, updated_at = $4 WHERE id = $1")
+                .bind(id)
+                .bind(plan)
+                .bind(to_json(settings))
+                .bind(now_rfc3339());
+        if self.write_one(update).await?.changed == 0 {
+            return Ok(None);
+        }
+        self.get_tenant(id).await
     }
 }
 

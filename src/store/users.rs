@@ -4,8 +4,9 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::outbox::record_event;
-use super::{write_tx, Error, Page, Paged, Result, Store};
+use super::outbox::outbox_row;
+use super::writer::Stmt;
+use super::{Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
 use dgidgi_actors::events::DomainEvent;
 
@@ -54,8 +55,8 @@ impl Store {
             created_at: now.clone(),
             updated_at: now,
         };
-        write_tx!(self, |tx| {
-            sqlx::query(
+        let unit = vec![
+            Stmt::new(
                 "INSERT INTO users (id, tenant_id, email, name, role, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
@@ -65,15 +66,13 @@ impl Store {
             .bind(&user.name)
             .bind(&user.role)
             .bind(&user.created_at)
-            .bind(&user.updated_at)
-            .execute(&mut *tx)
+            .bind(&user.updated_at),
+            outbox_row(tenant_id, DomainEvent::UserCreated, &user),
+        ];
+        self.write(unit)
             .await
-            .map_err(|e| {
-                Error::from_write(e, "a user with this email already exists in the tenant")
-            })?;
-            record_event(&mut tx, tenant_id, DomainEvent::UserCreated, &user).await?;
-            Ok(user)
-        })
+            .map_err(|e| e.conflict_as("a user with this email already exists in the tenant"))?;
+        Ok(user)
     }
 
     pub async fn list_users(&self, tenant_id: &str, page: &Page) -> Result<Paged<User>> {

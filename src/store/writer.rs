@@ -1,5 +1,5 @@
-//! The write path of the hot writes: event appends, a run's creation, start, steps and
-//! end, a chat reply's saves. Each caller hands over one unit of work (a list of
+//! The write path: every write of the store but the webhook fan-out and the claim of due
+//! deliveries (which read and decide inside their transaction, `write_tx!`). Each caller hands over one unit of work (a list of
 //! statements that commit together or not at all); one writer takes every unit waiting
 //! and commits them in one transaction, then answers each caller once its unit is
 //! durable. A unit that fails fails alone: the others of its batch still commit.
@@ -72,8 +72,8 @@ impl<T: Into<Bind>> From<Option<T>> for Bind {
 pub(super) struct Stmt {
     sql: Cow<'static, str>,
     binds: Vec<Bind>,
-    /// The unit is refused with `Error::Fenced(..)` when the statement changes no row.
-    fenced_unless_changed: Option<String>,
+    /// What refuses the whole unit when the statement changes no row.
+    unless_changed: Option<Unless>,
     /// The statement returns a row; its first column (an integer) is the answer.
     returns: bool,
 }
@@ -83,7 +83,7 @@ impl Stmt {
         Self {
             sql: sql.into(),
             binds: Vec::new(),
-            fenced_unless_changed: None,
+            unless_changed: None,
             returns: false,
         }
     }
@@ -96,7 +96,14 @@ impl Stmt {
 
     /// Refuses the whole unit (fenced, with `why`) unless this statement changes a row.
     pub fn or_fenced(mut self, why: String) -> Self {
-        self.fenced_unless_changed = Some(why);
+        self.unless_changed = Some(Unless::Fenced(why));
+        self
+    }
+
+    /// Refuses the whole unit with `Error::Gone` unless this statement changes a row (the
+    /// row it changes is not there, or no longer as the caller read it).
+    pub fn or_gone(mut self) -> Self {
+        self.unless_changed = Some(Unless::Gone);
         self
     }
 
@@ -105,6 +112,13 @@ impl Stmt {
         self.returns = true;
         self
     }
+}
+
+/// Why a unit is refused when one of its statements changes no row.
+#[derive(Debug, Clone)]
+enum Unless {
+    Fenced(String),
+    Gone,
 }
 
 /// What a statement did: the rows it changed, and the first column of the row it
@@ -222,8 +236,10 @@ pub(super) async fn execute(
             Bind::Text(v) => query.bind(v.as_str()),
         };
     }
+    // A broken uniqueness rule is a conflict, which the caller names (`conflict_as`).
+    let conflict = |e| Error::from_write(e, "a row with this key exists");
     let done = if stmt.returns {
-        let row = query.fetch_optional(&mut **tx).await?;
+        let row = query.fetch_optional(&mut **tx).await.map_err(conflict)?;
         Done {
             changed: u64::from(row.is_some()),
             value: row
@@ -233,7 +249,11 @@ pub(super) async fn execute(
         }
     } else {
         Done {
-            changed: query.execute(&mut **tx).await?.rows_affected(),
+            changed: query
+                .execute(&mut **tx)
+                .await
+                .map_err(conflict)?
+                .rows_affected(),
             value: None,
         }
     };
@@ -242,8 +262,9 @@ pub(super) async fn execute(
 }
 
 fn refuse_unless_changed(stmt: &Stmt, done: &Done) -> Result<()> {
-    match &stmt.fenced_unless_changed {
-        Some(why) if done.changed == 0 => Err(Error::Fenced(why.clone())),
+    match &stmt.unless_changed {
+        Some(Unless::Fenced(why)) if done.changed == 0 => Err(Error::Fenced(why.clone())),
+        Some(Unless::Gone) if done.changed == 0 => Err(Error::Gone),
         _ => Ok(()),
     }
 }
@@ -272,8 +293,16 @@ fn sqlite_error(e: rusqlite::Error) -> Error {
                 | rusqlite::ErrorCode::CannotOpen
         )
     );
+    let unique = matches!(
+        &e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    );
     if unavailable {
         Error::Unavailable(e.to_string())
+    } else if unique {
+        Error::Conflict(e.to_string())
     } else {
         Error::Database(e.to_string())
     }
@@ -336,6 +365,8 @@ fn sqlite_batch(conn: &rusqlite::Connection, jobs: &[Job]) -> Vec<Result<Vec<Don
 fn copy(e: &Error) -> Error {
     match e {
         Error::Unavailable(m) => Error::Unavailable(m.clone()),
+        Error::Conflict(m) => Error::Conflict(m.clone()),
+        Error::Gone => Error::Gone,
         other => Error::Database(other.to_string()),
     }
 }
@@ -416,7 +447,7 @@ mod tests {
     fn assert_only_its_own_units_failed(answers: &[Result<Vec<Done>>]) {
         assert!(answers[0].is_ok(), "{:?}", answers[0]);
         assert!(
-            matches!(answers[1], Err(Error::Database(_))),
+            matches!(answers[1], Err(Error::Conflict(_))),
             "{:?}",
             answers[1]
         );

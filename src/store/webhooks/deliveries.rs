@@ -12,6 +12,7 @@ use sqlx::Row;
 
 use super::endpoints::Endpoint;
 use crate::ids::{now_rfc3339, IdKind};
+use crate::store::writer::{self, Stmt};
 use crate::store::{for_actors, json_column, write_tx, Backend, Error, Page, Paged, Result, Store};
 use dgidgi_actors::time::{earlier, later};
 
@@ -61,47 +62,24 @@ impl Store {
             event_type: "webhook.test",
             body: &body.to_string(),
         };
-        self.insert_delivery(&self.writer, &delivery).await?;
+        self.write_one(delivery_row(&delivery)).await?;
         let row = sqlx::query("SELECT id FROM webhook_deliveries WHERE event_id = $1")
             .bind(&event_id)
-            .fetch_one(&self.writer)
+            .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get("id")?)
     }
 
-    async fn insert_delivery<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
-        &self,
-        executor: E,
-        d: &NewDelivery<'_>,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, body, status, attempts, \
-             next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6) \
-             ON CONFLICT (event_id, endpoint_id) DO NOTHING",
-        )
-        .bind(IdKind::Message.new_id())
-        .bind(d.endpoint_id)
-        .bind(d.event_id)
-        .bind(d.event_type)
-        .bind(d.body)
-        .bind(now_rfc3339())
-        .execute(executor)
-        .await?;
-        Ok(())
-    }
-
     /// Sends delivery `id` of `endpoint_id` again, now.
     pub async fn redeliver(&self, endpoint_id: &str, id: &str) -> Result<bool> {
-        let done = sqlx::query(
+        let again = Stmt::new(
             "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $3, updated_at = $3 \
              WHERE id = $1 AND endpoint_id = $2",
         )
         .bind(id)
         .bind(endpoint_id)
-        .bind(now_rfc3339())
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(now_rfc3339());
+        Ok(self.write_one(again).await?.changed == 1)
     }
 
     /// An endpoint's deliveries, newest first, each with every attempt.
@@ -207,16 +185,13 @@ impl Store {
                     let body =
                         json!({ "type": kind, "timestamp": created, "data": payload }).to_string();
                     let endpoint_id: String = endpoint.try_get("id")?;
-                    self.insert_delivery(
-                        &mut *tx,
-                        &NewDelivery {
-                            endpoint_id: &endpoint_id,
-                            event_id: &id,
-                            event_type: &kind,
-                            body: &body,
-                        },
-                    )
-                    .await?;
+                    let delivery = NewDelivery {
+                        endpoint_id: &endpoint_id,
+                        event_id: &id,
+                        event_type: &kind,
+                        body: &body,
+                    };
+                    writer::execute(&mut tx, &delivery_row(&delivery)).await?;
                 }
             }
             sqlx::query("UPDATE runtime_settings SET value = $2 WHERE name = $1")
@@ -335,21 +310,19 @@ impl WebhookStore for Store {
                     if next.is_some() { "pending" } else { "failed" },
                 ),
             };
-            write_tx!(self, |tx| {
-                sqlx::query(
+            let mut unit = vec![
+                Stmt::new(
                     "INSERT INTO webhook_attempts (id, delivery_id, attempted_at, status_code, latency_ms, error, next_retry_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(IdKind::Attempt.new_id())
                 .bind(&delivery.id)
-                .bind(&now)
+                .bind(now.as_str())
                 .bind(status_code)
                 .bind(latency as i64)
                 .bind(&error)
-                .bind(&next)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
+                .bind(&next),
+                Stmt::new(
                     "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, next_attempt_at = $3, \
                      last_status = $4, last_error = $5, updated_at = $6, claimed_by = NULL WHERE id = $1",
                 )
@@ -358,51 +331,51 @@ impl WebhookStore for Store {
                 .bind(&next)
                 .bind(status_code)
                 .bind(&error)
-                .bind(&now)
-                .execute(&mut *tx)
-                .await?;
-                match outcome {
-                    Outcome::Delivered { .. } => {
-                        sqlx::query(
-                            "UPDATE webhook_endpoints SET consecutive_failures = 0, failing_since = NULL WHERE id = $1",
-                        )
-                        .bind(&delivery.endpoint_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    Outcome::Gone { .. } => {
-                        sqlx::query(
-                            "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = 'the receiver answered 410 Gone', \
-                             updated_at = $2 WHERE id = $1",
-                        )
-                        .bind(&delivery.endpoint_id)
-                        .bind(&now)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    Outcome::Failed { .. } => {
-                        // Disabled only once the failures have gone on long enough: a burst
-                        // during a short outage fails many attempts within seconds.
-                        let cutoff = earlier(disable.failing_for);
-                        sqlx::query(
-                            "UPDATE webhook_endpoints SET consecutive_failures = consecutive_failures + 1, \
-                             failing_since = COALESCE(failing_since, $3), \
-                             enabled = CASE WHEN consecutive_failures + 1 >= $2 AND COALESCE(failing_since, $3) <= $4 \
-                             THEN 0 ELSE enabled END, \
-                             disabled_reason = CASE WHEN consecutive_failures + 1 >= $2 AND COALESCE(failing_since, $3) <= $4 \
-                             THEN 'consecutive failed attempts for longer than webhooks.disable_after_secs' ELSE disabled_reason END WHERE id = $1",
-                        )
-                        .bind(&delivery.endpoint_id)
-                        .bind(i64::from(disable.failures))
-                        .bind(&now)
-                        .bind(&cutoff)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                Ok(())
-            })
+                .bind(now.as_str()),
+            ];
+            unit.push(match outcome {
+                Outcome::Delivered { .. } => Stmt::new(
+                    "UPDATE webhook_endpoints SET consecutive_failures = 0, failing_since = NULL WHERE id = $1",
+                )
+                .bind(&delivery.endpoint_id),
+                Outcome::Gone { .. } => Stmt::new(
+                    "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = 'the receiver answered 410 Gone', \
+                     updated_at = $2 WHERE id = $1",
+                )
+                .bind(&delivery.endpoint_id)
+                .bind(now.as_str()),
+                // Disabled only once the failures have gone on long enough: a burst during
+                // a short outage fails many attempts within seconds.
+                Outcome::Failed { .. } => Stmt::new(
+                    "UPDATE webhook_endpoints SET consecutive_failures = consecutive_failures + 1, \
+                     failing_since = COALESCE(failing_since, $3), \
+                     enabled = CASE WHEN consecutive_failures + 1 >= $2 AND COALESCE(failing_since, $3) <= $4 \
+                     THEN 0 ELSE enabled END, \
+                     disabled_reason = CASE WHEN consecutive_failures + 1 >= $2 AND COALESCE(failing_since, $3) <= $4 \
+                     THEN 'consecutive failed attempts for longer than webhooks.disable_after_secs' ELSE disabled_reason END WHERE id = $1",
+                )
+                .bind(&delivery.endpoint_id)
+                .bind(i64::from(disable.failures))
+                .bind(now.as_str())
+                .bind(earlier(disable.failing_for)),
+            });
+            self.write(unit).await.map(|_| ())
         };
         for_actors(write.await)
     }
+}
+
+/// The statement that queues delivery `d` (once per event and endpoint).
+fn delivery_row(d: &NewDelivery<'_>) -> Stmt {
+    Stmt::new(
+        "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, body, status, attempts, \
+         next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6) \
+         ON CONFLICT (event_id, endpoint_id) DO NOTHING",
+    )
+    .bind(IdKind::Message.new_id())
+    .bind(d.endpoint_id)
+    .bind(d.event_id)
+    .bind(d.event_type)
+    .bind(d.body)
+    .bind(now_rfc3339())
 }

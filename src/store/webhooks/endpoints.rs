@@ -5,7 +5,8 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::ids::{now_rfc3339, IdKind};
-use crate::store::{json_column, to_json, write_tx, Page, Paged, Result, Store, OWNED_BY};
+use crate::store::writer::Stmt;
+use crate::store::{json_column, to_json, Page, Paged, Result, Store, OWNED_BY};
 
 /// An endpoint as the API shows it (never its secret).
 #[derive(Debug, Clone, Serialize)]
@@ -70,7 +71,7 @@ impl Store {
             created_at: now.clone(),
             updated_at: now,
         };
-        sqlx::query(
+        let insert = Stmt::new(
             "INSERT INTO webhook_endpoints (id, tenant_id, url, events, description, secret, secret_hint, enabled, \
              consecutive_failures, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 0, $8, $9)",
         )
@@ -82,9 +83,8 @@ impl Store {
         .bind(&new.sealed_secret)
         .bind(&endpoint.secret_hint)
         .bind(&endpoint.created_at)
-        .bind(&endpoint.updated_at)
-        .execute(&self.writer)
-        .await?;
+        .bind(&endpoint.updated_at);
+        self.write_one(insert).await?;
         Ok(endpoint)
     }
 
@@ -118,7 +118,7 @@ impl Store {
     /// Saves the endpoint's settings; `owner` (the caller's tenant, `None` for an operator)
     /// must own it, like every write of a tenant's row.
     pub async fn save_endpoint(&self, endpoint: &Endpoint, owner: Option<&str>) -> Result<()> {
-        sqlx::query(
+        let save = Stmt::new(
             "UPDATE webhook_endpoints SET url = $2, events = $3, description = $4, enabled = $5, \
              disabled_reason = CASE WHEN $5 = 1 THEN NULL ELSE disabled_reason END, \
              consecutive_failures = CASE WHEN $5 = 1 AND enabled = 0 THEN 0 ELSE consecutive_failures END, \
@@ -131,37 +131,36 @@ impl Store {
         .bind(&endpoint.description)
         .bind(i64::from(endpoint.enabled))
         .bind(now_rfc3339())
-        .bind(owner.unwrap_or(""))
-        .execute(&self.writer)
-        .await?;
+        .bind(owner.unwrap_or(""));
+        self.write_one(save).await?;
         Ok(())
     }
 
     /// Deletes the endpoint (`owner` as for [`Store::save_endpoint`]) and fails what it had pending.
     pub async fn delete_endpoint(&self, id: &str, owner: Option<&str>) -> Result<()> {
-        write_tx!(self, |tx| {
-            let deleted = sqlx::query(
+        // What it had pending fails first, while the endpoint shows it is the owner's.
+        let unit = vec![
+            Stmt::new(
+                "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL \
+                 WHERE endpoint_id = $1 AND status = 'pending' AND EXISTS (SELECT 1 FROM \
+                 webhook_endpoints WHERE id = $1 AND ($2 = '' OR tenant_id = $2))",
+            ),
+            Stmt::new(
                 "DELETE FROM webhook_endpoints WHERE id = $1 AND ($2 = '' OR tenant_id = $2)",
-            )
-            .bind(id)
-            .bind(owner.unwrap_or(""))
-            .execute(&mut *tx)
-            .await?;
-            if deleted.rows_affected() == 0 {
-                return Ok(());
-            }
-            sqlx::query("UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL WHERE endpoint_id = $1 AND status = 'pending'")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            Ok(())
-        })
+            ),
+        ];
+        let unit = unit
+            .into_iter()
+            .map(|s| s.bind(id).bind(owner.unwrap_or("")))
+            .collect();
+        self.write(unit).await?;
+        Ok(())
     }
 
     /// Every endpoint's sealed secrets: (id, secret, previous secret).
     pub async fn webhook_secrets(&self) -> Result<Vec<(String, String, Option<String>)>> {
         let rows = sqlx::query("SELECT id, secret, previous_secret FROM webhook_endpoints")
-            .fetch_all(&self.writer)
+            .fetch_all(&self.pool)
             .await?;
         rows.iter()
             .map(|r| {
@@ -181,12 +180,13 @@ impl Store {
         secret: &str,
         previous: Option<&str>,
     ) -> Result<()> {
-        sqlx::query("UPDATE webhook_endpoints SET secret = $2, previous_secret = $3 WHERE id = $1")
-            .bind(id)
-            .bind(secret)
-            .bind(previous)
-            .execute(&self.writer)
-            .await?;
+        let set = Stmt::new(
+            "UPDATE webhook_endpoints SET secret = $2, previous_secret = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(secret)
+        .bind(previous);
+        self.write_one(set).await?;
         Ok(())
     }
 
@@ -199,7 +199,7 @@ impl Store {
         hint: &str,
         previous_until: &str,
     ) -> Result<()> {
-        sqlx::query(
+        let rotate = Stmt::new(
             "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = $4, secret = $2, \
              secret_hint = $3, updated_at = $5 WHERE id = $1 AND ($6 = '' OR tenant_id = $6)",
         )
@@ -208,9 +208,8 @@ impl Store {
         .bind(hint)
         .bind(previous_until)
         .bind(now_rfc3339())
-        .bind(owner.unwrap_or(""))
-        .execute(&self.writer)
-        .await?;
+        .bind(owner.unwrap_or(""));
+        self.write_one(rotate).await?;
         Ok(())
     }
 }
