@@ -168,7 +168,7 @@ impl Store {
             .bind(time::now())
             .returning();
         let done = self.write_one(claim).await?;
-        Ok(done.value)
+        Ok(done.first_int())
     }
 
     /// Tells the owner of session `id` (PostgreSQL; on SQLite this node is the owner, and
@@ -213,7 +213,7 @@ impl Store {
             .bind(i64::from(slots));
         let done = self.write_one(take).await?;
         Ok(match self.backend {
-            Backend::Postgres => done.value == Some(1),
+            Backend::Postgres => done.first_int() == Some(1),
             Backend::Sqlite => done.changed == 1,
         })
     }

@@ -148,23 +148,6 @@ pub(crate) fn for_actors<T>(result: Result<T>) -> Result<T, dgidgi_actors::Store
     result.map_err(Into::into)
 }
 
-/// Runs `$body` in one transaction on the writer pool (named `$tx` inside it) and commits
-/// it before yielding the body's value; a `?` or `return` inside leaves early and the
-/// transaction rolls back as it drops. Only for the writes that read and decide inside
-/// their transaction (the webhook fan-out); every other write is a unit of the write path.
-macro_rules! write_tx {
-    ($store:expr, |$tx:ident| $body:block) => {{
-        let mut $tx = $store.begin_write().await?;
-        let out = $body;
-        $tx.commit().await?;
-        out
-    }};
-}
-pub(crate) use write_tx;
-
-/// A transaction on the writer.
-pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
-
 /// A page request: at most `limit` rows older than `cursor` (the last id of the page before).
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -207,14 +190,10 @@ impl Page {
 /// The handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    /// Reads (and, on PostgreSQL, writes).
+    /// Reads; on PostgreSQL also the write path's connections.
     pool: AnyPool,
-    /// Writes. On SQLite a pool of one connection: SQLite has one writer at a time, and
-    /// two connections racing to write get SQLITE_BUSY in WAL mode whatever the busy
-    /// timeout; queueing for the one connection instead never fails.
-    writer: AnyPool,
     backend: Backend,
-    /// The hot writes (appends, runs, replies), committed in groups (see `writer`).
+    /// Every write, committed in groups (see `writer`).
     write_path: writer::Writer,
     /// This process's id among the nodes sharing the database: the owner of the runs it
     /// claims (see `cluster`).
@@ -279,23 +258,18 @@ impl Store {
                 })
         };
         let pool = options(config.max_connections).connect(&url).await?;
-        let writer = match backend {
-            Backend::Sqlite => options(1).connect(&url).await?,
-            Backend::Postgres => pool.clone(),
-        };
         let node: Arc<str> = crate::cluster::new_node_id().into();
         let announcer = (backend == Backend::Postgres)
-            .then(|| cluster::start_announcer(writer.clone(), node.clone()));
+            .then(|| cluster::start_announcer(pool.clone(), node.clone()));
         let sqlite_file = (backend == Backend::Sqlite)
             .then(|| sqlite_file(&url))
             .flatten();
         let write_path = match &sqlite_file {
             Some(file) => writer::Writer::sqlite(file)?,
-            None => writer::Writer::pooled(writer.clone()),
+            None => writer::Writer::pooled(pool.clone()),
         };
         Ok(Self {
             pool,
-            writer,
             backend,
             write_path,
             node,
@@ -328,27 +302,16 @@ impl Store {
         match self.backend {
             Backend::Sqlite => {
                 sqlx::migrate!("./migrations/sqlite")
-                    .run(&self.writer)
+                    .run(&self.pool)
                     .await?
             }
             Backend::Postgres => {
                 sqlx::migrate!("./migrations/postgres")
-                    .run(&self.writer)
+                    .run(&self.pool)
                     .await?
             }
         }
         Ok(())
-    }
-
-    /// Begins a transaction on the writer pool. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`): the write path's connection writes beside it, and a transaction
-    /// that read first and then wanted the lock would fail at once (SQLITE_BUSY_SNAPSHOT)
-    /// instead of waiting its turn.
-    async fn begin_write(&self) -> Result<Tx> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.writer.begin().await?,
-        })
     }
 
     /// Commits `unit` through the write path (`writer`); what each statement did.
@@ -365,7 +328,7 @@ impl Store {
         self.backend
     }
 
-    /// Whether the database answers and takes a write, through the writer (`/readyz`).
+    /// Whether the database answers and takes a write, through the write path (`/readyz`).
     pub async fn ping(&self) -> Result<()> {
         let mark = writer::Stmt::new(
             "INSERT INTO runtime_settings (name, value) VALUES ('readyz', $1) \
@@ -381,7 +344,6 @@ impl Store {
     pub async fn close(&self) {
         self.closing.cancel();
         self.pool.close().await;
-        self.writer.close().await;
         if let Ok(mut held) = self.exclusive.lock() {
             held.take();
         }

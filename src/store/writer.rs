@@ -1,5 +1,4 @@
-//! The write path: every write of the store but the webhook fan-out and the claim of due
-//! deliveries (which read and decide inside their transaction, `write_tx!`). Each caller hands over one unit of work (a list of
+//! The write path: every write of the store. Each caller hands over one unit of work (a list of
 //! statements that commit together or not at all); one writer takes every unit waiting
 //! and commits them in one transaction, then answers each caller once its unit is
 //! durable. A unit that fails fails alone: the others of its batch still commit.
@@ -121,12 +120,33 @@ enum Unless {
     Gone,
 }
 
-/// What a statement did: the rows it changed, and the first column of the row it
-/// returned, if it returns one.
-#[derive(Debug, Clone, Copy, Default)]
+/// What a statement did: the rows it changed, and the first column of each row it
+/// returned (for a statement that returns rows).
+#[derive(Debug, Clone, Default)]
 pub(super) struct Done {
     pub changed: u64,
-    pub value: Option<i64>,
+    pub returned: Vec<Bind>,
+}
+
+impl Done {
+    /// The first returned value, if it is an integer.
+    pub fn first_int(&self) -> Option<i64> {
+        match self.returned.first() {
+            Some(Bind::Int(v)) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// The returned values that are text.
+    pub fn texts(self) -> Vec<String> {
+        self.returned
+            .into_iter()
+            .filter_map(|v| match v {
+                Bind::Text(t) => Some(t),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 type Answer = oneshot::Sender<Result<Vec<Done>>>;
@@ -239,13 +259,19 @@ pub(super) async fn execute(
     // A broken uniqueness rule is a conflict, which the caller names (`conflict_as`).
     let conflict = |e| Error::from_write(e, "a row with this key exists");
     let done = if stmt.returns {
-        let row = query.fetch_optional(&mut **tx).await.map_err(conflict)?;
+        let rows = query.fetch_all(&mut **tx).await.map_err(conflict)?;
+        let returned = rows
+            .iter()
+            .map(|r| {
+                Ok(match r.try_get::<Option<i64>, _>(0) {
+                    Ok(v) => Bind::from(v),
+                    Err(_) => Bind::from(r.try_get::<Option<String>, _>(0)?),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Done {
-            changed: u64::from(row.is_some()),
-            value: row
-                .map(|r| r.try_get::<Option<i64>, _>(0))
-                .transpose()?
-                .flatten(),
+            changed: returned.len() as u64,
+            returned,
         }
     } else {
         Done {
@@ -254,7 +280,7 @@ pub(super) async fn execute(
                 .await
                 .map_err(conflict)?
                 .rows_affected(),
-            value: None,
+            returned: Vec::new(),
         }
     };
     refuse_unless_changed(stmt, &done)?;
@@ -393,18 +419,24 @@ fn sqlite_stmt(conn: &rusqlite::Connection, stmt: &Stmt) -> Result<Done> {
     }
     let done = if stmt.returns {
         let mut rows = prepared.raw_query();
-        let value = match rows.next().map_err(sqlite_error)? {
-            Some(row) => Some(row.get::<_, Option<i64>>(0).map_err(sqlite_error)?),
-            None => None,
-        };
+        let mut returned = Vec::new();
+        while let Some(row) = rows.next().map_err(sqlite_error)? {
+            returned.push(match row.get_ref(0).map_err(sqlite_error)? {
+                rusqlite::types::ValueRef::Integer(v) => Bind::Int(v),
+                rusqlite::types::ValueRef::Text(t) => {
+                    Bind::Text(String::from_utf8_lossy(t).into_owned())
+                }
+                _ => Bind::Null,
+            });
+        }
         Done {
-            changed: u64::from(value.is_some()),
-            value: value.flatten(),
+            changed: returned.len() as u64,
+            returned,
         }
     } else {
         Done {
             changed: prepared.raw_execute().map_err(sqlite_error)? as u64,
-            value: None,
+            returned: Vec::new(),
         }
     };
     refuse_unless_changed(stmt, &done)?;
@@ -531,7 +563,11 @@ mod tests {
         for (i, write) in writes.enumerate() {
             let done = write.await.unwrap().unwrap();
             assert_eq!(done[0].changed, 1);
-            assert_eq!(done[1].value, Some(i as i64 * 10), "the row it returned");
+            assert_eq!(
+                done[1].first_int(),
+                Some(i as i64 * 10),
+                "the row it returned"
+            );
         }
     }
 }

@@ -12,12 +12,9 @@ use sqlx::Row;
 
 use super::endpoints::Endpoint;
 use crate::ids::{now_rfc3339, IdKind};
-use crate::store::writer::{self, Stmt};
-use crate::store::{for_actors, json_column, write_tx, Backend, Error, Page, Paged, Result, Store};
+use crate::store::writer::Stmt;
+use crate::store::{for_actors, json_column, Backend, Error, Page, Paged, Result, Store};
 use dgidgi_actors::time::{earlier, later};
-
-/// The advisory lock (PostgreSQL) of the node fanning the outbox out.
-const FAN_OUT_LOCK: i64 = 0x6467_6964_6769; // "dgidgi"
 
 /// A delivery to queue (due now).
 struct NewDelivery<'a> {
@@ -133,74 +130,63 @@ impl Store {
     /// time: on PostgreSQL the transaction holds an advisory lock, and a node that cannot
     /// take it leaves the round to the one that has it.
     async fn fan_out_events(&self, limit: usize) -> Result<usize> {
-        self.setting_or_init("webhooks.cursor", String::new).await?;
-        write_tx!(self, |tx| {
-            if self.backend == Backend::Postgres {
-                let row = sqlx::query("SELECT pg_try_advisory_xact_lock($1) AS mine")
-                    .bind(FAN_OUT_LOCK)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if !row.try_get::<bool, _>("mine")? {
-                    return Ok(0);
-                }
-            }
-            let cursor: String =
-                sqlx::query("SELECT value FROM runtime_settings WHERE name = 'webhooks.cursor'")
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("value")?;
-            let events = sqlx::query(
-                "SELECT id, tenant_id, event_type, payload, created_at FROM outbox WHERE id > $1 ORDER BY id LIMIT $2",
+        let cursor = self.setting_or_init("webhooks.cursor", String::new).await?;
+        let events = sqlx::query(
+            "SELECT id, tenant_id, event_type, payload, created_at FROM outbox WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(&cursor)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(last) = events.last() else {
+            return Ok(0);
+        };
+        // The cursor moves only from where it was read: of two nodes that read the same
+        // events, one commits them and the other's unit is refused (and it makes none).
+        let mut unit = vec![Stmt::new(
+            "UPDATE runtime_settings SET value = $2 WHERE name = 'webhooks.cursor' AND value = $1",
+        )
+        .bind(&cursor)
+        .bind(last.try_get::<String, _>("id")?)
+        .or_gone()];
+        for event in &events {
+            let (id, tenant, kind, created): (String, String, String, String) = (
+                event.try_get("id")?,
+                event.try_get("tenant_id")?,
+                event.try_get("event_type")?,
+                event.try_get("created_at")?,
+            );
+            // Endpoints of the event's tenant and platform-wide ones, that existed when it happened.
+            let endpoints = sqlx::query(
+                "SELECT id, events FROM webhook_endpoints WHERE enabled = 1 AND (tenant_id = $1 OR tenant_id IS NULL) \
+                 AND created_at <= $2",
             )
-            .bind(&cursor)
-            .bind(limit as i64)
-            .fetch_all(&mut *tx)
+            .bind(&tenant)
+            .bind(&created)
+            .fetch_all(&self.pool)
             .await?;
-            let Some(last) = events.last() else {
-                return Ok(0);
-            };
-            let last: String = last.try_get("id")?;
-            for event in &events {
-                let (id, tenant, kind, created): (String, String, String, String) = (
-                    event.try_get("id")?,
-                    event.try_get("tenant_id")?,
-                    event.try_get("event_type")?,
-                    event.try_get("created_at")?,
-                );
-                // Endpoints of the event's tenant and platform-wide ones, that existed when it happened.
-                let endpoints = sqlx::query(
-                    "SELECT id, events FROM webhook_endpoints WHERE enabled = 1 AND (tenant_id = $1 OR tenant_id IS NULL) \
-                     AND created_at <= $2",
-                )
-                .bind(&tenant)
-                .bind(&created)
-                .fetch_all(&mut *tx)
-                .await?;
-                for endpoint in &endpoints {
-                    let subscribed: Vec<String> = json_column(endpoint, "events")?;
-                    if !subscribed.contains(&kind) {
-                        continue;
-                    }
-                    let payload: Value = json_column(event, "payload")?;
-                    let body =
-                        json!({ "type": kind, "timestamp": created, "data": payload }).to_string();
-                    let endpoint_id: String = endpoint.try_get("id")?;
-                    let delivery = NewDelivery {
-                        endpoint_id: &endpoint_id,
-                        event_id: &id,
-                        event_type: &kind,
-                        body: &body,
-                    };
-                    writer::execute(&mut tx, &delivery_row(&delivery)).await?;
+            for endpoint in &endpoints {
+                let subscribed: Vec<String> = json_column(endpoint, "events")?;
+                if !subscribed.contains(&kind) {
+                    continue;
                 }
+                let payload: Value = json_column(event, "payload")?;
+                let body =
+                    json!({ "type": kind, "timestamp": created, "data": payload }).to_string();
+                let endpoint_id: String = endpoint.try_get("id")?;
+                unit.push(delivery_row(&NewDelivery {
+                    endpoint_id: &endpoint_id,
+                    event_id: &id,
+                    event_type: &kind,
+                    body: &body,
+                }));
             }
-            sqlx::query("UPDATE runtime_settings SET value = $2 WHERE name = $1")
-                .bind("webhooks.cursor")
-                .bind(&last)
-                .execute(&mut *tx)
-                .await?;
-            Ok(events.len())
-        })
+        }
+        match self.write(unit).await {
+            Ok(_) => Ok(events.len()),
+            Err(Error::Gone) => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -229,22 +215,16 @@ impl WebhookStore for Store {
              WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled = 1 \
              ORDER BY d.next_attempt_at LIMIT $2{skip_locked}) RETURNING id"
         );
-        let claimed = sqlx::query(&claim)
-            .bind(&now)
+        let claim = Stmt::new(claim)
+            .bind(now.as_str())
             .bind(limit as i64)
             .bind(later(hold))
             .bind(self.node_id())
-            .fetch_all(&self.writer)
-            .await
-            .map_err(|e| StoreFailure::from(Error::from(e)))?;
-        if claimed.is_empty() {
+            .returning();
+        let ids = for_actors(self.write_one(claim).await)?.texts();
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<String> = claimed
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| StoreFailure::from(Error::from(e)))?;
         let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let read = format!(
             "SELECT d.id, d.endpoint_id, e.url, d.body, d.attempts, e.secret, e.previous_secret, \
@@ -257,7 +237,7 @@ impl WebhookStore for Store {
             query = query.bind(id);
         }
         let rows = query
-            .fetch_all(&self.writer)
+            .fetch_all(&self.pool)
             .await
             .map_err(|e| StoreFailure::from(Error::from(e)))?;
         rows.iter()
