@@ -16,7 +16,8 @@
 //! Knobs (env): LOAD_SECS (S1, S6), S2_RUNS, S3_N (comma list), S4_SESSIONS,
 //! S4_SUBSCRIBERS, S5_N, LOAD_NODES (PostgreSQL: nodes sharing the database; requests
 //! and subscriptions are spread over them, a run's stream read on another node than the
-//! one it was started on), FAILOVER_RUNS.
+//! one it was started on), FAILOVER_RUNS, LOAD_LOG (a file the servers' logs are appended
+//! to).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -90,7 +90,20 @@ pub fn start_node(workers: usize, env: &[(&str, &str)], first: bool) -> Server {
                 .unwrap();
         }
     };
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    // LOAD_LOG=<file> keeps the server's log (appended), else it is dropped.
+    let log = std::env::var("LOAD_LOG").ok();
+    std::thread::spawn(move || {
+        match log.and_then(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+        }) {
+            Some(mut file) => std::io::copy(&mut stderr, &mut file),
+            None => std::io::copy(&mut stderr, &mut std::io::sink()),
+        }
+    });
     let mut stdout = String::new();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     while first && !stdout.contains("chy_op_") {

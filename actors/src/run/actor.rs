@@ -32,6 +32,9 @@ pub struct RunActor {
     /// restarts it while a sender still holds its address, a cancel that raced the end,
     /// say; a restart must neither drive the run again nor spin.)
     ended: bool,
+    /// The run as it was just created (`Runs::create`, a run with its own stream), so that
+    /// its first start need not load it back (three reads); a restart loads it.
+    seed: Option<Run>,
     registry: Registry<RunActor>,
     meta: Arc<ActorMeta>,
 }
@@ -53,7 +56,7 @@ impl Actor for RunActor {
         // A panic in the driver fails this run; the arbiter and every other run go on.
         let span = tracing::info_span!("run", run_id = %id, tenant_id = tracing::field::Empty);
         let driver = AssertUnwindSafe(tracing::Instrument::instrument(
-            drive(deps.clone(), id.clone(), cancel, meta),
+            drive(deps.clone(), id.clone(), self.seed.take(), cancel, meta),
             span,
         ))
         .catch_unwind();
@@ -83,6 +86,7 @@ impl Supervised for RunActor {
         }
         tracing::warn!(run_id = %self.id, "run actor restarting; the run reloads from the store");
         self.meta.restarted();
+        self.seed = None;
         self.cancel = CancellationToken::new();
     }
 }
@@ -168,7 +172,10 @@ impl Runs {
             cancel_requested: false,
         };
         self.deps.store.create_run(&run, reply.as_ref()).await?;
-        self.start(&run.id);
+        // A run of its own stream starts as made; a chat reply's run writes on in its
+        // session's stream, whose last seq the load reads.
+        let seed = Some(run.clone()).filter(|r| r.session_id.is_none());
+        self.registry.activate(&run.id, self.make(&run.id, seed));
         Ok(run)
     }
 
@@ -179,7 +186,7 @@ impl Runs {
 
     /// Starts (or finds) the actor of stored run `id`.
     pub fn start(&self, id: &str) {
-        self.registry.activate(id, self.make(id));
+        self.registry.activate(id, self.make(id, None));
     }
 
     /// Cancels run `id` wherever it is driven: the cancel is recorded (its owner, on any
@@ -199,7 +206,7 @@ impl Runs {
             }
             Err(e) => {
                 tracing::warn!(run_id = %id, error = %e, "cancel not recorded; cancelling here only");
-                self.registry.send(id, self.make(id), CancelRun).await
+                self.registry.send(id, self.make(id, None), CancelRun).await
             }
         }
     }
@@ -240,6 +247,7 @@ impl Runs {
     fn make(
         &self,
         id: &str,
+        seed: Option<Run>,
     ) -> impl Fn(&mut Context<RunActor>, Arc<ActorMeta>) -> RunActor + Send + Clone + 'static {
         let (deps, registry, id) = (self.deps.clone(), self.registry.clone(), id.to_string());
         move |_, meta| RunActor {
@@ -247,6 +255,7 @@ impl Runs {
             deps: deps.clone(),
             cancel: CancellationToken::new(),
             ended: false,
+            seed: seed.clone(),
             registry: registry.clone(),
             meta,
         }

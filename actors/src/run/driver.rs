@@ -49,6 +49,7 @@ pub(super) async fn fail_after_panic(deps: Arc<RunDeps>, id: String) {
 pub(super) async fn drive(
     deps: Arc<RunDeps>,
     id: String,
+    seed: Option<Run>,
     cancel: CancellationToken,
     meta: Arc<ActorMeta>,
 ) {
@@ -65,7 +66,13 @@ pub(super) async fn drive(
             return;
         }
     };
-    let mut run = match deps.store.load_run(&id).await {
+    // A run just created is as its creator made it, unless a cancel came first (it was
+    // recorded in the store, and a cancel that finds no actor starts one that loads).
+    let loaded = match seed {
+        Some(run) => Ok(Some(run)),
+        None => deps.store.load_run(&id).await,
+    };
+    let mut run = match loaded {
         Ok(Some(run)) if !run.status.is_terminal() => run,
         Ok(_) => return,
         Err(e) => {
