@@ -1,9 +1,8 @@
 //! Agents: what a run is made from (instructions, provider, model, tools, autonomy).
 
 pub use dgidgi_actors::agent::{Agent, AgentConfig};
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
+use super::read::Record;
 use super::writer::Stmt;
 use super::{json_column, to_json, Page, Paged, Result, Store};
 
@@ -11,21 +10,21 @@ const COLUMNS: &str =
     "id, tenant_id, project_id, name, description, system_prompt, provider, model, \
                        fallbacks, tools, config, created_at, updated_at";
 
-fn agent_from_row(row: &AnyRow) -> Result<Agent> {
+fn agent_from_row(row: &Record) -> Result<Agent> {
     Ok(Agent {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        project_id: row.try_get("project_id")?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        system_prompt: row.try_get("system_prompt")?,
-        provider: row.try_get("provider")?,
-        model: row.try_get("model")?,
+        id: row.get("id")?,
+        tenant_id: row.get("tenant_id")?,
+        project_id: row.get("project_id")?,
+        name: row.get("name")?,
+        description: row.get("description")?,
+        system_prompt: row.get("system_prompt")?,
+        provider: row.get("provider")?,
+        model: row.get("model")?,
         fallbacks: json_column(row, "fallbacks")?,
         tools: json_column(row, "tools")?,
         config: json_column(row, "config")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
     })
 }
 

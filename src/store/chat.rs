@@ -5,11 +5,11 @@ use dgidgi_actors::agent::Agent;
 use dgidgi_actors::chat::{ChatStore, Message, Session, SessionNotice};
 use dgidgi_actors::events::{Fence, Owned, StreamEvent};
 use dgidgi_actors::StoreFailure;
-use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::cluster::held;
 use super::events::{append_stmts, crash_point};
+use super::read::Record;
 use super::writer::Stmt;
 use super::{for_actors, json_column, to_json, Error, Page, Paged, Result, Store};
 
@@ -18,41 +18,41 @@ const SESSION_COLUMNS: &str =
 const MESSAGE_COLUMNS: &str =
     "id, session_id, role, content, status, reply_id, in_reply_to, usage, error, run_id, created_at, updated_at";
 
-fn session_from_row(row: &AnyRow) -> Result<Session> {
+fn session_from_row(row: &Record) -> Result<Session> {
     Ok(Session {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        project_id: row.try_get("project_id")?,
-        agent_id: row.try_get("agent_id")?,
-        title: row.try_get("title")?,
-        system_prompt: row.try_get("system_prompt")?,
-        model: row.try_get("model")?,
+        id: row.get("id")?,
+        tenant_id: row.get("tenant_id")?,
+        project_id: row.get("project_id")?,
+        agent_id: row.get("agent_id")?,
+        title: row.get("title")?,
+        system_prompt: row.get("system_prompt")?,
+        model: row.get("model")?,
         providers: json_column(row, "providers")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
     })
 }
 
-fn optional_json<T: serde::de::DeserializeOwned>(row: &AnyRow, column: &str) -> Result<Option<T>> {
-    let text: Option<String> = row.try_get(column)?;
+fn optional_json<T: serde::de::DeserializeOwned>(row: &Record, column: &str) -> Result<Option<T>> {
+    let text: Option<String> = row.get(column)?;
     text.map(|t| serde_json::from_str(&t).map_err(|e| Error::Corrupt(format!("{column}: {e}"))))
         .transpose()
 }
 
-fn message_from_row(row: &AnyRow) -> Result<Message> {
+fn message_from_row(row: &Record) -> Result<Message> {
     Ok(Message {
-        id: row.try_get("id")?,
-        session_id: row.try_get("session_id")?,
-        role: row.try_get("role")?,
-        content: row.try_get("content")?,
-        status: row.try_get("status")?,
-        reply_id: row.try_get("reply_id")?,
-        in_reply_to: row.try_get("in_reply_to")?,
+        id: row.get("id")?,
+        session_id: row.get("session_id")?,
+        role: row.get("role")?,
+        content: row.get("content")?,
+        status: row.get("status")?,
+        reply_id: row.get("reply_id")?,
+        in_reply_to: row.get("in_reply_to")?,
         usage: optional_json(row, "usage")?,
         error: optional_json(row, "error")?,
-        run_id: row.try_get("run_id")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        run_id: row.get("run_id")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
     })
 }
 
@@ -148,14 +148,14 @@ impl ChatStore for Store {
             else {
                 return Ok(None);
             };
-            let session = session_from_row(&row)?;
+            let session = session_from_row(&(&row).into())?;
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE session_id = $1 ORDER BY id"
             );
             let rows = sqlx::query(&sql).bind(id).fetch_all(&self.pool).await?;
             let messages = rows
                 .iter()
-                .map(message_from_row)
+                .map(|r| message_from_row(&r.into()))
                 .collect::<Result<Vec<_>>>()?;
             let last = self.last_seq(id, &[]).await?;
             Ok(Some((session, messages, last)))
@@ -213,7 +213,7 @@ impl ChatStore for Store {
         let load = async {
             let rows = sqlx::query(&sql).bind(id).fetch_all(&self.pool).await?;
             rows.iter()
-                .map(message_from_row)
+                .map(|r| message_from_row(&r.into()))
                 .collect::<Result<Vec<_>>>()
         };
         for_actors(load.await)

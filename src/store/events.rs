@@ -4,11 +4,10 @@
 use async_trait::async_trait;
 use dgidgi_actors::events::{EventLog, Fence, StreamEvent};
 use dgidgi_actors::StoreFailure;
-use sqlx::Row;
 
 use super::cluster::held;
 use super::writer::Stmt;
-use super::{for_actors, json_column, to_json, Error, Result, Store};
+use super::{for_actors, json_column, to_json, Result, Store};
 
 impl Store {
     /// The seq of the last event of `stream` (of one of `kinds`, when any are named); 0
@@ -21,12 +20,10 @@ impl Store {
             let marks: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 2)).collect();
             sql.push_str(&format!(" AND event_type IN ({})", marks.join(", ")));
         }
-        let mut query = sqlx::query(&sql).bind(stream);
-        for kind in kinds {
-            query = query.bind(*kind);
-        }
-        let row = query.fetch_one(&self.pool).await?;
-        Ok(row.try_get("last")?)
+        let mut binds = vec![stream.into()];
+        binds.extend(kinds.iter().map(|k| (*k).into()));
+        let last = self.read(&sql, binds, |row| row.get("last")).await?;
+        Ok(last.into_iter().next().unwrap_or(0))
     }
 }
 
@@ -55,25 +52,17 @@ impl EventLog for Store {
         stream: &str,
         after: i64,
     ) -> Result<Vec<StreamEvent>, StoreFailure> {
-        let rows = sqlx::query(
-            "SELECT seq, event_type, data, created_at FROM stream_events WHERE stream_id = $1 AND seq > $2 ORDER BY seq",
-        )
-        .bind(stream)
-        .bind(after)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| StoreFailure::from(Error::from(e)))?;
-        rows.iter()
-            .map(|row| {
-                Ok(StreamEvent {
-                    seq: row.try_get("seq")?,
-                    kind: row.try_get("event_type")?,
-                    data: json_column(row, "data")?,
-                    created_at: row.try_get("created_at")?,
-                })
+        let sql = "SELECT seq, event_type, data, created_at FROM stream_events \
+                   WHERE stream_id = $1 AND seq > $2 ORDER BY seq";
+        let read = self.read(sql, vec![stream.into(), after.into()], |row| {
+            Ok(StreamEvent {
+                seq: row.get("seq")?,
+                kind: row.get("event_type")?,
+                data: json_column(row, "data")?,
+                created_at: row.get("created_at")?,
             })
-            .collect::<Result<Vec<_>>>()
-            .map_err(StoreFailure::from)
+        });
+        for_actors(read.await)
     }
 }
 

@@ -1,9 +1,9 @@
 //! API keys: only the SHA-256 hash of a key is stored; the key itself is shown once.
 
 use serde::Serialize;
-use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::read::Record;
 use super::writer::Stmt;
 use super::{json_column, to_json, Error, Page, Paged, Result, Store, OWNED_BY};
 
@@ -55,19 +55,19 @@ const K_COLUMNS: &str =
     "k.id, k.tenant_id, k.name, k.key_type, k.prefix, k.scopes, k.environment, \
                          k.expires_at, k.last_used_at, k.revoked_at, k.created_at";
 
-fn key_from_row(row: &AnyRow) -> Result<ApiKeyRecord> {
+fn key_from_row(row: &Record) -> Result<ApiKeyRecord> {
     Ok(ApiKeyRecord {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        name: row.try_get("name")?,
-        key_type: row.try_get("key_type")?,
-        prefix: row.try_get("prefix")?,
+        id: row.get("id")?,
+        tenant_id: row.get("tenant_id")?,
+        name: row.get("name")?,
+        key_type: row.get("key_type")?,
+        prefix: row.get("prefix")?,
         scopes: json_column(row, "scopes")?,
-        environment: row.try_get("environment")?,
-        expires_at: row.try_get("expires_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        created_at: row.try_get("created_at")?,
+        environment: row.get("environment")?,
+        expires_at: row.get("expires_at")?,
+        last_used_at: row.get("last_used_at")?,
+        revoked_at: row.get("revoked_at")?,
+        created_at: row.get("created_at")?,
     })
 }
 
@@ -119,17 +119,13 @@ impl Store {
         let sql = format!(
             "SELECT {K_COLUMNS}, t.plan FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id WHERE {condition}"
         );
-        let Some(row) = sqlx::query(&sql)
-            .bind(value)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(KeyWithPlan {
-            key: key_from_row(&row)?,
-            plan: row.try_get("plan")?,
-        }))
+        let read = self.read(&sql, vec![value.into()], |row| {
+            Ok(KeyWithPlan {
+                key: key_from_row(row)?,
+                plan: row.get("plan")?,
+            })
+        });
+        Ok(read.await?.pop())
     }
 
     /// The keys of one tenant, or the platform-operator keys when `tenant_id` is `None`.

@@ -13,6 +13,7 @@ mod keys;
 mod outbox;
 mod placement;
 mod projects;
+mod read;
 mod runs;
 mod tenants;
 mod users;
@@ -33,7 +34,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::config::DatabaseConfig;
@@ -195,6 +196,8 @@ pub struct Store {
     backend: Backend,
     /// Every write, committed in groups (see `writer`).
     write_path: writer::Writer,
+    /// On SQLite, the by-id reads and pages without a hop (see `read`).
+    readers: Option<Arc<read::Readers>>,
     /// This process's id among the nodes sharing the database: the owner of the runs it
     /// claims (see `cluster`).
     node: Arc<str>,
@@ -272,6 +275,9 @@ impl Store {
             pool,
             backend,
             write_path,
+            readers: sqlite_file
+                .as_deref()
+                .map(|f| Arc::new(read::Readers::new(f))),
             node,
             lease: Duration::from_secs(10),
             exclusive: Default::default(),
@@ -403,15 +409,36 @@ impl Store {
         select: &str,
         tenant_id: &str,
         id: &str,
-        from_row: fn(&AnyRow) -> Result<T>,
+        from_row: fn(&read::Record) -> Result<T>,
     ) -> Result<Option<T>> {
         let sql = format!("{select} WHERE tenant_id = $1 AND id = $2");
-        let row = sqlx::query(&sql)
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
+        let rows = self
+            .read(&sql, vec![tenant_id.into(), id.into()], from_row)
             .await?;
-        row.as_ref().map(from_row).transpose()
+        Ok(rows.into_iter().next())
+    }
+
+    /// The rows of `sql` with `binds`, made into `T`s by `from_row`: on SQLite on this
+    /// thread (`read`), on PostgreSQL through the pool.
+    async fn read<T>(
+        &self,
+        sql: &str,
+        binds: Vec<writer::Bind>,
+        from_row: fn(&read::Record) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        if let Some(readers) = &self.readers {
+            return readers.query(sql, &binds, from_row);
+        }
+        let mut query = sqlx::query(sql);
+        for bind in &binds {
+            query = match bind {
+                writer::Bind::Null => query.bind(None::<String>),
+                writer::Bind::Int(v) => query.bind(*v),
+                writer::Bind::Text(v) => query.bind(v.as_str()),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(|r| from_row(&r.into())).collect()
     }
 
     /// One page, newest first, of the rows of `select` that match `filter`, whose
@@ -423,7 +450,7 @@ impl Store {
         filter: &str,
         binds: &[&str],
         page: &Page,
-        from_row: fn(&AnyRow) -> Result<T>,
+        from_row: fn(&read::Record) -> Result<T>,
         id: fn(&T) -> &str,
     ) -> Result<Paged<T>> {
         let n = binds.len();
@@ -432,16 +459,10 @@ impl Store {
             n + 1,
             n + 2
         );
-        let mut query = sqlx::query(&sql);
-        for bind in binds {
-            query = query.bind(*bind);
-        }
-        let rows = query
-            .bind(page.before())
-            .bind(page.fetch())
-            .fetch_all(&self.pool)
-            .await?;
-        let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+        let mut all: Vec<writer::Bind> = binds.iter().map(|b| (*b).into()).collect();
+        all.push(page.before().into());
+        all.push(page.fetch().into());
+        let items = self.read(&sql, all, from_row).await?;
         Ok(page.paged(items, id))
     }
 }
@@ -498,8 +519,11 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-fn json_column<T: serde::de::DeserializeOwned>(row: &AnyRow, column: &str) -> Result<T> {
-    let text: String = row.try_get(column)?;
+fn json_column<'r, T: serde::de::DeserializeOwned>(
+    row: impl Into<read::Record<'r>>,
+    column: &str,
+) -> Result<T> {
+    let text: String = row.into().get(column)?;
     serde_json::from_str(&text).map_err(|e| Error::Corrupt(format!("{column}: {e}")))
 }
 

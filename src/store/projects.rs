@@ -1,10 +1,9 @@
 //! Projects: a tenant's workspaces. Every change records its domain event.
 
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
 use super::outbox::outbox_row;
+use super::read::Record;
 use super::writer::Stmt;
 use super::{json_column, to_json, Error, Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
@@ -42,16 +41,16 @@ pub struct ProjectPatch {
 const COLUMNS: &str =
     "id, tenant_id, name, description, language, metadata, created_at, updated_at";
 
-fn project_from_row(row: &AnyRow) -> Result<Project> {
+fn project_from_row(row: &Record) -> Result<Project> {
     Ok(Project {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        language: row.try_get("language")?,
+        id: row.get("id")?,
+        tenant_id: row.get("tenant_id")?,
+        name: row.get("name")?,
+        description: row.get("description")?,
+        language: row.get("language")?,
         metadata: json_column(row, "metadata")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
     })
 }
 

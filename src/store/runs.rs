@@ -5,13 +5,13 @@ use dgidgi_actors::chat::Message;
 use dgidgi_actors::events::{DomainEvent, Fence, Owned, StreamEvent};
 use dgidgi_actors::run::{Run, RunStatus, RunStore, Step};
 use dgidgi_actors::StoreFailure;
-use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::chat::message_row;
 use super::cluster::held;
 use super::events::{append_stmts, crash_point};
 use super::outbox::outbox_row;
+use super::read::Record;
 use super::writer::Stmt;
 use super::{for_actors, json_column, to_json, Error, Page, Paged, Result, Store};
 use crate::ids::now_rfc3339;
@@ -21,36 +21,36 @@ const COLUMNS: &str =
                        artifacts, created_at, started_at, finished_at, updated_at, session_id, message_id, \
                        epoch, cancel_requested";
 
-fn run_from_row(row: &AnyRow) -> Result<Run> {
-    let status: String = row.try_get("status")?;
-    let error: Option<String> = row.try_get("error")?;
+fn run_from_row(row: &Record) -> Result<Run> {
+    let status: String = row.get("status")?;
+    let error: Option<String> = row.get("error")?;
     Ok(Run {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        agent_id: row.try_get("agent_id")?,
-        project_id: row.try_get("project_id")?,
-        goal: row.try_get("goal")?,
+        id: row.get("id")?,
+        tenant_id: row.get("tenant_id")?,
+        agent_id: row.get("agent_id")?,
+        project_id: row.get("project_id")?,
+        goal: row.get("goal")?,
         input: json_column(row, "input")?,
         status: RunStatus::parse(&status)
             .ok_or_else(|| Error::Corrupt(format!("run status '{status}'")))?,
         steps: Vec::new(),
-        output: row.try_get("output")?,
+        output: row.get("output")?,
         usage: json_column(row, "usage")?,
         error: error
             .map(|e| serde_json::from_str(&e))
             .transpose()
             .map_err(|e| Error::Corrupt(format!("error: {e}")))?,
         artifacts: json_column(row, "artifacts")?,
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        updated_at: row.try_get("updated_at")?,
-        session_id: row.try_get("session_id")?,
-        message_id: row.try_get("message_id")?,
+        created_at: row.get("created_at")?,
+        started_at: row.get("started_at")?,
+        finished_at: row.get("finished_at")?,
+        updated_at: row.get("updated_at")?,
+        session_id: row.get("session_id")?,
+        message_id: row.get("message_id")?,
         spec: json_column(row, "spec")?,
         last_seq: 0,
-        epoch: row.try_get("epoch")?,
-        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        epoch: row.get("epoch")?,
+        cancel_requested: row.get::<i64>("cancel_requested")? != 0,
     })
 }
 
@@ -91,14 +91,10 @@ impl Store {
         let sql = format!(
             "SELECT {COLUMNS} FROM runs WHERE tenant_id = $1 AND agent_id = $2 AND id = $3"
         );
-        let row = sqlx::query(&sql)
-            .bind(tenant_id)
-            .bind(agent_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let mut run = run_from_row(&row)?;
+        let binds = vec![tenant_id.into(), agent_id.into(), id.into()];
+        let Some(mut run) = self.read(&sql, binds, run_from_row).await?.pop() else {
+            return Ok(None);
+        };
         run.steps = self.steps(id).await?;
         Ok(Some(run))
     }
@@ -135,23 +131,16 @@ impl Store {
     }
 
     async fn steps(&self, run_id: &str) -> Result<Vec<Step>> {
-        let rows = sqlx::query("SELECT step FROM run_steps WHERE run_id = $1 ORDER BY idx")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|row| json_column(row, "step")).collect()
+        let sql = "SELECT step FROM run_steps WHERE run_id = $1 ORDER BY idx";
+        self.read(sql, vec![run_id.into()], |row| json_column(row, "step"))
+            .await
     }
 
     async fn load(&self, id: &str) -> Result<Option<Run>> {
         let sql = format!("SELECT {COLUMNS} FROM runs WHERE id = $1");
-        let Some(row) = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
+        let Some(mut run) = self.read(&sql, vec![id.into()], run_from_row).await?.pop() else {
             return Ok(None);
         };
-        let mut run = run_from_row(&row)?;
         run.steps = self.steps(id).await?;
         run.last_seq = self.last_seq(run.stream(), &[]).await?;
         Ok(Some(run))

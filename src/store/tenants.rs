@@ -2,11 +2,10 @@
 
 use async_trait::async_trait;
 use dgidgi_actors::{StoreFailure, Tenant, TenantSettings, TenantStore};
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
 use super::keys::{key_row, ApiKeyRecord, NewApiKey};
 use super::outbox::outbox_row;
+use super::read::Record;
 use super::writer::Stmt;
 use super::{for_actors, json_column, to_json, Page, Paged, Result, Store};
 use crate::ids::now_rfc3339;
@@ -14,14 +13,14 @@ use dgidgi_actors::events::DomainEvent;
 
 const COLUMNS: &str = "id, name, plan, settings, created_at, updated_at";
 
-fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
+fn tenant_from_row(row: &Record) -> Result<Tenant> {
     Ok(Tenant {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        plan: row.try_get("plan")?,
+        id: row.get("id")?,
+        name: row.get("name")?,
+        plan: row.get("plan")?,
         settings: json_column(row, "settings")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
     })
 }
 
@@ -58,7 +57,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .map(|row| tenant_from_row(&row))
+            .map(|row| tenant_from_row(&(&row).into()))
             .transpose()
     }
 

@@ -1,10 +1,9 @@
 //! Users of a tenant. An email is unique within its tenant.
 
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::Row;
 
 use super::outbox::outbox_row;
+use super::read::Record;
 use super::writer::Stmt;
 use super::{Page, Paged, Result, Store};
 use crate::ids::{now_rfc3339, IdKind};
@@ -30,15 +29,15 @@ pub struct NewUser {
 
 const COLUMNS: &str = "id, tenant_id, email, name, role, created_at, updated_at";
 
-fn user_from_row(row: &AnyRow) -> Result<User> {
+fn user_from_row(row: &Record) -> Result<User> {
     Ok(User {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        email: row.try_get("email")?,
-        name: row.try_get("name")?,
-        role: row.try_get("role")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        id: row.get("id")?,
+        tenant_id: row.get("tenant_id")?,
+        email: row.get("email")?,
+        name: row.get("name")?,
+        role: row.get("role")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
     })
 }
 

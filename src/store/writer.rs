@@ -309,7 +309,7 @@ fn open(file: &Path) -> Result<rusqlite::Connection> {
 
 /// A SQLite error as the store's: an outage when it says the database is out of reach
 /// or out of space (the codes `is_unavailable` names for sqlx).
-fn sqlite_error(e: rusqlite::Error) -> Error {
+pub(super) fn sqlite_error(e: rusqlite::Error) -> Error {
     let unavailable = matches!(
         e.sqlite_error_code(),
         Some(
@@ -397,17 +397,15 @@ fn copy(e: &Error) -> Error {
     }
 }
 
-fn sqlite_stmt(conn: &rusqlite::Connection, stmt: &Stmt) -> Result<Done> {
-    let mut prepared = conn.prepare_cached(&stmt.sql).map_err(sqlite_error)?;
-    // `$n` names the n-th bind wherever it stands in the text.
+/// Binds `binds` to `prepared`: `$n` names the n-th wherever it stands in the text.
+pub(super) fn bind_all(prepared: &mut rusqlite::CachedStatement<'_>, binds: &[Bind]) -> Result<()> {
     for index in 1..=prepared.parameter_count() {
         let n = prepared
             .parameter_name(index)
             .and_then(|name| name.strip_prefix('$'))
             .and_then(|n| n.parse::<usize>().ok())
             .ok_or_else(|| Error::Database(format!("parameter {index} is not named $n")))?;
-        let value = stmt
-            .binds
+        let value = binds
             .get(n - 1)
             .ok_or_else(|| Error::Database(format!("no value bound to ${n}")))?;
         let bound = match value {
@@ -417,6 +415,12 @@ fn sqlite_stmt(conn: &rusqlite::Connection, stmt: &Stmt) -> Result<Done> {
         };
         bound.map_err(sqlite_error)?;
     }
+    Ok(())
+}
+
+fn sqlite_stmt(conn: &rusqlite::Connection, stmt: &Stmt) -> Result<Done> {
+    let mut prepared = conn.prepare_cached(&stmt.sql).map_err(sqlite_error)?;
+    bind_all(&mut prepared, &stmt.binds)?;
     let done = if stmt.returns {
         let mut rows = prepared.raw_query();
         let mut returned = Vec::new();

@@ -1,10 +1,10 @@
 //! Webhook endpoints: registered, read, changed, their secrets rotated and resealed.
 
 use serde::Serialize;
-use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::ids::{now_rfc3339, IdKind};
+use crate::store::read::Record;
 use crate::store::writer::Stmt;
 use crate::store::{json_column, to_json, Page, Paged, Result, Store, OWNED_BY};
 
@@ -39,19 +39,19 @@ const ENDPOINT_COLUMNS: &str =
     "id, tenant_id, url, events, description, secret_hint, enabled, disabled_reason, \
                                 consecutive_failures, created_at, updated_at";
 
-fn endpoint_from_row(row: &AnyRow) -> Result<Endpoint> {
+fn endpoint_from_row(row: &Record) -> Result<Endpoint> {
     Ok(Endpoint {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        url: row.try_get("url")?,
+        id: row.get("id")?,
+        tenant_id: row.get("tenant_id")?,
+        url: row.get("url")?,
         events: json_column(row, "events")?,
-        description: row.try_get("description")?,
-        enabled: row.try_get::<i64, _>("enabled")? == 1,
-        disabled_reason: row.try_get("disabled_reason")?,
-        secret_hint: row.try_get("secret_hint")?,
-        consecutive_failures: row.try_get("consecutive_failures")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        description: row.get("description")?,
+        enabled: row.get::<i64>("enabled")? == 1,
+        disabled_reason: row.get("disabled_reason")?,
+        secret_hint: row.get("secret_hint")?,
+        consecutive_failures: row.get("consecutive_failures")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
     })
 }
 
@@ -96,7 +96,9 @@ impl Store {
             .bind(owner.unwrap_or(""))
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(endpoint_from_row).transpose()
+        row.as_ref()
+            .map(|r| endpoint_from_row(&r.into()))
+            .transpose()
     }
 
     /// A tenant's endpoints, or the platform-wide ones (`tenant_id` `None`).
