@@ -13,8 +13,6 @@
 
 use std::borrow::Cow;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -23,9 +21,6 @@ use super::{Error, Result};
 
 /// Units committed in one transaction at most.
 const MAX_BATCH: usize = 512;
-
-/// How often the WAL is copied back into the SQLite database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A value bound to a statement's `$n`.
 #[derive(Debug, Clone)]
@@ -171,26 +166,12 @@ impl Writer {
     /// A writer with a thread and a connection of its own on the SQLite file `file`.
     pub fn sqlite(file: &Path) -> Result<Self> {
         let conn = open(file)?;
-        // The writer never checkpoints (a checkpoint syncs the database file, and a batch
-        // waiting on it held every caller's write); a thread of its own does.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
-            .map_err(sqlite_error)?;
         let (jobs, rx) = mpsc::unbounded_channel();
-        let stopped = Arc::new(AtomicBool::new(false));
-        let (path, done) = (file.to_path_buf(), stopped.clone());
-        let spawned = std::thread::Builder::new()
+        let file = file.to_path_buf();
+        std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || {
-                sqlite_writer(conn, &path, rx);
-                done.store(true, Ordering::Relaxed);
-            })
-            .and_then(|_| {
-                let path = file.to_path_buf();
-                std::thread::Builder::new()
-                    .name("sqlite-checkpoint".into())
-                    .spawn(move || checkpoints(&path, &stopped))
-            });
-        spawned.map_err(|e| Error::Unavailable(format!("the writer thread did not start: {e}")))?;
+            .spawn(move || sqlite_writer(conn, &file, rx))
+            .map_err(|e| Error::Unavailable(format!("the writer thread did not start: {e}")))?;
         Ok(Self { jobs })
     }
 
@@ -350,24 +331,6 @@ pub(super) fn sqlite_error(e: rusqlite::Error) -> Error {
         Error::Conflict(e.to_string())
     } else {
         Error::Database(e.to_string())
-    }
-}
-
-/// Copies the WAL into the database file (PASSIVE: it never waits for the writer or a
-/// reader) every `CHECKPOINT_EVERY`, until the writer stops.
-fn checkpoints(file: &Path, stopped: &AtomicBool) {
-    let conn = match open(file) {
-        Ok(conn) => conn,
-        Err(e) => {
-            tracing::error!(error = %e, "no checkpoint connection; the WAL is not copied back");
-            return;
-        }
-    };
-    while !stopped.load(Ordering::Relaxed) {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
-            tracing::warn!(error = %e, "checkpoint failed; it is tried again");
-        }
     }
 }
 
