@@ -236,13 +236,9 @@ impl ChatStore for Store {
         fence: Option<&Fence>,
     ) -> Result<(), StoreFailure> {
         let events = std::slice::from_ref(event);
-        let rows: Vec<(&str, &StreamEvent)> = events
-            .iter()
-            .map(|e| (message.session_id.as_str(), e))
-            .collect();
         let mut unit: Vec<Stmt> = fence.map(|f| held(self.node_id(), f)).into_iter().collect();
         unit.push(message_row(tenant_id, message));
-        unit.extend(append_stmts(&rows));
+        unit.extend(append_stmts(&message.session_id, events));
         let written = self.write_path.write(unit).await.map(|_| ());
         if written.is_ok() {
             crash_point(events);

@@ -36,9 +36,8 @@ impl EventLog for Store {
         fence: Option<&Fence>,
     ) -> Result<(), StoreFailure> {
         // One unit of the write path: committed with whatever else is waiting.
-        let rows: Vec<(&str, &StreamEvent)> = events.iter().map(|e| (stream, e)).collect();
         let mut unit: Vec<Stmt> = fence.map(|f| held(&self.node, f)).into_iter().collect();
-        unit.extend(append_stmts(&rows));
+        unit.extend(append_stmts(stream, events));
         let written = self.write_path.write(unit).await;
         if written.is_ok() {
             crash_point(events);
@@ -66,9 +65,10 @@ impl EventLog for Store {
     }
 }
 
-/// The statements that append `rows` (events of any streams), 100 rows a statement.
-pub(super) fn append_stmts(rows: &[(&str, &StreamEvent)]) -> Vec<Stmt> {
-    rows.chunks(100)
+/// The statements that append `events` to `stream`, 100 rows a statement.
+pub(super) fn append_stmts(stream: &str, events: &[StreamEvent]) -> Vec<Stmt> {
+    events
+        .chunks(100)
         .map(|chunk| {
             let marks: Vec<String> = (0..chunk.len())
                 .map(|i| {
@@ -80,8 +80,8 @@ pub(super) fn append_stmts(rows: &[(&str, &StreamEvent)]) -> Vec<Stmt> {
                 "INSERT INTO stream_events (stream_id, seq, event_type, data, created_at) VALUES {}",
                 marks.join(", ")
             );
-            chunk.iter().fold(Stmt::new(sql), |stmt, (stream, event)| {
-                stmt.bind(*stream)
+            chunk.iter().fold(Stmt::new(sql), |stmt, event| {
+                stmt.bind(stream)
                     .bind(event.seq)
                     .bind(&event.kind)
                     .bind(to_json(&event.data))

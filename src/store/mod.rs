@@ -429,15 +429,9 @@ impl Store {
         if let Some(readers) = &self.readers {
             return readers.query(sql, &binds, from_row);
         }
-        let mut query = sqlx::query(sql);
-        for bind in &binds {
-            query = match bind {
-                writer::Bind::Null => query.bind(None::<String>),
-                writer::Bind::Int(v) => query.bind(*v),
-                writer::Bind::Text(v) => query.bind(v.as_str()),
-            };
-        }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = writer::sqlx_query(sql, &binds)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(|r| from_row(&r.into())).collect()
     }
 

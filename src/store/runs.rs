@@ -188,11 +188,6 @@ impl Store {
     }
 }
 
-/// `events` of the run's stream, as rows of the event log.
-fn rows<'a>(run: &'a Run, events: &'a [StreamEvent]) -> Vec<(&'a str, &'a StreamEvent)> {
-    events.iter().map(|e| (run.stream(), e)).collect()
-}
-
 /// The run as the API returns it, for the `agent.*` domain events.
 fn domain_payload(run: &Run) -> serde_json::Value {
     serde_json::to_value(run).expect("a run serializes")
@@ -239,7 +234,7 @@ impl RunStore for Store {
     ) -> Result<(), StoreFailure> {
         let events = std::slice::from_ref(event);
         let mut unit = Vec::from(self.progress(run));
-        unit.extend(append_stmts(&rows(run, events)));
+        unit.extend(append_stmts(run.stream(), events));
         unit.push(outbox_row(&run.tenant_id, domain, &domain_payload(run)));
         self.write_run(run, unit, events).await
     }
@@ -253,7 +248,7 @@ impl RunStore for Store {
         let events = std::slice::from_ref(event);
         let mut unit = vec![step_row(run, step)];
         unit.extend(self.progress(run));
-        unit.extend(append_stmts(&rows(run, events)));
+        unit.extend(append_stmts(run.stream(), events));
         self.write_run(run, unit, events).await
     }
 
@@ -272,7 +267,7 @@ impl RunStore for Store {
         }
         unit.extend(self.progress(run));
         unit.extend(reply.map(|reply| message_row(&run.tenant_id, reply)));
-        unit.extend(append_stmts(&rows(run, &events)));
+        unit.extend(append_stmts(run.stream(), &events));
         unit.extend(domain.map(|domain| outbox_row(&run.tenant_id, domain, &domain_payload(run))));
         self.write_run(run, unit, &events).await
     }

@@ -8,7 +8,7 @@
 //!   runs a whole batch in one hop, each unit inside a savepoint; sqlx would cross to its
 //!   connection thread and back for every statement, and those crossings were most of
 //!   the server's time (BENCHMARKS.md, issue 16);
-//! - on PostgreSQL (and an in-memory SQLite), a task runs the batch through sqlx in one
+//! - on PostgreSQL, a task runs the batch through sqlx in one
 //!   transaction, and when that fails runs each unit again alone.
 
 use std::borrow::Cow;
@@ -175,8 +175,7 @@ impl Writer {
         Ok(Self { jobs })
     }
 
-    /// A writer that commits through `pool` (PostgreSQL, or an in-memory SQLite), on a
-    /// task of the current runtime.
+    /// A writer that commits through `pool` (PostgreSQL), on a task of the current runtime.
     pub fn pooled(pool: AnyPool) -> Self {
         let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
         tokio::spawn(async move {
@@ -242,20 +241,23 @@ async fn pooled_batch(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Vec<Done>>> {
     Ok(answers)
 }
 
-/// Runs `stmt` inside the sqlx transaction `tx` (a unit's statement, or one that a write
-/// of several steps shares with the write path, as the outbox row).
-pub(super) async fn execute(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    stmt: &Stmt,
-) -> Result<Done> {
-    let mut query = sqlx::query(&stmt.sql);
-    for bind in &stmt.binds {
-        query = match bind {
+/// `sql` as a sqlx query with `binds` bound in order.
+pub(super) fn sqlx_query<'q>(
+    sql: &'q str,
+    binds: &'q [Bind],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    binds
+        .iter()
+        .fold(sqlx::query(sql), |query, bind| match bind {
             Bind::Null => query.bind(None::<String>),
             Bind::Int(v) => query.bind(*v),
             Bind::Text(v) => query.bind(v.as_str()),
-        };
-    }
+        })
+}
+
+/// Runs a unit's statement `stmt` inside the sqlx transaction `tx`.
+async fn execute(tx: &mut sqlx::Transaction<'_, sqlx::Any>, stmt: &Stmt) -> Result<Done> {
+    let query = sqlx_query(&stmt.sql, &stmt.binds);
     // A broken uniqueness rule is a conflict, which the caller names (`conflict_as`).
     let conflict = |e| Error::from_write(e, "a row with this key exists");
     let done = if stmt.returns {

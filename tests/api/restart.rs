@@ -110,16 +110,21 @@ async fn writes_then_stalls() -> FakeLlm {
     llm
 }
 
+/// The event stream at `url`, from after event `after`.
+async fn stream_after(url: &str, key: &str, after: i64) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(key)
+        .header("Last-Event-ID", after.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Reads the whole event stream at `url` (from its first event) until `seen` holds for an
 /// event, for at most 10 s; whether it did.
 pub async fn until_event(url: String, key: &str, mut seen: impl FnMut(&Frame) -> bool) -> bool {
-    let mut res = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(key)
-        .header("Last-Event-ID", "0")
-        .send()
-        .await
-        .unwrap();
+    let mut res = stream_after(&url, key, 0).await;
     let read = read_until(&mut res, |_, frame| seen(frame));
     tokio::time::timeout(Duration::from_secs(10), read)
         .await
@@ -589,13 +594,8 @@ async fn events_committed_but_never_published_reach_a_subscriber_from_the_store(
     let run = run["id"].as_str().unwrap().to_string();
 
     // A live subscriber reads until the server dies under it.
-    let mut live = reqwest::Client::new()
-        .get(format!("{}/agents/{agent}/runs/{run}/stream", first.base))
-        .bearer_auth(&key)
-        .header("Last-Event-ID", "0")
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/agents/{agent}/runs/{run}/stream");
+    let mut live = stream_after(&format!("{}{path}", first.base), &key, 0).await;
     let mut seen: Vec<Frame> = Vec::new();
     let read = read_until(&mut live, |_, frame| {
         seen.push(frame.clone());
@@ -621,13 +621,7 @@ async fn events_committed_but_never_published_reach_a_subscriber_from_the_store(
     let (mut second, _) = start(&db, &llm, dir.path(), false, &[]);
     let last = seen.last().unwrap().id;
     let mut rest = Vec::new();
-    let mut back = reqwest::Client::new()
-        .get(format!("{}/agents/{agent}/runs/{run}/stream", second.base))
-        .bearer_auth(&key)
-        .header("Last-Event-ID", last.to_string())
-        .send()
-        .await
-        .unwrap();
+    let mut back = stream_after(&format!("{}{path}", second.base), &key, last).await;
     let ended = read_until(&mut back, |_, frame| {
         rest.push(frame.clone());
         frame.event == "run.completed"
