@@ -125,13 +125,29 @@ impl EventWriter {
 
     /// Writes one event at once (after what is queued).
     pub async fn emit(&mut self, event: &impl Event) -> Result<(), run::Failure> {
-        let event = self.event(event);
-        self.pending.push(event);
+        self.queue(event);
         self.flush().await
     }
 
+    /// Queues one event: it is written with the next batch (the next token flush, or the
+    /// write that takes what is queued: [`EventWriter::take_pending`]).
+    pub fn queue(&mut self, event: &impl Event) {
+        let event = self.event(event);
+        self.pending.push(event);
+    }
+
+    /// What is queued and not yet written, for a write that saves it with its own change
+    /// (and then publishes it: [`EventWriter::publish_all`]).
+    pub fn take_pending(&mut self) -> Vec<StreamEvent> {
+        std::mem::take(&mut self.pending)
+    }
+
     pub fn publish(&self, event: &StreamEvent) {
-        self.hub.publish(&self.stream, std::slice::from_ref(event));
+        self.publish_all(std::slice::from_ref(event));
+    }
+
+    pub fn publish_all(&self, events: &[StreamEvent]) {
+        self.hub.publish(&self.stream, events);
     }
 
     /// Ends the live channel of the stream (after its terminal event).

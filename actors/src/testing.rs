@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use crate::chat::Message;
 use crate::events::{DomainEvent, EventLog, Fence, StreamEvent};
 use crate::provider::{LlmProvider, ProviderSet};
-use crate::run::{Run, RunStatus, RunStore, Step};
+use crate::run::{Admit, Created, Run, RunStatus, RunStore, Step};
 use crate::store::{StoreFailure, TenantStore};
 use crate::tenant::{Tenant, TenantSettings};
 use crate::tools::{FileStore, Workspaces};
@@ -162,9 +162,25 @@ impl RunStore for MemoryRuns {
             .is_some())
     }
 
-    async fn create_run(&self, run: &Run, _: Option<&Message>) -> Result<(), StoreFailure> {
-        self.save(run);
-        Ok(())
+    async fn create_run(
+        &self,
+        run: &Run,
+        _: Option<&Message>,
+        admit: Admit,
+    ) -> Result<Option<Created>, StoreFailure> {
+        let queued = (self.runs.lock().unwrap().values())
+            .filter(|r| r.tenant_id == run.tenant_id && r.status == RunStatus::Queued)
+            .count();
+        if queued >= admit.max_queued as usize {
+            return Ok(None);
+        }
+        let mut run = run.clone();
+        run.epoch = 1;
+        self.save(&run);
+        Ok(Some(Created {
+            epoch: 1,
+            admitted: true,
+        }))
     }
 
     async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure> {
@@ -184,11 +200,11 @@ impl RunStore for MemoryRuns {
     async fn start_run(
         &self,
         run: &Run,
-        event: &StreamEvent,
+        events: &[StreamEvent],
         domain: DomainEvent,
     ) -> Result<(), StoreFailure> {
         self.save(run);
-        self.append(run.stream(), std::slice::from_ref(event));
+        self.append(run.stream(), events);
         self.domain.lock().unwrap().push(domain);
         Ok(())
     }
@@ -197,24 +213,23 @@ impl RunStore for MemoryRuns {
         &self,
         run: &Run,
         _: &Step,
-        event: &StreamEvent,
+        events: &[StreamEvent],
     ) -> Result<(), StoreFailure> {
         self.save(run);
-        self.append(run.stream(), std::slice::from_ref(event));
+        self.append(run.stream(), events);
         Ok(())
     }
 
     async fn finish_run(
         &self,
         run: &Run,
-        last_step: Option<&StreamEvent>,
-        event: &StreamEvent,
+        _: bool,
+        events: &[StreamEvent],
         domain: Option<DomainEvent>,
         _: Option<&Message>,
     ) -> Result<(), StoreFailure> {
         self.save(run);
-        let events: Vec<StreamEvent> = last_step.into_iter().chain([event]).cloned().collect();
-        self.append(run.stream(), &events);
+        self.append(run.stream(), events);
         self.domain.lock().unwrap().extend(domain);
         Ok(())
     }
@@ -228,14 +243,6 @@ impl RunStore for MemoryRuns {
             .filter(|r| !r.status.is_terminal())
             .map(|r| r.id.clone())
             .collect())
-    }
-
-    async fn queued_runs(&self, tenant_id: &str) -> Result<i64, StoreFailure> {
-        let runs = self.runs.lock().unwrap();
-        Ok(runs
-            .values()
-            .filter(|r| r.tenant_id == tenant_id && r.status == RunStatus::Queued)
-            .count() as i64)
     }
 }
 

@@ -13,7 +13,7 @@ use dgidgi_actors::time;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::writer::Stmt;
+use super::writer::{Done, Stmt};
 use super::{Backend, Error, Result, Store};
 
 /// The PostgreSQL channel that carries `<node> <stream> <first seq> <last seq>` after each
@@ -197,6 +197,12 @@ impl Store {
     /// `RunStore::take_slot`). On PostgreSQL `dgidgi_take_slot` holds the tenant's advisory
     /// lock for the count and the take, so that they are one step for every node.
     pub(super) async fn take_run_slot(&self, run: &Run, slots: u32) -> Result<bool> {
+        let done = self.write_one(self.slot_stmt(run, slots)).await?;
+        Ok(self.slot_taken(&done))
+    }
+
+    /// The statement that gives `run` a slot if one is free (see `take_run_slot`).
+    pub(super) fn slot_stmt(&self, run: &Run, slots: u32) -> Stmt {
         let take = if self.backend == Backend::Postgres {
             Stmt::new("SELECT CASE WHEN dgidgi_take_slot($1, $2, $3) THEN 1 ELSE 0 END").returning()
         } else {
@@ -207,15 +213,17 @@ impl Store {
                   AND status IN ('queued', 'running')) < $3)",
             )
         };
-        let take = take
-            .bind(&run.id)
+        take.bind(&run.id)
             .bind(&run.tenant_id)
-            .bind(i64::from(slots));
-        let done = self.write_one(take).await?;
-        Ok(match self.backend {
+            .bind(i64::from(slots))
+    }
+
+    /// Whether the statement of `slot_stmt` gave its run a slot.
+    pub(super) fn slot_taken(&self, done: &Done) -> bool {
+        match self.backend {
             Backend::Postgres => done.first_int() == Some(1),
             Backend::Sqlite => done.changed == 1,
-        })
+        }
     }
 
     /// Records a cancel of run `id` and tells every node; false when the run has ended.

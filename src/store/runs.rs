@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use dgidgi_actors::chat::Message;
 use dgidgi_actors::events::{DomainEvent, Fence, Owned, StreamEvent};
-use dgidgi_actors::run::{Run, RunStatus, RunStore, Step};
+use dgidgi_actors::run::{Admit, Created, Run, RunStatus, RunStore, Step};
+use dgidgi_actors::time;
 use dgidgi_actors::StoreFailure;
 use sqlx::Row;
 
@@ -55,12 +56,22 @@ fn run_from_row(row: &Record) -> Result<Run> {
 }
 
 impl Store {
-    /// Stores a new (queued) run and the chat reply it is to write, if any.
-    async fn insert_run(&self, run: &Run, reply: Option<&Message>) -> Result<()> {
+    /// Stores a new (queued) run claimed by this node, unless `admit.max_queued` of its
+    /// tenant's runs wait already, then gives it a run slot if one is free, and stores the
+    /// chat reply it is to write, if any: one unit of work.
+    async fn insert_run(
+        &self,
+        run: &Run,
+        reply: Option<&Message>,
+        admit: Admit,
+    ) -> Result<Option<Created>> {
+        const EPOCH: i64 = 1;
         let sql = format!(
-            "INSERT INTO runs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+            "INSERT INTO runs ({COLUMNS}, owner, lease_expires_at) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22 \
+             WHERE (SELECT COUNT(*) FROM runs WHERE tenant_id = $2 AND status = 'queued') < $23"
         );
-        let mut unit = vec![Stmt::new(sql)
+        let insert = Stmt::new(sql)
             .bind(&run.id)
             .bind(&run.tenant_id)
             .bind(&run.agent_id)
@@ -79,11 +90,21 @@ impl Store {
             .bind(&run.updated_at)
             .bind(&run.session_id)
             .bind(&run.message_id)
-            .bind(run.epoch)
-            .bind(run.cancel_requested)];
+            .bind(EPOCH)
+            .bind(run.cancel_requested)
+            .bind(self.node_id())
+            .bind(time::later(self.lease))
+            .bind(i64::from(admit.max_queued));
+        let mut unit = vec![insert, self.slot_stmt(run, admit.slots)];
         unit.extend(reply.map(|reply| message_row(&run.tenant_id, reply)));
-        self.write_path.write(unit).await?;
-        Ok(())
+        let done = self.write(unit).await?;
+        if done[0].changed == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Created {
+            epoch: EPOCH,
+            admitted: self.slot_taken(&done[1]),
+        }))
     }
 
     /// A run of `agent_id` in `tenant_id`, with its steps.
@@ -218,8 +239,13 @@ impl RunStore for Store {
         for_actors(self.record_cancel(id).await)
     }
 
-    async fn create_run(&self, run: &Run, reply: Option<&Message>) -> Result<(), StoreFailure> {
-        for_actors(self.insert_run(run, reply).await)
+    async fn create_run(
+        &self,
+        run: &Run,
+        reply: Option<&Message>,
+        admit: Admit,
+    ) -> Result<Option<Created>, StoreFailure> {
+        for_actors(self.insert_run(run, reply, admit).await)
     }
 
     async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure> {
@@ -229,10 +255,9 @@ impl RunStore for Store {
     async fn start_run(
         &self,
         run: &Run,
-        event: &StreamEvent,
+        events: &[StreamEvent],
         domain: DomainEvent,
     ) -> Result<(), StoreFailure> {
-        let events = std::slice::from_ref(event);
         let mut unit = Vec::from(self.progress(run));
         unit.extend(append_stmts(run.stream(), events));
         unit.push(outbox_row(&run.tenant_id, domain, &domain_payload(run)));
@@ -243,9 +268,8 @@ impl RunStore for Store {
         &self,
         run: &Run,
         step: &Step,
-        event: &StreamEvent,
+        events: &[StreamEvent],
     ) -> Result<(), StoreFailure> {
-        let events = std::slice::from_ref(event);
         let mut unit = vec![step_row(run, step)];
         unit.extend(self.progress(run));
         unit.extend(append_stmts(run.stream(), events));
@@ -255,34 +279,20 @@ impl RunStore for Store {
     async fn finish_run(
         &self,
         run: &Run,
-        last_step: Option<&StreamEvent>,
-        event: &StreamEvent,
+        last_step: bool,
+        events: &[StreamEvent],
         domain: Option<DomainEvent>,
         reply: Option<&Message>,
     ) -> Result<(), StoreFailure> {
-        let events: Vec<StreamEvent> = last_step.into_iter().chain([event]).cloned().collect();
         let mut unit = Vec::new();
-        if let (Some(_), Some(step)) = (last_step, run.steps.last()) {
+        if let (true, Some(step)) = (last_step, run.steps.last()) {
             unit.push(step_row(run, step));
         }
         unit.extend(self.progress(run));
         unit.extend(reply.map(|reply| message_row(&run.tenant_id, reply)));
-        unit.extend(append_stmts(run.stream(), &events));
+        unit.extend(append_stmts(run.stream(), events));
         unit.extend(domain.map(|domain| outbox_row(&run.tenant_id, domain, &domain_payload(run))));
-        self.write_run(run, unit, &events).await
-    }
-
-    async fn queued_runs(&self, tenant_id: &str) -> Result<i64, StoreFailure> {
-        let count = async {
-            let row = sqlx::query(
-                "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND status = 'queued'",
-            )
-            .bind(tenant_id)
-            .fetch_one(&self.pool)
-            .await?;
-            Ok(row.try_get("n")?)
-        };
-        for_actors(count.await)
+        self.write_run(run, unit, events).await
     }
 
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure> {

@@ -9,8 +9,8 @@ use actix::prelude::*;
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use super::driver::{drive, fail_after_panic};
-use super::{Error, NewRun, Run, RunDeps, RunSpec, RunStatus};
+use super::driver::{drive, fail_after_panic, Seed};
+use super::{Admit, Error, NewRun, Run, RunDeps, RunSpec, RunStatus};
 use crate::agent::RunDefaults;
 use crate::chat::Message;
 use crate::events::EventHub;
@@ -32,9 +32,9 @@ pub struct RunActor {
     /// restarts it while a sender still holds its address, a cancel that raced the end,
     /// say; a restart must neither drive the run again nor spin.)
     ended: bool,
-    /// The run as it was just created (`Runs::create`, a run with its own stream), so that
-    /// its first start need not load it back (three reads); a restart loads it.
-    seed: Option<Run>,
+    /// The run as it was just created (`Runs::submit`, a run with its own stream), so that
+    /// its first start need neither load nor claim it again; a restart loads it.
+    seed: Option<Seed>,
     registry: Registry<RunActor>,
     meta: Arc<ActorMeta>,
 }
@@ -143,11 +143,11 @@ impl Runs {
             spec.chat = Some(to.turn);
             reply
         });
-        let max_queued = self.deps.settings.max_queued_per_tenant;
-        if self.deps.store.queued_runs(&new.tenant_id).await? >= i64::from(max_queued) {
-            return Err(Error::Busy(max_queued));
-        }
-        let run = Run {
+        let admit = Admit {
+            max_queued: self.deps.settings.max_queued_per_tenant,
+            slots: self.deps.tenants.run_slots(&new.tenant_id).await?,
+        };
+        let mut run = Run {
             id: new.id,
             tenant_id: new.tenant_id,
             agent_id: new.agent.id.clone(),
@@ -171,10 +171,19 @@ impl Runs {
             epoch: 0,
             cancel_requested: false,
         };
-        self.deps.store.create_run(&run, reply.as_ref()).await?;
+        let created = self
+            .deps
+            .store
+            .create_run(&run, reply.as_ref(), admit)
+            .await?
+            .ok_or(Error::Busy(admit.max_queued))?;
+        run.epoch = created.epoch;
         // A run of its own stream starts as made; a chat reply's run writes on in its
         // session's stream, whose last seq the load reads.
-        let seed = Some(run.clone()).filter(|r| r.session_id.is_none());
+        let seed = run.session_id.is_none().then(|| Seed {
+            run: run.clone(),
+            admitted: created.admitted,
+        });
         self.registry.activate(&run.id, self.make(&run.id, seed));
         Ok(run)
     }
@@ -247,7 +256,7 @@ impl Runs {
     fn make(
         &self,
         id: &str,
-        seed: Option<Run>,
+        seed: Option<Seed>,
     ) -> impl Fn(&mut Context<RunActor>, Arc<ActorMeta>) -> RunActor + Send + Clone + 'static {
         let (deps, registry, id) = (self.deps.clone(), self.registry.clone(), id.to_string());
         move |_, meta| RunActor {

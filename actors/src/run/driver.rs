@@ -45,42 +45,31 @@ pub(super) async fn fail_after_panic(deps: Arc<RunDeps>, id: String) {
     deps.tenants.release(&run.tenant_id, &id).await;
 }
 
+/// A run as its creator stored it: claimed by this node, and holding a run slot or not.
+#[derive(Clone)]
+pub(super) struct Seed {
+    pub run: Run,
+    pub admitted: bool,
+}
+
 /// Drives run `id` from where the store says it is to its end.
 pub(super) async fn drive(
     deps: Arc<RunDeps>,
     id: String,
-    seed: Option<Run>,
+    seed: Option<Seed>,
     cancel: CancellationToken,
     meta: Arc<ActorMeta>,
 ) {
     meta.set_state("loading");
-    // Only the node that holds the run's lease drives it; a newer claim fences this one.
-    let epoch = match deps.store.claim_run(&id).await {
-        Ok(Some(epoch)) => epoch,
-        Ok(None) => {
-            tracing::debug!(run_id = %id, "run driven by another node, or ended");
-            return;
-        }
-        Err(e) => {
-            tracing::error!(run_id = %id, error = %e, "run not claimed; it is taken up again later");
-            return;
-        }
+    // A run just created is as its creator made it and claimed (a cancel that came first
+    // reached this actor); any other is claimed, then loaded.
+    let (mut run, admitted) = match seed {
+        Some(Seed { run, admitted }) => (run, admitted),
+        None => match claim_and_load(&deps, &id).await {
+            Some(run) => (run, false),
+            None => return,
+        },
     };
-    // A run just created is as its creator made it, unless a cancel came first (it was
-    // recorded in the store, and a cancel that finds no actor starts one that loads).
-    let loaded = match seed {
-        Some(run) => Ok(Some(run)),
-        None => deps.store.load_run(&id).await,
-    };
-    let mut run = match loaded {
-        Ok(Some(run)) if !run.status.is_terminal() => run,
-        Ok(_) => return,
-        Err(e) => {
-            tracing::error!(run_id = %id, error = %e, "run not loaded; it is taken up again later");
-            return;
-        }
-    };
-    run.epoch = epoch;
     if run.cancel_requested {
         cancel.cancel();
     }
@@ -94,7 +83,7 @@ pub(super) async fn drive(
     // then this node's (the tenant actor's queue), unless cancelled. A chat reply says
     // that it waits.
     let slotted = tokio::select! {
-        slotted = take_slot(&deps, &run, &mut log) => slotted,
+        slotted = take_slot(&deps, &run, admitted, &mut log) => slotted,
         _ = cancel.cancelled() => {
             finish(&*deps.store, &mut run, &mut log, Ok(Ending::Cancelled)).await;
             return;
@@ -133,8 +122,8 @@ pub(super) async fn drive(
     if !cancel.is_cancelled() {
         ending = match start(&*deps.store, &mut run, &mut log).await {
             Err(e) => Err(e),
-            Ok(()) => tokio::select! {
-                outcome = run_steps(&deps, &mut run, &mut log) => {
+            Ok(said_step) => tokio::select! {
+                outcome = run_steps(&deps, &mut run, &mut log, said_step) => {
                     outcome.map(|(output, last_step)| Ending::Completed(output, last_step))
                 }
                 _ = cancel.cancelled() => Ok(Ending::Cancelled),
@@ -145,10 +134,8 @@ pub(super) async fn drive(
             },
         };
     }
-    // Whatever was streamed before a cancel or a failure is kept.
-    if let Err(e) = log.flush().await {
-        tracing::error!(run_id = %id, error = %e.message, "partial tokens not saved");
-    }
+    // Whatever was streamed and not yet written (before a cancel or a failure too) is
+    // written with the run's end.
     if let Err(e) = &ending {
         if e.code == Failure::FENCED {
             // Another node claimed the run (this one lost its lease): it drives it now.
@@ -181,10 +168,46 @@ async fn say_queued(run: &Run, log: &mut EventWriter) -> bool {
     true
 }
 
+/// Claims run `id` for this node and loads it: `None` when another node drives it, it has
+/// ended, or the store is out of reach (it is taken up again later).
+async fn claim_and_load(deps: &RunDeps, id: &str) -> Option<Run> {
+    // Only the node that holds the run's lease drives it; a newer claim fences this one.
+    let epoch = match deps.store.claim_run(id).await {
+        Ok(Some(epoch)) => epoch,
+        Ok(None) => {
+            tracing::debug!(run_id = %id, "run driven by another node, or ended");
+            return None;
+        }
+        Err(e) => {
+            tracing::error!(run_id = %id, error = %e, "run not claimed; it is taken up again later");
+            return None;
+        }
+    };
+    match deps.store.load_run(id).await {
+        Ok(Some(mut run)) if !run.status.is_terminal() => {
+            run.epoch = epoch;
+            Some(run)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::error!(run_id = %id, error = %e, "run not loaded; it is taken up again later");
+            None
+        }
+    }
+}
+
 /// Waits until `run` holds one of its tenant's slots across every node (the store counts
-/// the runs of every node; a run resumed after a crash holds its slot still), saying
-/// once that it waits; whether it said so.
-async fn take_slot(deps: &RunDeps, run: &Run, log: &mut EventWriter) -> Result<bool, StoreFailure> {
+/// the runs of every node; a run resumed after a crash holds its slot still; one
+/// `admitted` at its creation holds one), saying once that it waits; whether it said so.
+async fn take_slot(
+    deps: &RunDeps,
+    run: &Run,
+    admitted: bool,
+    log: &mut EventWriter,
+) -> Result<bool, StoreFailure> {
+    if admitted {
+        return Ok(false);
+    }
     let slots = deps
         .tenants
         .run_slots(&run.tenant_id)
@@ -317,26 +340,34 @@ impl Voice {
     }
 }
 
-async fn start(store: &dyn RunStore, run: &mut Run, log: &mut EventWriter) -> Result<(), Failure> {
+/// Starts the run (`run.started`, saved with its first `step.started`: the answer is that
+/// step's index) or says that it resumes (`None`).
+async fn start(
+    store: &dyn RunStore,
+    run: &mut Run,
+    log: &mut EventWriter,
+) -> Result<Option<u32>, Failure> {
     let voice = Voice::of(run);
+    let step = run.steps.len();
     if run.status == RunStatus::Running {
-        return log
-            .emit(&voice.say(RunEvent::RunResumed {
-                after_step: run.steps.len(),
-            }))
-            .await;
+        log.emit(&voice.say(RunEvent::RunResumed { after_step: step }))
+            .await?;
+        return Ok(None);
     }
     run.status = RunStatus::Running;
     run.started_at = Some(now());
     metrics::counter!("dgidgi_runs_started_total").increment(1);
-    let event = log.event(&voice.say(RunEvent::RunStarted {
-        run_id: run.id.clone(),
-        agent_id: run.agent_id.clone(),
-    }));
+    let events = [
+        log.event(&voice.say(RunEvent::RunStarted {
+            run_id: run.id.clone(),
+            agent_id: run.agent_id.clone(),
+        })),
+        log.event(&voice.say(RunEvent::StepStarted { step: step as u32 })),
+    ];
     let started = DomainEvent::AgentStarted;
-    retrying(log.store_retry(), || store.start_run(run, &event, started)).await?;
-    log.publish(&event);
-    Ok(())
+    retrying(log.store_retry(), || store.start_run(run, &events, started)).await?;
+    log.publish_all(&events);
+    Ok(Some(step as u32))
 }
 
 async fn finish(
@@ -346,10 +377,12 @@ async fn finish(
     ending: Result<Ending, Failure>,
 ) {
     // The run's end decides its event on the stream and the domain event webhooks get.
-    let mut last_step = None;
+    let mut events = log.take_pending();
+    let mut last_step = false;
     let (ended, domain) = match ending {
         Ok(Ending::Completed(output, step)) => {
-            last_step = Some(step);
+            last_step = true;
+            events.push(step);
             run.status = RunStatus::Completed;
             run.output = Some(output.clone());
             let usage = run.usage;
@@ -375,17 +408,12 @@ async fn finish(
     run.finished_at = Some(now());
     metrics::counter!("dgidgi_runs_finished_total", "status" => run.status.as_str()).increment(1);
     let (ended, reply) = Voice::of(run).end(run, ended, log.take_streamed());
-    let event = log.event(&ended);
+    events.push(log.event(&ended));
     let saved = retrying(log.store_retry(), || {
-        store.finish_run(run, last_step.as_ref(), &event, domain, reply.as_ref())
+        store.finish_run(run, last_step, &events, domain, reply.as_ref())
     });
     match saved.await {
-        Ok(()) => {
-            if let Some(step) = &last_step {
-                log.publish(step);
-            }
-            log.publish(&event)
-        }
+        Ok(()) => log.publish_all(&events),
         Err(e) if e.fenced => {
             tracing::warn!(run_id = %run.id, "run taken over by another node; its end is theirs")
         }
@@ -401,11 +429,13 @@ async fn finish(
 
 /// The step loop: stops when the model answers without tool calls or the budget is spent.
 /// Its answer: the output, and the last step's `step.completed`, not yet saved (the run's
-/// end saves it, in the same commit).
+/// end saves it, with the tokens still queued, in the same commit). `said`: the step whose
+/// `step.started` the run's start wrote.
 async fn run_steps(
     deps: &Arc<RunDeps>,
     run: &mut Run,
     log: &mut EventWriter,
+    mut said: Option<u32>,
 ) -> Result<(String, StreamEvent), Failure> {
     let tool_specs = tools::specs(&run.spec.tools);
     let workspace = if tool_specs.is_empty() {
@@ -420,8 +450,10 @@ async fn run_steps(
         let step_began = std::time::Instant::now();
         // What a reply keeps if the run stops mid-step: this step's text.
         log.take_streamed();
-        log.emit(&voice.say(RunEvent::StepStarted { step: index }))
-            .await?;
+        // Written with the step's first tokens (or while the provider is still silent).
+        if said.take() != Some(index) {
+            log.queue(&voice.say(RunEvent::StepStarted { step: index }));
+        }
         let request = ChatRequest {
             model: run.spec.model.clone(),
             messages: conversation(run),
@@ -486,7 +518,6 @@ async fn run_steps(
         metrics::histogram!("dgidgi_step_duration_seconds")
             .record(step_began.elapsed().as_secs_f64());
         run.usage.add(step.usage);
-        log.flush().await?;
         let done = step.tool_calls.is_empty();
         let event = log.event(&voice.say(RunEvent::StepCompleted {
             step: index,
@@ -498,11 +529,13 @@ async fn run_steps(
         if done {
             return Ok((step.text.clone(), event));
         }
+        let mut events = log.take_pending();
+        events.push(event);
         retrying(deps.settings.store_retry, || {
-            deps.store.save_step(run, step, &event)
+            deps.store.save_step(run, step, &events)
         })
         .await?;
-        log.publish(&event);
+        log.publish_all(&events);
     }
     Err(Failure::new(
         "step_budget_exhausted",

@@ -239,42 +239,68 @@ pub trait RunStore: EventLog {
     async fn take_slot(&self, run: &Run, slots: u32) -> Result<bool, StoreFailure>;
     /// Records that run `id` is to stop and tells its owner; false when it has ended.
     async fn request_cancel(&self, id: &str) -> Result<bool, StoreFailure>;
-    /// Stores a new (queued) run and (in the same transaction) the chat `reply` it is to
-    /// write, streaming and empty, if it answers a message.
-    async fn create_run(&self, run: &Run, reply: Option<&Message>) -> Result<(), StoreFailure>;
+    /// Stores a new (queued) run, claimed by this node, and (in the same transaction) the
+    /// chat `reply` it is to write, streaming and empty, if it answers a message; gives it
+    /// one of its tenant's run slots in the same transaction if one is free (see
+    /// [`RunStore::take_slot`]). `None`: refused, `admit.max_queued` of the tenant's runs
+    /// already wait for a slot.
+    async fn create_run(
+        &self,
+        run: &Run,
+        reply: Option<&Message>,
+        admit: Admit,
+    ) -> Result<Option<Created>, StoreFailure>;
     /// The run with its finished steps and the last event seq of its stream.
     async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure>;
-    /// Stores the run as started, `event` and (in the same transaction) `domain`.
+    /// Stores the run as started, `events` and (in the same transaction) `domain`.
     async fn start_run(
         &self,
         run: &Run,
-        event: &StreamEvent,
+        events: &[StreamEvent],
         domain: DomainEvent,
     ) -> Result<(), StoreFailure>;
-    /// Records a finished step, the run's artifacts and usage so far, and `event`.
+    /// Records a finished step, the run's artifacts and usage so far, and `events` (its
+    /// `step.completed` last).
     async fn save_step(
         &self,
         run: &Run,
         step: &Step,
-        event: &StreamEvent,
+        events: &[StreamEvent],
     ) -> Result<(), StoreFailure>;
-    /// Stores the run's end, `event` and (in the same transaction) `domain`, if any, and
-    /// the chat `reply` the run wrote, if it answered a message. With `last_step` (its
-    /// `step.completed`), the run's last step (`run.steps.last()`) is saved in the same
-    /// transaction, its event before `event`.
+    /// Stores the run's end, `events` (what was still unwritten of its stream, its end
+    /// last) and (in the same transaction) `domain`, if any, and the chat `reply` the run
+    /// wrote, if it answered a message. With `last_step`, the run's last step
+    /// (`run.steps.last()`, whose `step.completed` is among `events`) is saved in the same
+    /// transaction.
     async fn finish_run(
         &self,
         run: &Run,
-        last_step: Option<&StreamEvent>,
-        event: &StreamEvent,
+        last_step: bool,
+        events: &[StreamEvent],
         domain: Option<DomainEvent>,
         reply: Option<&Message>,
     ) -> Result<(), StoreFailure>;
     /// Unfinished runs this node may drive: unowned, owned by this node, or whose owner's
     /// lease has expired (a stop, a crash, a node that went away).
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure>;
-    /// How many of the tenant's runs wait for a slot.
-    async fn queued_runs(&self, tenant_id: &str) -> Result<i64, StoreFailure>;
+}
+
+/// How a new run is let in (`RunStore::create_run`).
+#[derive(Debug, Clone, Copy)]
+pub struct Admit {
+    /// Refused when this many of the tenant's runs already wait for a slot.
+    pub max_queued: u32,
+    /// The tenant's run slots across every node.
+    pub slots: u32,
+}
+
+/// A run just stored (`RunStore::create_run`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Created {
+    /// The claim this node holds on it.
+    pub epoch: i64,
+    /// Whether it holds one of its tenant's run slots already.
+    pub admitted: bool,
 }
 
 /// A run to submit: the agent it runs, what for, and where its files go.
