@@ -13,6 +13,8 @@
 
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -21,6 +23,13 @@ use super::{Error, Result};
 
 /// Units committed in one transaction at most.
 const MAX_BATCH: usize = 512;
+
+/// How often the checkpointer copies the WAL back into the SQLite file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Frames in the WAL (4 KiB pages) from which the writer checkpoints too, after answering
+/// its batch, so that the log restarts under unbroken load.
+const CHECKPOINT_FRAMES: i64 = 4096;
 
 /// A value bound to a statement's `$n`.
 #[derive(Debug, Clone)]
@@ -166,12 +175,17 @@ impl Writer {
     /// A writer with a thread and a connection of its own on the SQLite file `file`.
     pub fn sqlite(file: &Path) -> Result<Self> {
         let conn = open(file)?;
+        let checkpoints = rusqlite::Connection::open(file).map_err(sqlite_error)?;
         let (jobs, rx) = mpsc::unbounded_channel();
-        let file = file.to_path_buf();
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || sqlite_writer(conn, &file, rx))
-            .map_err(|e| Error::Unavailable(format!("the writer thread did not start: {e}")))?;
+        let wal = Arc::new(AtomicI64::new(0));
+        let (file, frames) = (file.to_path_buf(), wal.clone());
+        let thread = |name: &str| std::thread::Builder::new().name(name.into());
+        let started = thread("sqlite-writer")
+            .spawn(move || sqlite_writer(conn, &file, rx, &frames))
+            .and_then(|_| {
+                thread("sqlite-checkpointer").spawn(move || checkpointer(checkpoints, wal))
+            });
+        started.map_err(|e| Error::Unavailable(format!("the writer thread did not start: {e}")))?;
         Ok(Self { jobs })
     }
 
@@ -299,9 +313,10 @@ fn refuse_unless_changed(stmt: &Stmt, done: &Done) -> Result<()> {
 
 fn open(file: &Path) -> Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(file).map_err(sqlite_error)?;
-    // As the pool's connections (`Store::connect`): WAL, synced at checkpoints.
+    // As the pool's connections (`Store::connect`): WAL, synced at checkpoints. No
+    // checkpoint inside a commit: the checkpointer copies the log back off this thread.
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0; \
          PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -65536;",
     )
     .map_err(sqlite_error)?;
@@ -336,10 +351,33 @@ pub(super) fn sqlite_error(e: rusqlite::Error) -> Error {
     }
 }
 
+/// `PRAGMA wal_checkpoint(PASSIVE)` on `conn`: the frames in the log, and whether every
+/// one of them is in the database file now.
+fn checkpoint(conn: &rusqlite::Connection) -> rusqlite::Result<(i64, bool)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        let (log, copied): (i64, i64) = (row.get(1)?, row.get(2)?);
+        Ok((log, log == copied))
+    })
+}
+
+/// Copies the WAL back into the database file every `CHECKPOINT_EVERY` on a connection of
+/// its own (copying and syncing the file while the writer goes on), and tells the writer
+/// how long the log is (`wal`). Stops when the writer has stopped.
+fn checkpointer(conn: rusqlite::Connection, wal: Arc<AtomicI64>) {
+    while Arc::strong_count(&wal) > 1 {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        match checkpoint(&conn) {
+            Ok((log, _)) => wal.store(log, Ordering::Relaxed),
+            Err(e) => tracing::debug!(error = %e, "checkpoint skipped"),
+        }
+    }
+}
+
 fn sqlite_writer(
     mut conn: rusqlite::Connection,
     file: &Path,
     mut rx: mpsc::UnboundedReceiver<Job>,
+    wal: &AtomicI64,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let jobs = batch(first, |_| rx.try_recv().ok());
@@ -347,6 +385,16 @@ fn sqlite_writer(
         let answers = sqlite_batch(&conn, &jobs);
         for (job, answer) in jobs.into_iter().zip(answers) {
             let _ = job.done.send(answer);
+        }
+        // The log restarts (the next transaction writes from its start) only once every
+        // frame is copied back, which under unbroken load only a checkpoint between this
+        // thread's transactions sees: the checkpointer copied most, this copies the rest.
+        if wal.load(Ordering::Relaxed) >= CHECKPOINT_FRAMES {
+            match checkpoint(&conn) {
+                Ok((_, true)) => wal.store(0, Ordering::Relaxed),
+                Ok((log, false)) => wal.store(log / 2, Ordering::Relaxed),
+                Err(e) => tracing::warn!(error = %e, "the writer's checkpoint failed"),
+            }
         }
         // A failed COMMIT that SQLite did not roll back by itself would leave every later
         // batch inside a transaction that never commits: start again on a new connection.
