@@ -1,6 +1,7 @@
 //! Webhook deliveries and their attempts, the outbox fan-out that creates them, and the
 //! store the `WebhookActor` delivers through.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,6 +9,7 @@ use dgidgi_actors::webhook::{Disable, DueDelivery, Outcome, WebhookStore};
 use dgidgi_actors::StoreFailure;
 use serde::Serialize;
 use serde_json::{json, Value};
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::endpoints::Endpoint;
@@ -149,6 +151,9 @@ impl Store {
         .bind(&cursor)
         .bind(last.try_get::<String, _>("id")?)
         .or_gone()];
+        // Each tenant's enabled endpoints and the platform-wide ones, read once a round
+        // (a round of runs is thousands of events of a few tenants).
+        let mut endpoints_of: HashMap<String, Vec<AnyRow>> = HashMap::new();
         for event in &events {
             let (id, tenant, kind, created): (String, String, String, String) = (
                 event.try_get("id")?,
@@ -156,18 +161,22 @@ impl Store {
                 event.try_get("event_type")?,
                 event.try_get("created_at")?,
             );
-            // Endpoints of the event's tenant and platform-wide ones, that existed when it happened.
-            let endpoints = sqlx::query(
-                "SELECT id, events FROM webhook_endpoints WHERE enabled = 1 AND (tenant_id = $1 OR tenant_id IS NULL) \
-                 AND created_at <= $2",
-            )
-            .bind(&tenant)
-            .bind(&created)
-            .fetch_all(&self.pool)
-            .await?;
-            for endpoint in &endpoints {
+            if !endpoints_of.contains_key(&tenant) {
+                let rows = sqlx::query(
+                    "SELECT id, events, created_at FROM webhook_endpoints \
+                     WHERE enabled = 1 AND (tenant_id = $1 OR tenant_id IS NULL)",
+                )
+                .bind(&tenant)
+                .fetch_all(&self.pool)
+                .await?;
+                endpoints_of.insert(tenant.clone(), rows);
+            }
+            for endpoint in &endpoints_of[&tenant] {
+                // Only endpoints that existed when the event happened get it.
                 let subscribed: Vec<String> = json_column(endpoint, "events")?;
-                if !subscribed.contains(&kind) {
+                if !subscribed.contains(&kind)
+                    || endpoint.try_get::<String, _>("created_at")? > created
+                {
                     continue;
                 }
                 let payload: Value = json_column(event, "payload")?;
