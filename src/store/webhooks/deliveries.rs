@@ -128,28 +128,51 @@ impl Store {
         Ok(page.paged(items, |d| &d.id))
     }
 
-    /// Makes the deliveries of up to `limit` outbox events after the cursor. One node at a
-    /// time: on PostgreSQL the transaction holds an advisory lock, and a node that cannot
-    /// take it leaves the round to the one that has it.
+    /// Makes the deliveries of up to `limit` outbox events after the cursor, in the order
+    /// their writes committed (an id made earlier can commit later). One node at a time:
+    /// the cursor moves only from where it was read.
     async fn fan_out_events(&self, limit: usize) -> Result<usize> {
-        let cursor = self.setting_or_init("webhooks.cursor", String::new).await?;
-        let events = sqlx::query(
-            "SELECT id, tenant_id, event_type, payload, created_at FROM outbox WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(&cursor)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let cursor = self
+            .setting_or_init("webhooks.outbox_cursor", || "0 ".into())
+            .await?;
+        let (pos, after_id) = cursor.split_once(' ').unwrap_or(("0", ""));
+        let pos: i64 = pos
+            .parse()
+            .map_err(|_| Error::Corrupt(format!("webhook cursor '{cursor}'")))?;
+        let query = match self.backend {
+            // The one writer inserts in commit order: the rowid is that order.
+            Backend::Sqlite => sqlx::query(
+                "SELECT rowid AS pos, id, tenant_id, event_type, payload, created_at FROM outbox \
+                 WHERE rowid > $1 ORDER BY rowid LIMIT $2",
+            )
+            .bind(pos),
+            // Events of transactions below the oldest one still running: none can commit
+            // behind the cursor any more.
+            Backend::Postgres => sqlx::query(
+                "SELECT tx AS pos, id, tenant_id, event_type, payload, created_at FROM outbox \
+                 WHERE (tx > $1 OR (tx = $1 AND id > $2)) \
+                 AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                 ORDER BY tx, id LIMIT $3",
+            )
+            .bind(pos)
+            .bind(after_id),
+        };
+        let events = query.bind(limit as i64).fetch_all(&self.pool).await?;
         let Some(last) = events.last() else {
             return Ok(0);
         };
+        let moved = format!(
+            "{} {}",
+            last.try_get::<i64, _>("pos")?,
+            last.try_get::<String, _>("id")?
+        );
         // The cursor moves only from where it was read: of two nodes that read the same
         // events, one commits them and the other's unit is refused (and it makes none).
         let mut unit = vec![Stmt::new(
-            "UPDATE runtime_settings SET value = $2 WHERE name = 'webhooks.cursor' AND value = $1",
+            "UPDATE runtime_settings SET value = $2 WHERE name = 'webhooks.outbox_cursor' AND value = $1",
         )
         .bind(&cursor)
-        .bind(last.try_get::<String, _>("id")?)
+        .bind(moved)
         .or_gone()];
         // Each tenant's enabled endpoints and the platform-wide ones, read once a round
         // (a round of runs is thousands of events of a few tenants).
@@ -367,4 +390,74 @@ fn delivery_row(d: &NewDelivery<'_>) -> Stmt {
     .bind(d.event_type)
     .bind(d.body)
     .bind(now_rfc3339())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseConfig;
+
+    async fn store(url: &str) -> Store {
+        let store = Store::connect(&DatabaseConfig {
+            url: url.into(),
+            max_connections: 4,
+            acquire_timeout_secs: 10,
+        })
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    async fn record(store: &Store, id: &str) {
+        let event = Stmt::new(
+            "INSERT INTO outbox (id, tenant_id, event_type, payload, created_at) \
+             VALUES ($1, 'ten_1', 'agent.completed', '{}', '2026-12-03T00:00:00.000Z')",
+        )
+        .bind(id);
+        store.write(vec![event]).await.unwrap();
+    }
+
+    /// An event whose id was made first but whose write committed after a later id's (two
+    /// drivers, two batches; or two nodes) is fanned out all the same.
+    async fn an_event_committed_after_a_later_id_is_not_skipped(store: &Store) {
+        record(store, "evt_2").await;
+        assert_eq!(store.fan_out_events(100).await.unwrap(), 1);
+        record(store, "evt_1").await;
+        assert_eq!(
+            store.fan_out_events(100).await.unwrap(),
+            1,
+            "evt_1 was skipped"
+        );
+        assert_eq!(
+            store.fan_out_events(100).await.unwrap(),
+            0,
+            "each event once"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_outbox_is_read_in_commit_order_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+        an_event_committed_after_a_later_id_is_not_skipped(&store(&url).await).await;
+    }
+
+    #[tokio::test]
+    async fn the_outbox_is_read_in_commit_order_on_postgres() {
+        let admin = std::env::var("DGIDGI_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let admin_db = format!("{admin}/test");
+        let db = match dgidgi_testkit::postgres::FreshDatabase::create(&admin_db, "outbox").await {
+            Ok(db) => db,
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!("skipped: no PostgreSQL at {admin} ({e})");
+                return;
+            }
+            Err(e) => panic!("CI needs PostgreSQL at {admin}: {e}"),
+        };
+        let store = store(&db.url).await;
+        an_event_committed_after_a_later_id_is_not_skipped(&store).await;
+        store.close().await;
+    }
 }
