@@ -306,6 +306,33 @@ async fn a_reply_is_cancelled_through_the_session_or_through_its_run() {
     ask(&ctx, &s, "still there?").await;
     let events = read_until(&mut stream, ended(1)).await;
     assert_eq!(events.last().unwrap().2["message"]["content"], "still here");
+
+    // The history the model got: every tool call has its result, and the two cancelled
+    // replies' partial texts are marked as cut off.
+    let asked = ctx.llm.requests().last().unwrap()["messages"].clone();
+    let asked = asked.as_array().unwrap();
+    let calls: Vec<&str> = asked
+        .iter()
+        .flat_map(|m| m["tool_calls"].as_array().into_iter().flatten())
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    let results: Vec<&str> = asked
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["tool_call_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(calls.len(), 1, "{asked:?}");
+    assert_eq!(calls, results, "each tool call answered: {asked:?}");
+    let cut: Vec<&str> = asked
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .filter(|c| c.ends_with("[This reply was cancelled before it was finished.]"))
+        .collect();
+    assert_eq!(cut.len(), 2, "{asked:?}");
+    assert!(
+        cut[0].starts_with("word word") && cut[1].starts_with("more"),
+        "{cut:?}"
+    );
     ctx.stop().await;
 }
 

@@ -361,13 +361,14 @@ async fn a_chat_session_killed_mid_reply_is_settled_at_start_up_keeping_its_part
         .iter()
         .map(|m| m["content"].as_str().unwrap())
         .collect();
-    // The cut reply's partial text is part of the conversation, as a cancelled one's is.
+    // The cut reply's partial text is part of the conversation, as a cancelled one's is,
+    // marked as cut off.
     assert_eq!(
         contents,
         [
             "You are a helpful assistant.",
             "first",
-            "half an ans",
+            "half an ans\n\n[This reply was interrupted before it was finished.]",
             "second"
         ]
     );

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{self, Agent};
-use crate::events::{EventHub, EventLog, Fence, StreamEvent};
+use crate::events::{EventHub, EventLog, Fence, ReplyEnd, StreamEvent};
 use crate::provider::{ProviderSet, Usage};
 use crate::registry;
 use crate::run::{self, RunSettings, Runs};
@@ -111,6 +111,23 @@ pub struct Message {
 }
 
 impl Message {
+    /// The text a later turn shows the model for this message: the text of a reply that
+    /// was cancelled or failed before it finished is marked as cut off, so that the model
+    /// does not take it for a whole answer.
+    pub fn history_text(&self) -> String {
+        let cut = if self.status == ReplyEnd::Cancelled.status() {
+            "cancelled"
+        } else if self.status == ReplyEnd::Failed.status() {
+            "interrupted"
+        } else {
+            return self.content.clone();
+        };
+        format!(
+            "{}\n\n[This reply was {cut} before it was finished.]",
+            self.content
+        )
+    }
+
     /// A reply `id` to message `in_reply_to`, begun at `stamp`: streaming, still empty.
     pub fn reply(session_id: &str, id: &str, in_reply_to: &str, stamp: &str) -> Self {
         Self {

@@ -441,7 +441,7 @@ async fn earlier_turns(
         let answered = steps.last().is_some_and(|s| s.tool_calls.is_empty());
         if !answered && !m.content.is_empty() {
             turns.push(ChatMessage::Assistant {
-                content: m.content.clone(),
+                content: m.history_text(),
                 tool_calls: Vec::new(),
             });
         }
@@ -463,7 +463,7 @@ fn conversation(session: &Session, history: &[Message]) -> Vec<ChatMessage> {
             }
         } else {
             ChatMessage::Assistant {
-                content: m.content.clone(),
+                content: m.history_text(),
                 tool_calls: Vec::new(),
             }
         });
