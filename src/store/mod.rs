@@ -362,17 +362,23 @@ impl Store {
         name: &str,
         init: impl FnOnce() -> String,
     ) -> Result<String> {
+        // Read first: a setting that exists (every call after the first, such as each
+        // webhook fan-out round) costs no write.
+        let sql = "SELECT value FROM runtime_settings WHERE name = $1";
+        let value = |row: &read::Record| row.get::<String>("value");
+        if let Some(found) = self.read(sql, vec![name.into()], value).await?.pop() {
+            return Ok(found);
+        }
         let init = writer::Stmt::new(
             "INSERT INTO runtime_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(init());
         self.write_one(init).await?;
-        let row = sqlx::query("SELECT value FROM runtime_settings WHERE name = $1")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("value")?)
+        self.read(sql, vec![name.into()], value)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Corrupt(format!("setting '{name}' was not kept")))
     }
 
     /// Whether the database still holds the secrets it kept before they moved out of it,
