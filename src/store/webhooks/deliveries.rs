@@ -234,6 +234,14 @@ impl WebhookStore for Store {
         hold: Duration,
     ) -> Result<Vec<DueDelivery>, StoreFailure> {
         let now = now_rfc3339();
+        // Most ticks find nothing due: a read says so without a write.
+        let due = "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 LIMIT 1";
+        let found = self.read(due, vec![now.as_str().into()], |row| {
+            row.get::<String>("id")
+        });
+        if for_actors(found.await)?.is_empty() {
+            return Ok(Vec::new());
+        }
         // Claimed: not due again (for another node either) until `hold` has passed, when a
         // claim its node never answered (it died) is retried under the same delivery id.
         // PostgreSQL skips the rows another node is claiming; SQLite has one writer.
