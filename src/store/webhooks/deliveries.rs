@@ -234,9 +234,13 @@ impl WebhookStore for Store {
         hold: Duration,
     ) -> Result<Vec<DueDelivery>, StoreFailure> {
         let now = now_rfc3339();
+        // The deliveries due at `$1`, to enabled endpoints.
+        const DUE: &str =
+            "FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled = 1";
         // Most ticks find nothing due: a read says so without a write.
-        let due = "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 LIMIT 1";
-        let found = self.read(due, vec![now.as_str().into()], |row| {
+        let any = format!("SELECT d.id {DUE} LIMIT 1");
+        let found = self.read(&any, vec![now.as_str().into()], |row| {
             row.get::<String>("id")
         });
         if for_actors(found.await)?.is_empty() {
@@ -251,9 +255,7 @@ impl WebhookStore for Store {
         };
         let claim = format!(
             "UPDATE webhook_deliveries SET next_attempt_at = $3, claimed_by = $4 WHERE id IN (\
-             SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled = 1 \
-             ORDER BY d.next_attempt_at LIMIT $2{skip_locked}) RETURNING id"
+             SELECT d.id {DUE} ORDER BY d.next_attempt_at LIMIT $2{skip_locked}) RETURNING id"
         );
         let claim = Stmt::new(claim)
             .bind(now.as_str())
