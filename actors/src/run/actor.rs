@@ -145,7 +145,7 @@ impl Runs {
         });
         let admit = Admit {
             max_queued: self.deps.settings.max_queued_per_tenant,
-            slots: self.deps.tenants.run_slots(&new.tenant_id).await?,
+            slots: self.deps.tenants.slots_of(&tenant),
         };
         let mut run = Run {
             id: new.id,

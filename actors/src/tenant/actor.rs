@@ -329,7 +329,12 @@ impl Tenants {
 
     /// How many runs tenant `id` may run at once (across every node).
     pub async fn run_slots(&self, id: &str) -> Result<u32, Error> {
-        Ok(run_slots(&self.get(id).await?, &self.plan_caps))
+        Ok(self.slots_of(&self.get(id).await?))
+    }
+
+    /// How many runs `tenant` (as just loaded) may run at once (across every node).
+    pub fn slots_of(&self, tenant: &Tenant) -> u32 {
+        run_slots(tenant, &self.plan_caps)
     }
 
     /// Waits until run `run_id` may start under the tenant's concurrency limit.
