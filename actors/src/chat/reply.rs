@@ -141,10 +141,7 @@ pub(super) async fn reply_loop(
             &cancel,
         );
         match waited.await {
-            Ok(answer) => match history.iter_mut().find(|m| m.id == answer.id) {
-                Some(kept) => *kept = answer,
-                None => history.push(answer),
-            },
+            Ok(answer) => keep_reply(&mut history, answer),
             Err(e) => {
                 tracing::error!(session_id = %session.id, %in_reply_to, error = %e.message, "resumed reply not followed")
             }
@@ -223,7 +220,7 @@ async fn reply(
     .await?;
     if let Some(agent_id) = &session.agent_id {
         let answer = agent_reply(deps, session, agent_id, history, message, log, cancel).await?;
-        history.push(answer);
+        keep_reply(history, answer);
         return Ok(());
     }
     let mut answer = Message::reply(&session.id, &reply_id, &message.id, &now());
@@ -281,8 +278,26 @@ async fn reply(
     })
     .await?;
     log.publish(&ended);
-    history.push(answer);
+    keep_reply(history, answer);
     Ok(())
+}
+
+/// Keeps reply `answer` in `history` where the conversation has it: in place of its
+/// earlier copy, else right after the message it answers (messages posted while it was
+/// written, and loaded with the history, come after it), else last.
+fn keep_reply(history: &mut Vec<Message>, answer: Message) {
+    if let Some(kept) = history.iter_mut().find(|m| m.id == answer.id) {
+        *kept = answer;
+        return;
+    }
+    let after = answer
+        .in_reply_to
+        .as_ref()
+        .and_then(|to| history.iter().position(|m| &m.id == to));
+    match after {
+        Some(i) => history.insert(i + 1, answer),
+        None => history.push(answer),
+    }
 }
 
 /// The id of the run that writes reply `reply_id`: the reply's own id under the run prefix,
@@ -469,4 +484,31 @@ fn conversation(session: &Session, history: &[Message]) -> Vec<ChatMessage> {
         });
     }
     messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> Message {
+        let mut m = Message::reply("s", id, "", "2026-12-03T00:00:00.000Z");
+        m.role = "user".into();
+        m.in_reply_to = None;
+        m
+    }
+
+    /// A message posted while a reply was written, and loaded with the history before the
+    /// reply was kept, still comes after that reply in the conversation.
+    #[test]
+    fn a_reply_is_kept_after_the_message_it_answers() {
+        let mut history = vec![user("m1"), user("m2")];
+        keep_reply(&mut history, Message::reply("s", "r1", "m1", "t"));
+        keep_reply(&mut history, Message::reply("s", "r2", "m2", "t"));
+        let mut again = Message::reply("s", "r1", "m1", "t");
+        again.content = "done".into();
+        keep_reply(&mut history, again);
+        let ids: Vec<&str> = history.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["m1", "r1", "m2", "r2"]);
+        assert_eq!(history[1].content, "done");
+    }
 }
