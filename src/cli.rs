@@ -173,4 +173,34 @@ pub enum RunAction {
         #[arg(long)]
         agent: String,
     },
+    /// Approve tool calls a run waits on (`requires_action`); it resumes once every
+    /// pending call is answered.
+    Approve {
+        /// The run id (`run_...`).
+        run: String,
+        /// The agent the run belongs to.
+        #[arg(long)]
+        agent: String,
+        /// A pending tool call's id (repeat for several); `runs get` lists them.
+        #[arg(long = "call", required = true)]
+        calls: Vec<String>,
+        /// Run the call with these arguments (a JSON object) instead of the model's.
+        #[arg(long)]
+        arguments: Option<String>,
+    },
+    /// Deny tool calls a run waits on: the model gets the denial (and reason) as the
+    /// tool's result.
+    Deny {
+        /// The run id (`run_...`).
+        run: String,
+        /// The agent the run belongs to.
+        #[arg(long)]
+        agent: String,
+        /// A pending tool call's id (repeat for several).
+        #[arg(long = "call", required = true)]
+        calls: Vec<String>,
+        /// Why, for the model.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }

@@ -56,7 +56,41 @@ pub struct AgentConfig {
     pub temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// The tools whose calls wait for a human's yes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<Approvals>,
+    /// How long a call waits for its answer before the run fails (`approval_timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_timeout_seconds: Option<u64>,
 }
+
+/// Which tool calls wait for a human's yes: `"all"`, or the tools named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Approvals {
+    Every(Every),
+    Tools(Vec<String>),
+}
+
+/// `"all"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Every {
+    All,
+}
+
+impl Approvals {
+    /// Whether a call of `tool` waits for a human's yes.
+    pub fn covers(&self, tool: &str) -> bool {
+        match self {
+            Self::Every(Every::All) => true,
+            Self::Tools(tools) => tools.iter().any(|t| t == tool),
+        }
+    }
+}
+
+/// How long a call waits for its human when the agent does not say: a day.
+pub const DEFAULT_APPROVAL_TIMEOUT_SECS: u64 = 86_400;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Agent {
@@ -131,6 +165,11 @@ impl RunSpec {
                 .config
                 .timeout_seconds
                 .unwrap_or(defaults.timeout_secs),
+            approvals: agent.config.approvals.clone(),
+            approval_timeout_secs: agent
+                .config
+                .approval_timeout_seconds
+                .unwrap_or(DEFAULT_APPROVAL_TIMEOUT_SECS),
             chat: None,
         }
     }

@@ -123,6 +123,13 @@ pub enum RunEvent {
     RunCancelled {
         steps: usize,
     },
+    /// The step's tool calls that wait for a human's answer (the run is
+    /// `requires_action`; it resumes with `run.resumed` once each is answered).
+    RunRequiresAction {
+        step: u32,
+        pending_tool_calls: Vec<run::PendingCall>,
+        expires_at: String,
+    },
 }
 
 impl RunEvent {
@@ -136,6 +143,7 @@ impl RunEvent {
     pub const COMPLETED: &'static str = "run.completed";
     pub const FAILED: &'static str = "run.failed";
     pub const CANCELLED: &'static str = "run.cancelled";
+    pub const REQUIRES_ACTION: &'static str = "run.requires_action";
 
     /// Whether events of `kind` end a run's stream.
     pub fn is_end(kind: &str) -> bool {
@@ -156,6 +164,7 @@ impl Event for RunEvent {
             Self::RunCompleted { .. } => Self::COMPLETED,
             Self::RunFailed { .. } => Self::FAILED,
             Self::RunCancelled { .. } => Self::CANCELLED,
+            Self::RunRequiresAction { .. } => Self::REQUIRES_ACTION,
         }
     }
 }
@@ -285,11 +294,12 @@ pub enum DomainEvent {
     AgentStarted,
     AgentCompleted,
     AgentFailed,
+    AgentRequiresAction,
 }
 
 impl DomainEvent {
     /// Every domain event, in the order the contract lists them.
-    pub const ALL: [DomainEvent; 8] = [
+    pub const ALL: [DomainEvent; 9] = [
         Self::ProjectCreated,
         Self::ProjectUpdated,
         Self::ProjectDeleted,
@@ -298,6 +308,7 @@ impl DomainEvent {
         Self::AgentFailed,
         Self::TenantCreated,
         Self::UserCreated,
+        Self::AgentRequiresAction,
     ];
 
     /// The event's name (a webhook's `type`, an endpoint's subscription).
@@ -311,6 +322,7 @@ impl DomainEvent {
             Self::AgentStarted => "agent.started",
             Self::AgentCompleted => "agent.completed",
             Self::AgentFailed => "agent.failed",
+            Self::AgentRequiresAction => "agent.requires_action",
         }
     }
 

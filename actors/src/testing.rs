@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use crate::chat::Message;
 use crate::events::{DomainEvent, EventLog, Fence, StreamEvent};
 use crate::provider::{LlmProvider, ProviderSet};
-use crate::run::{Admit, Created, Run, RunStatus, RunStore, Step};
+use crate::run::{Admit, Created, Pause, Run, RunStatus, RunStore, Step};
 use crate::store::{StoreFailure, TenantStore};
 use crate::tenant::{Tenant, TenantSettings};
 use crate::tools::{FileStore, Workspaces};
@@ -201,12 +201,41 @@ impl RunStore for MemoryRuns {
         &self,
         run: &Run,
         events: &[StreamEvent],
-        domain: DomainEvent,
+        domain: Option<DomainEvent>,
     ) -> Result<(), StoreFailure> {
         self.save(run);
         self.append(run.stream(), events);
-        self.domain.lock().unwrap().push(domain);
+        self.domain.lock().unwrap().extend(domain);
         Ok(())
+    }
+
+    async fn pause_run(
+        &self,
+        run: &Run,
+        events: &[StreamEvent],
+        domain: DomainEvent,
+    ) -> Result<(), StoreFailure> {
+        self.start_run(run, events, Some(domain)).await
+    }
+
+    async fn record_decisions(
+        &self,
+        id: &str,
+        before: &Pause,
+        after: &Pause,
+    ) -> Result<bool, StoreFailure> {
+        let mut runs = self.runs.lock().unwrap();
+        let Some(run) = runs.get_mut(id) else {
+            return Ok(false);
+        };
+        if run.status != RunStatus::RequiresAction || run.pause.as_ref() != Some(before) {
+            return Ok(false);
+        }
+        run.pause = Some(after.clone());
+        if after.answered() {
+            run.status = RunStatus::Queued;
+        }
+        Ok(true)
     }
 
     async fn save_step(

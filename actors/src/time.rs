@@ -26,6 +26,14 @@ pub fn earlier(before: Duration) -> String {
     format(Utc::now() - chrono::Duration::from_std(before).unwrap_or_default())
 }
 
+/// How long until stored time `at` (zero when it has passed or does not parse).
+pub fn until(at: &str) -> Duration {
+    DateTime::parse_from_rfc3339(at)
+        .ok()
+        .and_then(|at| (at.with_timezone(&Utc) - Utc::now()).to_std().ok())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -36,6 +44,12 @@ mod tests {
         assert!(
             super::earlier(std::time::Duration::from_secs(1))
                 < super::later(std::time::Duration::ZERO)
+        );
+        let soon = super::until(&super::later(std::time::Duration::from_secs(60)));
+        assert!(soon > std::time::Duration::from_secs(50));
+        assert_eq!(
+            super::until(&super::earlier(std::time::Duration::from_secs(1))),
+            std::time::Duration::ZERO
         );
     }
 }

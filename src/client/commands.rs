@@ -198,7 +198,47 @@ pub(super) async fn runs(api: &Api, out: Output, action: RunAction) -> Result<i3
             let run = api
                 .call(Method::GET, &format!("/agents/{agent}/runs/{run}"), None)
                 .await?;
-            print_one(out, &run, &RUN_FIELDS);
+            print_run(out, &run);
+        }
+        RunAction::Approve {
+            run,
+            agent,
+            calls,
+            arguments,
+        } => {
+            let arguments = match arguments {
+                Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(args) if args.is_object() && calls.len() == 1 => Some(args),
+                    Ok(_) if calls.len() != 1 => {
+                        eprintln!("error: --arguments goes with exactly one --call");
+                        return Ok(2);
+                    }
+                    _ => {
+                        eprintln!("error: --arguments must be a JSON object");
+                        return Ok(2);
+                    }
+                },
+                None => None,
+            };
+            let decisions: Vec<_> = calls
+                .iter()
+                .map(|call| json!({ "toolCallId": call, "approve": true, "arguments": arguments }))
+                .collect();
+            let run = decide(api, &agent, &run, decisions).await?;
+            print_run(out, &run);
+        }
+        RunAction::Deny {
+            run,
+            agent,
+            calls,
+            reason,
+        } => {
+            let decisions: Vec<_> = calls
+                .iter()
+                .map(|call| json!({ "toolCallId": call, "approve": false, "reason": reason }))
+                .collect();
+            let run = decide(api, &agent, &run, decisions).await?;
+            print_run(out, &run);
         }
         RunAction::Cancel { run, agent } => {
             let run = api
@@ -212,6 +252,52 @@ pub(super) async fn runs(api: &Api, out: Output, action: RunAction) -> Result<i3
         }
     }
     Ok(0)
+}
+
+/// Sends `decisions` on the calls run `run` waits on; the run as it then is.
+async fn decide(
+    api: &Api,
+    agent: &str,
+    run: &str,
+    decisions: Vec<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    api.call(
+        Method::POST,
+        &format!("/agents/{agent}/runs/{run}/approve"),
+        Some(json!({ "decisions": decisions })),
+    )
+    .await
+}
+
+/// A run as a record, then the tool calls it waits on, if any, as a table.
+fn print_run(out: Output, run: &serde_json::Value) {
+    print_one(out, run, &RUN_FIELDS);
+    let Some(calls) = run["pending_tool_calls"].as_array().filter(|_| !out.json) else {
+        return;
+    };
+    println!();
+    print_list(
+        out,
+        calls
+            .iter()
+            .map(|c| {
+                let answer = match c["decision"]["approve"].as_bool() {
+                    Some(true) => "approved",
+                    Some(false) => "denied",
+                    None => "waiting",
+                };
+                let mut c = c.clone();
+                c["answer"] = answer.into();
+                c
+            })
+            .collect(),
+        &[
+            ("TOOL CALL", "tool_call_id"),
+            ("TOOL", "name"),
+            ("ARGUMENTS", "arguments"),
+            ("ANSWER", "answer"),
+        ],
+    );
 }
 
 /// Reads messages from stdin, one per line; prints each reply as it streams.

@@ -69,10 +69,11 @@ pub(super) const PROJECT_FIELDS: [&str; 5] =
     ["id", "name", "description", "language", "created_at"];
 pub(super) const AGENT_FIELDS: [&str; 6] =
     ["id", "name", "provider", "model", "tools", "created_at"];
-pub(super) const RUN_FIELDS: [&str; 7] = [
+pub(super) const RUN_FIELDS: [&str; 8] = [
     "id",
     "agent_id",
     "status",
+    "approval_expires_at",
     "goal",
     "output",
     "error",

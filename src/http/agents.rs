@@ -12,7 +12,7 @@ use super::extract::{nullable, scope, Acting, Json};
 use super::{optional_text, text, ApiError, AppState};
 use crate::ids::{now_rfc3339, IdKind};
 use crate::store::{Agent, AgentConfig};
-use dgidgi_actors::agent::Autonomy;
+use dgidgi_actors::agent::{Approvals, Autonomy, Every};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -24,6 +24,10 @@ pub struct ConfigBody {
     temperature: Option<f32>,
     #[serde(alias = "timeout_seconds")]
     timeout_seconds: Option<u64>,
+    /// The tools whose calls wait for a human's yes: `"all"` or a list of tool names.
+    approvals: Option<Value>,
+    #[serde(alias = "approval_timeout_seconds")]
+    approval_timeout_seconds: Option<u64>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -80,9 +84,7 @@ pub async fn create_agent(
     let now = now_rfc3339();
     let base = AgentConfig {
         autonomy_level: Autonomy::Medium,
-        max_steps: None,
-        temperature: None,
-        timeout_seconds: None,
+        ..AgentConfig::default()
     };
     let agent = Agent {
         id: IdKind::Agent.new_id(),
@@ -309,5 +311,45 @@ fn config(mut base: AgentConfig, body: Option<ConfigBody>) -> Result<AgentConfig
         }
         base.timeout_seconds = Some(s);
     }
+    if let Some(approvals) = body.approvals {
+        base.approvals = self::approvals(approvals)?;
+    }
+    if let Some(s) = body.approval_timeout_seconds {
+        if !(1..=30 * 86_400).contains(&s) {
+            return Err(ApiError::invalid(
+                "config.approvalTimeoutSeconds",
+                "must be from 1 to 2592000 (30 days)",
+            ));
+        }
+        base.approval_timeout_seconds = Some(s);
+    }
     Ok(base)
+}
+
+/// `config.approvals`: `"all"`, a list of built-in tool names (empty: none), or null (none).
+fn approvals(value: Value) -> Result<Option<Approvals>, ApiError> {
+    let invalid = |why: String| ApiError::invalid("config.approvals", why);
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) if s == "all" => Ok(Some(Approvals::Every(Every::All))),
+        Value::Array(items) => {
+            let mut names = Vec::new();
+            for item in items {
+                let Some(name) = item.as_str() else {
+                    return Err(invalid("must list tool names".into()));
+                };
+                if !TOOL_NAMES.contains(&name) {
+                    return Err(invalid(format!(
+                        "unknown tool '{name}'; built-in: {}",
+                        TOOL_NAMES.join(", ")
+                    )));
+                }
+                if !names.iter().any(|n| n == name) {
+                    names.push(name.to_string());
+                }
+            }
+            Ok((!names.is_empty()).then_some(Approvals::Tools(names)))
+        }
+        _ => Err(invalid("must be \"all\" or a list of tool names".into())),
+    }
 }

@@ -100,6 +100,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
                 .service(runs::get_run)
                 .service(runs::list_runs)
                 .service(runs::cancel_run)
+                .service(runs::approve_run)
                 .service(runs::stream_run)
                 .service(tenants::create_tenant)
                 .service(tenants::list_tenants)

@@ -7,8 +7,8 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
-use dgidgi_actors::events::EventLog;
-use dgidgi_actors::run::{NewRun, Run};
+use dgidgi_actors::events::{EventLog, RunEvent};
+use dgidgi_actors::run::{DecideError, Decision, NewRun, Run};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -174,6 +174,110 @@ pub async fn cancel_run(
     Ok(Reply::ok(reload(&state, &tenant_id, &ids.0, &ids.1).await?))
 }
 
+/// A human's answers to tool calls a run waits on.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Approve {
+    /// One answer per call, by its id; calls left out keep waiting.
+    decisions: Vec<ApproveDecision>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApproveDecision {
+    #[serde(alias = "tool_call_id")]
+    tool_call_id: String,
+    /// Yes (the call runs) or no (the model gets the denial as the tool's result).
+    approve: bool,
+    /// With a yes: the arguments to run the call with instead of the model's (a JSON object).
+    arguments: Option<Value>,
+    /// With a no: why, for the model.
+    reason: Option<String>,
+}
+
+#[utoipa::path(
+    tag = "runs",
+    params(("id" = String, Path, description = "Agent id"), ("run_id" = String, Path, description = "Run id"), crate::http::openapi::TenantParam),
+    request_body = Approve,
+    responses((status = 200, body = crate::http::openapi::Envelope<dto::Run>, description = "The answers are recorded; the run is queued again once every pending call has one (status `queued`), or still waits (`requires_action`, with the calls left under `pending_tool_calls`)"), crate::http::openapi::Errors)
+)]
+#[post("/agents/{id}/runs/{run_id}/approve")]
+pub async fn approve_run(
+    acting: Acting<scope::AgentsExecute>,
+    state: Data<AppState>,
+    ids: Path<(String, String)>,
+    body: Json<Approve>,
+) -> Result<Reply<dto::Run>, ApiError> {
+    let Acting { tenant_id, .. } = acting;
+    let run = reload(&state, &tenant_id, &ids.0, &ids.1).await?;
+    let body = body.0;
+    if body.decisions.is_empty() {
+        return Err(ApiError::invalid(
+            "decisions",
+            "must answer at least one tool call",
+        ));
+    }
+    let mut decisions = Vec::with_capacity(body.decisions.len());
+    for (i, d) in body.decisions.into_iter().enumerate() {
+        if decisions.iter().any(|(id, _)| id == &d.tool_call_id) {
+            return Err(ApiError::invalid(
+                &format!("decisions[{i}].toolCallId"),
+                "answers a call answered earlier in this request",
+            ));
+        }
+        let arguments = match d.arguments {
+            None => None,
+            Some(args @ Value::Object(_)) if d.approve => Some(args.to_string()),
+            Some(_) if !d.approve => {
+                return Err(ApiError::invalid(
+                    &format!("decisions[{i}].arguments"),
+                    "go with an approval only",
+                ))
+            }
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    &format!("decisions[{i}].arguments"),
+                    "must be a JSON object",
+                ))
+            }
+        };
+        let reason = d.reason.map(|r| text("reason", &r, 0, 4_000)).transpose()?;
+        decisions.push((
+            d.tool_call_id,
+            Decision {
+                approve: d.approve,
+                arguments,
+                reason,
+            },
+        ));
+    }
+    match state.runs.decide(&run.id, decisions).await {
+        Ok(_) => {}
+        Err(DecideError::Unknown(call)) => {
+            return Err(ApiError::invalid(
+                "decisions",
+                format!("no pending tool call '{call}' in this run"),
+            ))
+        }
+        Err(e @ (DecideError::NotWaiting(_) | DecideError::Answered(_))) => {
+            return Err(ApiError::Conflict {
+                message: capitalized(&e.to_string()),
+                details: json!({ "run_id": run.id }),
+            })
+        }
+        Err(DecideError::Store(e)) => return Err(ApiError::Unavailable(e.to_string())),
+    }
+    Ok(Reply::ok(reload(&state, &tenant_id, &ids.0, &ids.1).await?))
+}
+
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
 #[utoipa::path(
     tag = "runs",
     params(("id" = String, Path, description = "Agent id"), ("run_id" = String, Path, description = "Run id"), crate::http::openapi::TenantParam, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
@@ -249,6 +353,10 @@ async fn wait_for_end(
         loop {
             match events.recv().await {
                 Ok(event) if view.ends_with(&event) => return true,
+                // A run that waits for a human answers the wait: nothing ends soon.
+                Ok(event) if event.kind == RunEvent::REQUIRES_ACTION && view.shows(&event) => {
+                    return false
+                }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 // The channel ends with the run; the store says how.
                 Err(broadcast::error::RecvError::Closed) => return false,

@@ -153,7 +153,11 @@ impl Store {
     /// while it is unfinished.
     pub(super) async fn claim(&self, owned: &Owned) -> Result<Option<i64>> {
         let (table, id, unfinished) = match owned {
-            Owned::Run(id) => ("runs", id, " AND status IN ('queued', 'running')"),
+            Owned::Run(id) => (
+                "runs",
+                id,
+                " AND status IN ('queued', 'running', 'requires_action')",
+            ),
             Owned::Session(id) => ("chat_sessions", id, ""),
         };
         let sql = format!(
@@ -230,7 +234,7 @@ impl Store {
     pub(super) async fn record_cancel(&self, id: &str) -> Result<bool> {
         let mut unit = vec![Stmt::new(
             "UPDATE runs SET cancel_requested = 1 \
-             WHERE id = $1 AND status IN ('queued', 'running')",
+             WHERE id = $1 AND status IN ('queued', 'running', 'requires_action')",
         )
         .bind(id)];
         if self.backend == Backend::Postgres {

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use dgidgi_actors::chat::Message;
 use dgidgi_actors::events::{DomainEvent, Fence, Owned, StreamEvent};
-use dgidgi_actors::run::{Admit, Created, Run, RunStatus, RunStore, Step};
+use dgidgi_actors::run::{Admit, Created, Pause, Run, RunStatus, RunStore, Step};
 use dgidgi_actors::time;
 use dgidgi_actors::StoreFailure;
 use sqlx::Row;
@@ -20,7 +20,7 @@ use crate::ids::now_rfc3339;
 const COLUMNS: &str =
     "id, tenant_id, agent_id, project_id, goal, input, spec, status, output, error, usage, \
                        artifacts, created_at, started_at, finished_at, updated_at, session_id, message_id, \
-                       epoch, cancel_requested";
+                       epoch, cancel_requested, pending";
 
 fn run_from_row(row: &Record) -> Result<Run> {
     let status: String = row.get("status")?;
@@ -52,6 +52,11 @@ fn run_from_row(row: &Record) -> Result<Run> {
         last_seq: 0,
         epoch: row.get("epoch")?,
         cancel_requested: row.get::<i64>("cancel_requested")? != 0,
+        pause: row
+            .get::<Option<String>>("pending")?
+            .map(|p| serde_json::from_str(&p))
+            .transpose()
+            .map_err(|e| Error::Corrupt(format!("pending: {e}")))?,
     })
 }
 
@@ -68,8 +73,8 @@ impl Store {
         const EPOCH: i64 = 1;
         let sql = format!(
             "INSERT INTO runs ({COLUMNS}, owner, lease_expires_at) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22 \
-             WHERE (SELECT COUNT(*) FROM runs WHERE tenant_id = $2 AND status = 'queued') < $23"
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23 \
+             WHERE (SELECT COUNT(*) FROM runs WHERE tenant_id = $2 AND status = 'queued') < $24"
         );
         let insert = Stmt::new(sql)
             .bind(&run.id)
@@ -92,6 +97,7 @@ impl Store {
             .bind(&run.message_id)
             .bind(EPOCH)
             .bind(run.cancel_requested)
+            .bind(run.pause.as_ref().map(to_json))
             .bind(self.node_id())
             .bind(time::later(self.lease))
             .bind(i64::from(admit.max_queued));
@@ -178,7 +184,7 @@ impl Store {
         };
         let update = Stmt::new(
             "UPDATE runs SET status = $2, output = $3, error = $4, usage = $5, artifacts = $6, started_at = $7, \
-             finished_at = $8, updated_at = $9 WHERE id = $1",
+             finished_at = $8, updated_at = $9, pending = $10, wait_until = $11 WHERE id = $1",
         )
         .bind(&run.id)
         .bind(run.status.as_str())
@@ -188,7 +194,9 @@ impl Store {
         .bind(to_json(&run.artifacts))
         .bind(&run.started_at)
         .bind(&run.finished_at)
-        .bind(now_rfc3339());
+        .bind(now_rfc3339())
+        .bind(run.pause.as_ref().map(to_json))
+        .bind(run.pause.as_ref().map(|p| p.until.clone()));
         [held(&self.node, &fence), update]
     }
 
@@ -256,12 +264,56 @@ impl RunStore for Store {
         &self,
         run: &Run,
         events: &[StreamEvent],
-        domain: DomainEvent,
+        domain: Option<DomainEvent>,
     ) -> Result<(), StoreFailure> {
         let mut unit = Vec::from(self.progress(run));
         unit.extend(append_stmts(run.stream(), events));
+        unit.extend(domain.map(|domain| outbox_row(&run.tenant_id, domain, &domain_payload(run))));
+        self.write_run(run, unit, events).await
+    }
+
+    async fn pause_run(
+        &self,
+        run: &Run,
+        events: &[StreamEvent],
+        domain: DomainEvent,
+    ) -> Result<(), StoreFailure> {
+        let mut unit = Vec::from(self.progress(run));
+        // Nobody drives a waiting run and it holds no slot: whoever resumes it claims it
+        // (at once, on any node) and takes a slot again.
+        unit.push(
+            Stmt::new(
+                "UPDATE runs SET owner = NULL, lease_expires_at = NULL, admitted = 0 WHERE id = $1",
+            )
+            .bind(&run.id),
+        );
+        unit.extend(append_stmts(run.stream(), events));
         unit.push(outbox_row(&run.tenant_id, domain, &domain_payload(run)));
         self.write_run(run, unit, events).await
+    }
+
+    async fn record_decisions(
+        &self,
+        id: &str,
+        before: &Pause,
+        after: &Pause,
+    ) -> Result<bool, StoreFailure> {
+        let status = if after.answered() {
+            RunStatus::Queued
+        } else {
+            RunStatus::RequiresAction
+        };
+        let update = Stmt::new(
+            "UPDATE runs SET pending = $2, status = $3, updated_at = $4 \
+             WHERE id = $1 AND status = 'requires_action' AND pending = $5",
+        )
+        .bind(id)
+        .bind(to_json(after))
+        .bind(status.as_str())
+        .bind(now_rfc3339())
+        .bind(to_json(before));
+        let done = for_actors(self.write(vec![update]).await)?;
+        Ok(done[0].changed == 1)
     }
 
     async fn save_step(
@@ -297,7 +349,8 @@ impl RunStore for Store {
 
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure> {
         let sql = format!(
-            "SELECT id FROM runs WHERE status IN ('queued', 'running') AND {} ORDER BY id",
+            "SELECT id FROM runs WHERE (status IN ('queued', 'running') OR (status = 'requires_action' \
+             AND (cancel_requested = 1 OR wait_until < $2))) AND {} ORDER BY id",
             super::cluster::claimable("", "$1", "$2")
         );
         let rows = sqlx::query(&sql)

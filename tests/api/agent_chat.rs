@@ -404,3 +404,79 @@ async fn replies_queue_behind_each_other_and_share_the_tenants_run_slots() {
     );
     ctx.stop().await;
 }
+
+#[actix_web::test]
+async fn a_reply_cancelled_while_a_tool_call_waits_leaves_every_call_answered() {
+    let ctx = sqlite_app().await;
+    let s = setup(&ctx).await;
+    let patched = ctx
+        .patch(
+            &format!("/api/v1/agents/{}", s.agent),
+            &s.tenant.key,
+            json!({ "config": { "approvals": ["write_file"] } }),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    let mut stream = subscribe(&ctx, &s.tenant.key, &s.session, None).await;
+
+    // The reply's run asks for a tool that waits for a human; the reply is cancelled then.
+    ctx.llm.push(Script::Tools(vec![(
+        "write_file",
+        json!({ "path": "a.md", "content": "a" }),
+    )]));
+    let (_, run) = ask(&ctx, &s, "write a.md").await;
+    let events = read_until(&mut stream, |e| {
+        e.iter().any(|e| e.1 == "run.requires_action")
+    })
+    .await;
+    let waits = events.last().unwrap();
+    assert_eq!(waits.2["pending_tool_calls"][0]["tool_call_id"], "call_0");
+    assert_eq!(run_of(&ctx, &s, &run).await["status"], "requires_action");
+    let res = ctx
+        .post(
+            &format!("/api/v1/chat/sessions/{}/cancel", s.session),
+            &s.tenant.key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(res.data()["cancelled"], true, "{}", res.body);
+    let events = read_until(&mut stream, ended(1)).await;
+    assert_eq!(events.last().unwrap().1, "reply.cancelled");
+    assert_eq!(run_of(&ctx, &s, &run).await["status"], "cancelled");
+
+    // The next message: the history the model gets answers the call that never ran.
+    ctx.llm.push(Script::Text(vec!["fine"]));
+    ask(&ctx, &s, "never mind").await;
+    read_until(&mut stream, ended(1)).await;
+    let asked = ctx.llm.requests().last().unwrap()["messages"].clone();
+    let asked = asked.as_array().unwrap();
+    let calls: Vec<&str> = asked
+        .iter()
+        .flat_map(|m| m["tool_calls"].as_array().into_iter().flatten())
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    let results: Vec<(&str, &str)> = asked
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| {
+            (
+                m["tool_call_id"].as_str().unwrap(),
+                m["content"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(calls, ["call_0"], "{asked:?}");
+    assert_eq!(results.len(), 1, "{asked:?}");
+    assert_eq!(results[0].0, "call_0");
+    assert!(results[0].1.contains("did not run"), "{results:?}");
+    assert!(
+        !std::path::Path::new(&ctx.state.config.storage.platform_root)
+            .join(&ctx.state.config.node.region)
+            .join(&s.tenant.id)
+            .join("projects")
+            .join(&s.project)
+            .join("a.md")
+            .exists()
+    );
+    ctx.stop().await;
+}

@@ -9,21 +9,21 @@ use serde_json::{json, Value};
 use crate::cli::BIN;
 use crate::helpers::{Backend, TestApp};
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl Out {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_str(self.stdout.trim())
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
     }
 }
 
 /// Runs `dgidgi <args>` with the API's address and `key`, feeding `stdin`.
-async fn client(app: &TestApp, key: &str, args: &[&str], stdin: &str) -> Out {
+pub async fn client(app: &TestApp, key: &str, args: &[&str], stdin: &str) -> Out {
     let (url, key, stdin) = (
         format!("{}/api/v1", app.address),
         key.to_string(),
@@ -328,6 +328,8 @@ async fn every_client_command_has_help_and_no_server_flag() {
         vec!["agents", "execute"],
         vec!["runs", "get"],
         vec!["runs", "cancel"],
+        vec!["runs", "approve"],
+        vec!["runs", "deny"],
         vec!["chat"],
     ] {
         let out = Command::new(BIN)

@@ -6,6 +6,7 @@ mod fake_llm;
 mod helpers;
 
 mod agent_chat;
+mod approvals;
 mod auth;
 mod browser;
 mod chat;

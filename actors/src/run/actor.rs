@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{drive, fail_after_panic, Seed};
-use super::{Admit, Error, NewRun, Run, RunDeps, RunSpec, RunStatus};
+use super::{Admit, DecideError, Decision, Error, NewRun, Pause, Run, RunDeps, RunSpec, RunStatus};
 use crate::agent::RunDefaults;
 use crate::chat::Message;
 use crate::events::EventHub;
@@ -62,6 +62,24 @@ impl Actor for RunActor {
         .catch_unwind();
         let meta = self.meta.clone();
         ctx.spawn(driver.into_actor(self).map(move |outcome, act, ctx| {
+            match &outcome {
+                // The run waits for a human: driven again at the wait's deadline (sooner
+                // if the wait is answered or cancelled), by this node or, if it stops
+                // first, by whichever node reclaims it then.
+                Ok(Some(until)) => {
+                    let runs = Runs {
+                        registry: act.registry.clone(),
+                        deps: act.deps.clone(),
+                    };
+                    let (id, wait) = (act.id.clone(), time::until(until));
+                    actix::spawn(async move {
+                        tokio::time::sleep(wait + Duration::from_millis(10)).await;
+                        runs.start(&id);
+                    });
+                }
+                Ok(None) => {}
+                Err(_) => {}
+            }
             if let Err(panic) = outcome {
                 let what = panic
                     .downcast_ref::<&str>()
@@ -170,6 +188,7 @@ impl Runs {
             last_seq: 0,
             epoch: 0,
             cancel_requested: false,
+            pause: None,
         };
         let created = self
             .deps
@@ -191,6 +210,48 @@ impl Runs {
     /// Stored run `id`, with its steps.
     pub async fn get(&self, id: &str) -> Result<Option<Run>, StoreFailure> {
         self.deps.store.load_run(id).await
+    }
+
+    /// Records a human's answers to calls of run `id` that wait for one (see
+    /// [`Pause::decide`]); once every call is answered the run is queued and driven again.
+    /// Answers the run's pause as recorded.
+    pub async fn decide(
+        &self,
+        id: &str,
+        decisions: Vec<(String, Decision)>,
+    ) -> Result<Pause, DecideError> {
+        // Two answers to different calls may race: each is recorded on the pause the other
+        // left (a compare-and-set), so neither is lost.
+        for _ in 0..8 {
+            let run = self
+                .deps
+                .store
+                .load_run(id)
+                .await?
+                .ok_or(DecideError::NotWaiting("gone"))?;
+            let Some(before) = run
+                .pause
+                .filter(|_| run.status == RunStatus::RequiresAction)
+            else {
+                return Err(DecideError::NotWaiting(run.status.as_str()));
+            };
+            let mut after = before.clone();
+            after.decide(decisions.clone())?;
+            if self
+                .deps
+                .store
+                .record_decisions(id, &before, &after)
+                .await?
+            {
+                if after.answered() {
+                    self.start(id);
+                }
+                return Ok(after);
+            }
+        }
+        Err(DecideError::Store(StoreFailure::new(
+            "the run's pending calls kept changing; try again",
+        )))
     }
 
     /// Starts (or finds) the actor of stored run `id`.

@@ -9,15 +9,16 @@ use tokio_util::sync::CancellationToken;
 
 use serde::Serialize;
 
-use super::{Failure, Run, RunDeps, RunStatus, RunStore, Step, ToolResult};
+use super::{Failure, Pause, PendingCall, Run, RunDeps, RunStatus, RunStore, Step, ToolResult};
 use crate::chat::Message;
 use crate::events::{
     DomainEvent, Event, Fence, Owned, ReplyEnd, RunEvent, SessionEvent, StreamEvent,
 };
 use crate::llm::{complete, now, EventWriter};
-use crate::provider::{ChatMessage, ChatRequest};
+use crate::provider::{ChatMessage, ChatRequest, ToolCall};
 use crate::registry::ActorMeta;
 use crate::store::{retrying, StoreFailure};
+use crate::time;
 use crate::tools::{self, Workspace};
 
 pub(super) async fn fail_after_panic(deps: Arc<RunDeps>, id: String) {
@@ -52,29 +53,51 @@ pub(super) struct Seed {
     pub admitted: bool,
 }
 
-/// Drives run `id` from where the store says it is to its end.
+/// Drives run `id` from where the store says it is to its end, or to a wait for a human:
+/// then the answer is the wait's deadline (stored time form), when it is to be driven again.
 pub(super) async fn drive(
     deps: Arc<RunDeps>,
     id: String,
     seed: Option<Seed>,
     cancel: CancellationToken,
     meta: Arc<ActorMeta>,
-) {
+) -> Option<String> {
     meta.set_state("loading");
     // A run just created is as its creator made it and claimed (a cancel that came first
     // reached this actor); any other is claimed, then loaded.
     let (mut run, admitted) = match seed {
         Some(Seed { run, admitted }) => (run, admitted),
-        None => match claim_and_load(&deps, &id).await {
-            Some(run) => (run, false),
-            None => return,
-        },
+        None => (claim_and_load(&deps, &id).await?, false),
     };
     if run.cancel_requested {
         cancel.cancel();
     }
     let mut log = writer(&deps, &run);
     let tenant = run.tenant_id.clone();
+    if run.status == RunStatus::RequiresAction {
+        // Nobody drives a waiting run: it is taken up to end it (a cancel, its deadline),
+        // or by chance (a restart), when it goes on waiting.
+        let until = run
+            .pause
+            .as_ref()
+            .map(|p| p.until.clone())
+            .unwrap_or_default();
+        let ending = if cancel.is_cancelled() {
+            Ok(Ending::Cancelled)
+        } else if time::until(&until).is_zero() {
+            Err(Failure::new(
+                "approval_timeout",
+                format!(
+                    "no answer to the pending tool calls within {} s",
+                    run.spec.approval_timeout_secs
+                ),
+            ))
+        } else {
+            return Some(until);
+        };
+        finish(&*deps.store, &mut run, &mut log, ending).await;
+        return None;
+    }
     tracing::Span::current().record("tenant_id", tenant.as_str());
     meta.set_owner(&tenant);
     meta.set_state("queued");
@@ -86,7 +109,7 @@ pub(super) async fn drive(
         slotted = take_slot(&deps, &run, admitted, &mut log) => slotted,
         _ = cancel.cancelled() => {
             finish(&*deps.store, &mut run, &mut log, Ok(Ending::Cancelled)).await;
-            return;
+            return None;
         }
     };
     let queued_said = slotted.unwrap_or_else(|e| {
@@ -107,7 +130,7 @@ pub(super) async fn drive(
         _ = cancel.cancelled() => {
             deps.tenants.release(&tenant, &id).await;
             finish(&*deps.store, &mut run, &mut log, Ok(Ending::Cancelled)).await;
-            return;
+            return None;
         }
     };
     if let Err(e) = admitted {
@@ -123,9 +146,7 @@ pub(super) async fn drive(
         ending = match start(&*deps.store, &mut run, &mut log).await {
             Err(e) => Err(e),
             Ok(said_step) => tokio::select! {
-                outcome = run_steps(&deps, &mut run, &mut log, said_step) => {
-                    outcome.map(|(output, last_step)| Ending::Completed(output, last_step))
-                }
+                outcome = run_steps(&deps, &mut run, &mut log, said_step) => outcome,
                 _ = cancel.cancelled() => Ok(Ending::Cancelled),
                 _ = tokio::time::sleep_until(deadline) => Err(Failure::new(
                     "run_timeout",
@@ -141,9 +162,24 @@ pub(super) async fn drive(
             // Another node claimed the run (this one lost its lease): it drives it now.
             tracing::warn!(run_id = %id, "run taken over by another node; this driver stops");
             deps.tenants.release(&tenant, &id).await;
-            return;
+            return None;
         }
         meta.record_error(&format!("{}: {}", e.code, e.message));
+    }
+    if let Ok(Ending::Paused(pause)) = ending {
+        meta.set_state("waiting");
+        let until = pause.until.clone();
+        let paused = wait_for_approval(&*deps.store, &mut run, &mut log, pause).await;
+        deps.tenants.release(&tenant, &id).await;
+        return match paused {
+            Ok(()) => Some(until),
+            // Not saved: the run is driven again from its last saved step (the model is
+            // asked again), by this node's next reclaim or another's.
+            Err(e) => {
+                tracing::error!(run_id = %id, error = %e.message, "the run's wait not saved");
+                None
+            }
+        };
     }
     meta.set_state("finishing");
     finish(&*deps.store, &mut run, &mut log, ending).await;
@@ -155,6 +191,7 @@ pub(super) async fn drive(
         "run ended"
     );
     deps.tenants.release(&tenant, &id).await;
+    None
 }
 
 /// For a chat reply: says that it waits for a run slot (`reply.queued`); whether it did.
@@ -245,6 +282,8 @@ enum Ending {
     /// run's end (one commit for both) rather than on its own.
     Completed(String, StreamEvent),
     Cancelled,
+    /// A step's tool calls wait for a human.
+    Paused(Pause),
 }
 
 /// What a run says on its stream: its own events, or, for a run that writes a chat reply,
@@ -354,6 +393,14 @@ async fn start(
             .await?;
         return Ok(None);
     }
+    if run.started_at.is_some() {
+        // Answered after a wait for a human: running again, from the step that waited.
+        run.status = RunStatus::Running;
+        let events = [log.event(&voice.say(RunEvent::RunResumed { after_step: step }))];
+        retrying(log.store_retry(), || store.start_run(run, &events, None)).await?;
+        log.publish_all(&events);
+        return Ok(None);
+    }
     run.status = RunStatus::Running;
     run.started_at = Some(now());
     metrics::counter!("dgidgi_runs_started_total").increment(1);
@@ -364,7 +411,7 @@ async fn start(
         })),
         log.event(&voice.say(RunEvent::StepStarted { step: step as u32 })),
     ];
-    let started = DomainEvent::AgentStarted;
+    let started = Some(DomainEvent::AgentStarted);
     retrying(log.store_retry(), || store.start_run(run, &events, started)).await?;
     log.publish_all(&events);
     Ok(Some(step as u32))
@@ -376,9 +423,41 @@ async fn finish(
     log: &mut EventWriter,
     ending: Result<Ending, Failure>,
 ) {
+    // A wait for a human that ends without the calls running (a cancel, its deadline): each
+    // call gets a result that says so, so that a later conversation answers every call.
+    let mut last_step = false;
+    if let Some(pause) = run.pause.take() {
+        let why = match &ending {
+            Err(e) => format!("This tool call did not run: {}", e.message),
+            _ => "This tool call did not run: the run was cancelled while it waited for approval."
+                .to_string(),
+        };
+        let waited: Vec<String> = pause.calls.iter().map(|c| c.tool_call_id.clone()).collect();
+        let step = pause.abandon(&why);
+        let voice = Voice::of(run);
+        for result in step
+            .tool_results
+            .iter()
+            .filter(|r| waited.contains(&r.tool_call_id))
+        {
+            log.queue(&voice.say(RunEvent::ToolResult {
+                step: step.index,
+                id: result.tool_call_id.clone(),
+                name: result.name.clone(),
+                output: result.output.clone(),
+                is_error: true,
+            }));
+        }
+        log.queue(&voice.say(RunEvent::StepCompleted {
+            step: step.index,
+            usage: step.usage,
+            tool_calls: step.tool_calls.len(),
+        }));
+        run.steps.push(step);
+        last_step = true;
+    }
     // The run's end decides its event on the stream and the domain event webhooks get.
     let mut events = log.take_pending();
-    let mut last_step = false;
     let (ended, domain) = match ending {
         Ok(Ending::Completed(output, step)) => {
             last_step = true;
@@ -391,7 +470,7 @@ async fn finish(
                 Some(DomainEvent::AgentCompleted),
             )
         }
-        Ok(Ending::Cancelled) => {
+        Ok(Ending::Cancelled | Ending::Paused(_)) => {
             run.status = RunStatus::Cancelled;
             let steps = run.steps.len();
             (RunEvent::RunCancelled { steps }, None)
@@ -427,8 +506,38 @@ async fn finish(
     }
 }
 
-/// The step loop: stops when the model answers without tool calls or the budget is spent.
-/// Its answer: the output, and the last step's `step.completed`, not yet saved (the run's
+/// Saves `run` as waiting for a human with `pause`, says so (`run.requires_action`, and
+/// the `agent.requires_action` webhook event), and lets go of it.
+async fn wait_for_approval(
+    store: &dyn RunStore,
+    run: &mut Run,
+    log: &mut EventWriter,
+    pause: Pause,
+) -> Result<(), Failure> {
+    let said = Voice::of(run).say(RunEvent::RunRequiresAction {
+        step: pause.step.index,
+        pending_tool_calls: pause.calls.clone(),
+        expires_at: pause.until.clone(),
+    });
+    run.status = RunStatus::RequiresAction;
+    run.pause = Some(pause);
+    let mut events = log.take_pending();
+    events.push(log.event(&said));
+    let domain = DomainEvent::AgentRequiresAction;
+    retrying(log.store_retry(), || store.pause_run(run, &events, domain)).await?;
+    log.publish_all(&events);
+    metrics::counter!("dgidgi_runs_paused_total").increment(1);
+    tracing::info!(
+        calls = run.pause.as_ref().map_or(0, |p| p.calls.len()),
+        "run waits for approval"
+    );
+    Ok(())
+}
+
+/// The step loop: stops when the model answers without tool calls, asks for a tool that
+/// waits for a human (`Ending::Paused`), or the step budget is spent. A run resumed after
+/// such a wait first runs (or refuses) the calls as they were answered. Its answer on
+/// completion: the output, and the last step's `step.completed`, not yet saved (the run's
 /// end saves it, with the tokens still queued, in the same commit). `said`: the step whose
 /// `step.started` the run's start wrote.
 async fn run_steps(
@@ -436,7 +545,7 @@ async fn run_steps(
     run: &mut Run,
     log: &mut EventWriter,
     mut said: Option<u32>,
-) -> Result<(String, StreamEvent), Failure> {
+) -> Result<Ending, Failure> {
     let tool_specs = tools::specs(&run.spec.tools);
     let workspace = if tool_specs.is_empty() {
         Workspace::new(Err("this run has no tools".into()))
@@ -444,6 +553,10 @@ async fn run_steps(
         Workspace::new(deps.workspaces.open(&run.tenant_id, &run.project_id).await)
     };
     let voice = Voice::of(run);
+    if let Some(pause) = run.pause.take() {
+        let step = answered(run, log, &voice, &workspace, pause).await?;
+        close_step(deps, run, log, &voice, step, None).await?;
+    }
     while (run.steps.len() as u32) < run.spec.max_steps {
         let index = run.steps.len() as u32;
         let started_at = now();
@@ -486,56 +599,40 @@ async fn run_steps(
             started_at,
             finished_at: String::new(),
         };
-        for call in &step.tool_calls {
-            log.emit(&voice.say(RunEvent::ToolCalled {
+        run.usage.add(step.usage);
+        // Calls that need nobody's yes run now; the others wait, all together.
+        let mut waiting = Vec::new();
+        for call in step.tool_calls.clone() {
+            let said = voice.say(RunEvent::ToolCalled {
                 step: index,
                 id: call.id.clone(),
                 name: call.name.clone(),
                 arguments: call.arguments.clone(),
-            }))
-            .await?;
-            let outcome = workspace.run(call).await;
-            if let Some(artifact) = outcome.artifact {
-                run.artifacts.retain(|a| a.path != artifact.path);
-                run.artifacts.push(artifact);
-            }
-            log.emit(&voice.say(RunEvent::ToolResult {
-                step: index,
-                id: call.id.clone(),
-                name: call.name.clone(),
-                output: outcome.output.clone(),
-                is_error: outcome.is_error,
-            }))
-            .await?;
-            step.tool_results.push(ToolResult {
-                tool_call_id: call.id.clone(),
-                name: call.name.clone(),
-                output: outcome.output,
-                is_error: outcome.is_error,
             });
+            log.emit(&said).await?;
+            if run.spec.needs_approval(&call.name) {
+                waiting.push(PendingCall {
+                    tool_call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                    decision: None,
+                });
+                continue;
+            }
+            let result = call_tool(run, log, &voice, &workspace, index, &call).await?;
+            step.tool_results.push(result);
         }
-        step.finished_at = now();
-        metrics::histogram!("dgidgi_step_duration_seconds")
-            .record(step_began.elapsed().as_secs_f64());
-        run.usage.add(step.usage);
-        let done = step.tool_calls.is_empty();
-        let event = log.event(&voice.say(RunEvent::StepCompleted {
-            step: index,
-            usage: step.usage,
-            tool_calls: step.tool_calls.len(),
-        }));
-        run.steps.push(step);
-        let step = run.steps.last().expect("just pushed");
-        if done {
-            return Ok((step.text.clone(), event));
+        if !waiting.is_empty() {
+            let until = time::later(Duration::from_secs(run.spec.approval_timeout_secs));
+            return Ok(Ending::Paused(Pause {
+                step,
+                calls: waiting,
+                until,
+            }));
         }
-        let mut events = log.take_pending();
-        events.push(event);
-        retrying(deps.settings.store_retry, || {
-            deps.store.save_step(run, step, &events)
-        })
-        .await?;
-        log.publish_all(&events);
+        if let Some(output) = close_step(deps, run, log, &voice, step, Some(step_began)).await? {
+            return Ok(output);
+        }
     }
     Err(Failure::new(
         "step_budget_exhausted",
@@ -544,6 +641,139 @@ async fn run_steps(
             run.spec.max_steps
         ),
     ))
+}
+
+/// Ends `step`: the run keeps it, and it is saved with the events still queued, unless it
+/// answered without tool calls: then the run completes with it (`Ending::Completed`; the
+/// run's end saves it).
+async fn close_step(
+    deps: &RunDeps,
+    run: &mut Run,
+    log: &mut EventWriter,
+    voice: &Voice,
+    mut step: Step,
+    began: Option<std::time::Instant>,
+) -> Result<Option<Ending>, Failure> {
+    step.finished_at = now();
+    if let Some(began) = began {
+        metrics::histogram!("dgidgi_step_duration_seconds").record(began.elapsed().as_secs_f64());
+    }
+    let done = step.tool_calls.is_empty();
+    let event = log.event(&voice.say(RunEvent::StepCompleted {
+        step: step.index,
+        usage: step.usage,
+        tool_calls: step.tool_calls.len(),
+    }));
+    run.steps.push(step);
+    let step = run.steps.last().expect("just pushed");
+    if done {
+        return Ok(Some(Ending::Completed(step.text.clone(), event)));
+    }
+    let mut events = log.take_pending();
+    events.push(event);
+    retrying(deps.settings.store_retry, || {
+        deps.store.save_step(run, step, &events)
+    })
+    .await?;
+    log.publish_all(&events);
+    Ok(None)
+}
+
+/// The step that waited, once every call is answered: approved calls run (with the
+/// arguments a human edited, if so: the step keeps those), denied ones get the denial and
+/// its reason as their result, which the model reads next.
+async fn answered(
+    run: &mut Run,
+    log: &mut EventWriter,
+    voice: &Voice,
+    workspace: &Workspace,
+    pause: Pause,
+) -> Result<Step, Failure> {
+    let Pause {
+        mut step, calls, ..
+    } = pause;
+    for pending in calls {
+        let decision = pending.decision.unwrap_or(super::Decision {
+            approve: false,
+            arguments: None,
+            reason: Some("no answer was recorded".into()),
+        });
+        let Some(call) = step
+            .tool_calls
+            .iter_mut()
+            .find(|c| c.id == pending.tool_call_id)
+        else {
+            continue;
+        };
+        if !decision.approve {
+            let reason = decision.reason.unwrap_or_default();
+            let mut output = "A human denied this tool call.".to_string();
+            if !reason.is_empty() {
+                output.push_str(&format!(" Reason: {reason}"));
+            }
+            log.emit(&voice.say(RunEvent::ToolResult {
+                step: step.index,
+                id: call.id.clone(),
+                name: call.name.clone(),
+                output: output.clone(),
+                is_error: true,
+            }))
+            .await?;
+            step.tool_results.push(ToolResult {
+                tool_call_id: call.id.clone(),
+                name: call.name.clone(),
+                output,
+                is_error: true,
+            });
+            continue;
+        }
+        if let Some(arguments) = decision.arguments {
+            call.arguments = arguments;
+            log.emit(&voice.say(RunEvent::ToolCalled {
+                step: step.index,
+                id: call.id.clone(),
+                name: call.name.clone(),
+                arguments: call.arguments.clone(),
+            }))
+            .await?;
+        }
+        let call = call.clone();
+        let result = call_tool(run, log, voice, workspace, step.index, &call).await?;
+        step.tool_results.push(result);
+    }
+    step.order_results();
+    Ok(step)
+}
+
+/// Runs one tool call on the run's workspace, keeps the file it wrote among the run's
+/// artifacts, and says its result (`tool.result`).
+async fn call_tool(
+    run: &mut Run,
+    log: &mut EventWriter,
+    voice: &Voice,
+    workspace: &Workspace,
+    step: u32,
+    call: &ToolCall,
+) -> Result<ToolResult, Failure> {
+    let outcome = workspace.run(call).await;
+    if let Some(artifact) = outcome.artifact {
+        run.artifacts.retain(|a| a.path != artifact.path);
+        run.artifacts.push(artifact);
+    }
+    log.emit(&voice.say(RunEvent::ToolResult {
+        step,
+        id: call.id.clone(),
+        name: call.name.clone(),
+        output: outcome.output.clone(),
+        is_error: outcome.is_error,
+    }))
+    .await?;
+    Ok(ToolResult {
+        tool_call_id: call.id.clone(),
+        name: call.name.clone(),
+        output: outcome.output,
+        is_error: outcome.is_error,
+    })
 }
 
 /// The messages of the next step: instructions, the conversation so far (for a chat reply),

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Approvals};
 use crate::chat::Message;
 use crate::events::{DomainEvent, EventHub, EventLog, StreamEvent, View};
 use crate::provider::{ChatMessage, ProviderSet, ToolCall, Usage};
@@ -86,9 +86,26 @@ pub struct RunSpec {
     pub max_steps: u32,
     pub temperature: Option<f32>,
     pub timeout_secs: u64,
+    /// The tools whose calls wait for a human's yes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<Approvals>,
+    /// How long a call waits for its human.
+    #[serde(default = "default_approval_timeout")]
+    pub approval_timeout_secs: u64,
     /// For a run that writes a chat reply: the conversation it continues.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat: Option<ChatTurn>,
+}
+
+fn default_approval_timeout() -> u64 {
+    crate::agent::DEFAULT_APPROVAL_TIMEOUT_SECS
+}
+
+impl RunSpec {
+    /// Whether a call of `tool` waits for a human's yes.
+    pub fn needs_approval(&self, tool: &str) -> bool {
+        self.approvals.as_ref().is_some_and(|a| a.covers(tool))
+    }
 }
 
 /// What a run that answers a chat message knows of its session: the message it answers
@@ -136,6 +153,106 @@ impl Step {
             content: result.output.clone(),
         }));
         messages
+    }
+
+    /// The results in the order of the calls they answer.
+    pub fn order_results(&mut self) {
+        let at = |id: &str| self.tool_calls.iter().position(|c| c.id == id);
+        let mut results = std::mem::take(&mut self.tool_results);
+        results.sort_by_key(|r| at(&r.tool_call_id));
+        self.tool_results = results;
+    }
+}
+
+/// A step whose tool calls wait for a human (the run is `requires_action`): the step as
+/// far as it went (the model's answer, the results of the calls that needed nobody), the
+/// calls that wait, each with its answer once given, and when the wait ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pause {
+    pub step: Step,
+    pub calls: Vec<PendingCall>,
+    /// The wait's deadline (stored time form); then the run fails with `approval_timeout`.
+    pub until: String,
+}
+
+/// A tool call that waits for a human, and the answer once given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingCall {
+    pub tool_call_id: String,
+    pub name: String,
+    /// The arguments as the model wrote them (JSON text).
+    pub arguments: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+}
+
+/// A human's answer to one pending call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub approve: bool,
+    /// Approved with these arguments (JSON text) instead of the model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+    /// Why it was denied: the model sees it as the tool's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Why decisions were not recorded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecideError {
+    /// The run does not wait for anyone (its status).
+    #[error("the run is {0}, not waiting for approval")]
+    NotWaiting(&'static str),
+    /// A decision names a call that does not wait.
+    #[error("no pending tool call '{0}'")]
+    Unknown(String),
+    /// A decision names a call answered already.
+    #[error("tool call '{0}' has been answered already")]
+    Answered(String),
+    #[error(transparent)]
+    Store(#[from] StoreFailure),
+}
+
+impl Pause {
+    /// Whether every waiting call has its answer.
+    pub fn answered(&self) -> bool {
+        self.calls.iter().all(|c| c.decision.is_some())
+    }
+
+    /// Records `decisions` (by tool call id): each must name a call that waits and has no
+    /// answer yet; none is recorded unless all can be.
+    pub fn decide(&mut self, decisions: Vec<(String, Decision)>) -> Result<(), DecideError> {
+        let mut next = self.calls.clone();
+        for (id, decision) in decisions {
+            let call = next
+                .iter_mut()
+                .find(|c| c.tool_call_id == id)
+                .ok_or_else(|| DecideError::Unknown(id.clone()))?;
+            if call.decision.is_some() {
+                return Err(DecideError::Answered(id));
+            }
+            call.decision = Some(decision);
+        }
+        self.calls = next;
+        Ok(())
+    }
+
+    /// The step as it stands when the wait ends without the calls running (a cancel, a
+    /// timeout): each call that did not run gets `why` as its (error) result, so that a
+    /// later conversation has an answer for every call.
+    pub fn abandon(mut self, why: &str) -> Step {
+        for call in &self.calls {
+            self.step.tool_results.push(ToolResult {
+                tool_call_id: call.tool_call_id.clone(),
+                name: call.name.clone(),
+                output: why.to_string(),
+                is_error: true,
+            });
+        }
+        self.step.order_results();
+        self.step.finished_at = crate::time::now();
+        self.step
     }
 }
 
@@ -210,6 +327,19 @@ pub struct Run {
     /// A cancel was asked for (through any node); the run's driver, now or next, stops it.
     #[serde(skip)]
     pub cancel_requested: bool,
+    /// While `requires_action`: the step whose tool calls wait for a human.
+    #[serde(
+        rename = "pending_tool_calls",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "pending_calls"
+    )]
+    pub pause: Option<Pause>,
+}
+
+/// A run's pause as its `pending_tool_calls`.
+fn pending_calls<S: serde::Serializer>(pause: &Option<Pause>, out: S) -> Result<S::Ok, S::Error> {
+    let calls: &[PendingCall] = pause.as_ref().map_or(&[], |p| &p.calls);
+    calls.serialize(out)
 }
 
 impl Run {
@@ -252,13 +382,32 @@ pub trait RunStore: EventLog {
     ) -> Result<Option<Created>, StoreFailure>;
     /// The run with its finished steps and the last event seq of its stream.
     async fn load_run(&self, id: &str) -> Result<Option<Run>, StoreFailure>;
-    /// Stores the run as started, `events` and (in the same transaction) `domain`.
+    /// Stores the run as started (or resumed after a pause), `events` and (in the same
+    /// transaction) `domain`, if any.
     async fn start_run(
+        &self,
+        run: &Run,
+        events: &[StreamEvent],
+        domain: Option<DomainEvent>,
+    ) -> Result<(), StoreFailure>;
+    /// Stores the run as waiting for a human (`requires_action`, with `run.pause`),
+    /// `events` and (in the same transaction) `domain`; the run lets go of its owner and
+    /// its run slot: whoever resumes it claims it and takes a slot again.
+    async fn pause_run(
         &self,
         run: &Run,
         events: &[StreamEvent],
         domain: DomainEvent,
     ) -> Result<(), StoreFailure>;
+    /// Replaces the pause of waiting run `id`, if it is still `before` (false: it changed
+    /// meanwhile, or the run no longer waits), with `after`; when `after` has every answer,
+    /// the run is queued again in the same write.
+    async fn record_decisions(
+        &self,
+        id: &str,
+        before: &Pause,
+        after: &Pause,
+    ) -> Result<bool, StoreFailure>;
     /// Records a finished step, the run's artifacts and usage so far, and `events` (its
     /// `step.completed` last).
     async fn save_step(

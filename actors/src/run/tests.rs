@@ -150,11 +150,14 @@ fn queued(id: &str, max_steps: u32) -> Run {
             max_steps,
             temperature: None,
             timeout_secs: 30,
+            approvals: None,
+            approval_timeout_secs: 60,
             chat: None,
         },
         last_seq: 0,
         epoch: 0,
         cancel_requested: false,
+        pause: None,
     }
 }
 
@@ -358,4 +361,73 @@ async fn a_run_that_writes_a_chat_reply_speaks_on_its_sessions_stream() {
         *memory.domain.lock().unwrap(),
         [DomainEvent::AgentStarted, DomainEvent::AgentCompleted]
     );
+}
+
+#[test]
+fn a_pause_records_all_of_a_request_s_answers_or_none() {
+    use super::{DecideError, Decision, Pause, PendingCall};
+    let call = |id: &str| PendingCall {
+        tool_call_id: id.into(),
+        name: "write_file".into(),
+        arguments: "{}".into(),
+        decision: None,
+    };
+    let yes = Decision {
+        approve: true,
+        arguments: None,
+        reason: None,
+    };
+    let mut pause = Pause {
+        step: queued_step(),
+        calls: vec![call("call_0"), call("call_1")],
+        until: String::new(),
+    };
+    let unknown = pause.decide(vec![
+        ("call_1".into(), yes.clone()),
+        ("call_9".into(), yes.clone()),
+    ]);
+    assert_eq!(unknown, Err(DecideError::Unknown("call_9".into())));
+    assert!(
+        pause.calls.iter().all(|c| c.decision.is_none()),
+        "nothing recorded"
+    );
+    pause.decide(vec![("call_1".into(), yes.clone())]).unwrap();
+    assert!(!pause.answered());
+    let twice = pause.decide(vec![
+        ("call_0".into(), yes.clone()),
+        ("call_1".into(), yes.clone()),
+    ]);
+    assert_eq!(twice, Err(DecideError::Answered("call_1".into())));
+    assert!(pause.calls[0].decision.is_none(), "nothing recorded");
+    pause.decide(vec![("call_0".into(), yes)]).unwrap();
+    assert!(pause.answered());
+    // A wait abandoned gives each call that did not run a result, in the calls' order.
+    let step = pause.abandon("did not run");
+    let ids: Vec<_> = step
+        .tool_results
+        .iter()
+        .map(|r| r.tool_call_id.as_str())
+        .collect();
+    assert_eq!(ids, ["call_0", "call_1"]);
+    assert!(step.tool_results.iter().all(|r| r.is_error));
+}
+
+fn queued_step() -> Step {
+    use crate::provider::ToolCall;
+    let call = |id: &str| ToolCall {
+        id: id.into(),
+        name: "write_file".into(),
+        arguments: "{}".into(),
+    };
+    Step {
+        index: 0,
+        provider: "scripted".into(),
+        model: "m".into(),
+        text: String::new(),
+        tool_calls: vec![call("call_0"), call("call_1")],
+        tool_results: Vec::new(),
+        usage: Usage::default(),
+        started_at: String::new(),
+        finished_at: String::new(),
+    }
 }

@@ -8,6 +8,7 @@ import type { components } from './generated/api.js';
 type Usage = components['schemas']['Usage'];
 type Message = components['schemas']['Message'];
 type Failure = components['schemas']['RunError'];
+type PendingToolCall = components['schemas']['PendingToolCall'];
 
 /** The events of one step of a run (in a chat session, each also names its `reply_id`). */
 export type StepEvent<Extra = object> =
@@ -18,7 +19,12 @@ export type StepEvent<Extra = object> =
       'tool.result',
       { step: number; id: string; name: string; output: string; is_error: boolean } & Extra
     >
-  | StreamEvent<'step.completed', { step: number; usage: Usage; tool_calls: number } & Extra>;
+  | StreamEvent<'step.completed', { step: number; usage: Usage; tool_calls: number } & Extra>
+  /** Tool calls wait for a human's answer (`runs.approve`); the run resumes once each has one. */
+  | StreamEvent<
+      'run.requires_action',
+      { step: number; pending_tool_calls: PendingToolCall[]; expires_at: string } & Extra
+    >;
 
 /** A reply's end: the message as stored (status complete, failed or cancelled). */
 type ReplyEnd = { reply_id: string; message: Message; usage: Usage | null; error: Failure | null };

@@ -32,6 +32,7 @@ export const ROUTES = {
   'runs.list': ['GET', '/agents/{id}/runs'],
   'runs.get': ['GET', '/agents/{id}/runs/{run_id}'],
   'runs.cancel': ['POST', '/agents/{id}/runs/{run_id}/cancel'],
+  'runs.approve': ['POST', '/agents/{id}/runs/{run_id}/approve'],
   'runs.stream': ['GET', '/agents/{id}/runs/{run_id}/stream'],
   'chat.createSession': ['POST', '/chat/sessions'],
   'chat.listSessions': ['GET', '/chat/sessions'],
@@ -155,6 +156,13 @@ export function resources(client: DgiDgiClient) {
     /** Cancels the run (at once if it is queued, at its next event if it is running). */
     cancel: (agentId: string, runId: string, options?: CallOptions) =>
       call('runs.cancel', [agentId, runId], options),
+    /**
+     * Answers tool calls the run waits on (`requires_action`, listed in its
+     * `pending_tool_calls`): approve (with edited `arguments` if need be) or deny with a
+     * `reason` the model reads. The run resumes once every pending call has an answer.
+     */
+    approve: (agentId: string, runId: string, body: Body<'runs.approve'>, options?: CallOptions) =>
+      call('runs.approve', [agentId, runId], options, body),
     /** The run's events, live, resumed after drops; ends with the run. */
     stream: (agentId: string, runId: string, options?: StreamOptions & { tenantId?: string }) =>
       stream<RunStreamEvent>('runs.stream', [agentId, runId], RUN_ENDS, options),
@@ -194,7 +202,8 @@ export function resources(client: DgiDgiClient) {
       /**
        * Runs the agent on a goal. By default waits for the run's end, however long it takes
        * (the server waits up to 30 s per call, then the run's stream is followed), and
-       * returns the finished run: `run.output`. `{ wait: false }` returns the queued run.
+       * returns the finished run: `run.output`, or the run that waits for a human's answer
+       * (`requires_action`: see `runs.approve`). `{ wait: false }` returns the queued run.
        */
       execute: async (
         id: string,
@@ -208,8 +217,10 @@ export function resources(client: DgiDgiClient) {
           ...(serverWait ? { wait: serverWait } : {}),
         })) as Run;
         if (!wait || !['queued', 'running'].includes(run.status)) return run;
-        for await (const _ of runs.stream(id, run.id, { signal: options?.signal, tenantId: options?.tenantId, lastEventId: 0 })) {
-          // Every event up to the run's end; the run as stored then says how it ended.
+        for await (const event of runs.stream(id, run.id, { signal: options?.signal, tenantId: options?.tenantId, lastEventId: 0 })) {
+          // Every event up to the run's end, or up to a wait for a human (`runs.approve`);
+          // the run as stored then says where it is.
+          if (event.event === 'run.requires_action') break;
         }
         return (await runs.get(id, run.id, options)) as Run;
       },

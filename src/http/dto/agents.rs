@@ -1,5 +1,6 @@
 use dgidgi_actors as domain;
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 
 /// How far an agent may go on its own.
@@ -36,6 +37,12 @@ pub struct AgentConfig {
     pub temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// The tools whose calls wait for a human's yes: `"all"` or a list of tool names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<Value>,
+    /// How long a call waits for its answer before the run fails (`approval_timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_timeout_seconds: Option<u64>,
 }
 
 impl From<domain::agent::AgentConfig> for AgentConfig {
@@ -45,6 +52,10 @@ impl From<domain::agent::AgentConfig> for AgentConfig {
             max_steps: c.max_steps,
             temperature: c.temperature,
             timeout_seconds: c.timeout_seconds,
+            approvals: c
+                .approvals
+                .map(|a| serde_json::to_value(a).expect("approvals serialize")),
+            approval_timeout_seconds: c.approval_timeout_seconds,
         }
     }
 }

@@ -152,6 +152,44 @@ impl From<domain::tools::Artifact> for Artifact {
     }
 }
 
+/// A tool call that waits for a human's answer, and the answer once given.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PendingToolCall {
+    pub tool_call_id: String,
+    pub name: String,
+    /// The arguments as the model wrote them (JSON text).
+    pub arguments: String,
+    /// The answer recorded so far (other calls of the step may still wait).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<ToolDecision>,
+}
+
+/// A human's answer to one call.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolDecision {
+    pub approve: bool,
+    /// Approved with these arguments (JSON text) instead of the model's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl From<domain::run::PendingCall> for PendingToolCall {
+    fn from(c: domain::run::PendingCall) -> Self {
+        Self {
+            tool_call_id: c.tool_call_id,
+            name: c.name,
+            arguments: c.arguments,
+            decision: c.decision.map(|d| ToolDecision {
+                approve: d.approve,
+                arguments: d.arguments,
+                reason: d.reason,
+            }),
+        }
+    }
+}
+
 /// An agent run as stored.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Run {
@@ -177,10 +215,19 @@ pub struct Run {
     /// For a run that writes a chat reply: the reply message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
+    /// While `requires_action`: the tool calls that wait for a human's answer
+    /// (`POST .../approve`), and when the wait ends (then the run fails with
+    /// `approval_timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_tool_calls: Option<Vec<PendingToolCall>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_expires_at: Option<String>,
 }
 
 impl From<domain::run::Run> for Run {
     fn from(r: domain::run::Run) -> Self {
+        let waits = r.status == domain::run::RunStatus::RequiresAction;
+        let pause = r.pause.filter(|_| waits);
         Self {
             id: r.id,
             tenant_id: r.tenant_id,
@@ -200,6 +247,8 @@ impl From<domain::run::Run> for Run {
             updated_at: r.updated_at,
             session_id: r.session_id,
             message_id: r.message_id,
+            approval_expires_at: pause.as_ref().map(|p| p.until.clone()),
+            pending_tool_calls: pause.map(|p| all(p.calls)),
         }
     }
 }

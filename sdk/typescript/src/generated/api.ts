@@ -83,6 +83,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/agents/{id}/runs/{run_id}/approve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["approve_run"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/agents/{id}/runs/{run_id}/cancel": {
         parameters: {
             query?: never;
@@ -755,6 +771,13 @@ export interface components {
         };
         /** @description How an agent behaves; camelCase both ways, as the SDK sends it. */
         AgentConfig: {
+            /** @description The tools whose calls wait for a human's yes: `"all"` or a list of tool names. */
+            approvals?: unknown;
+            /**
+             * Format: int64
+             * @description How long a call waits for its answer before the run fails (`approval_timeout`).
+             */
+            approvalTimeoutSeconds?: number | null;
             autonomyLevel: components["schemas"]["Autonomy"];
             /** Format: int32 */
             maxSteps?: number | null;
@@ -776,6 +799,20 @@ export interface components {
             scopes: string[];
             tenant_id?: string | null;
             type: string;
+        };
+        /** @description A human's answers to tool calls a run waits on. */
+        Approve: {
+            /** @description One answer per call, by its id; calls left out keep waiting. */
+            decisions: components["schemas"]["ApproveDecision"][];
+        };
+        ApproveDecision: {
+            /** @description Yes (the call runs) or no (the model gets the denial as the tool's result). */
+            approve: boolean;
+            /** @description With a yes: the arguments to run the call with instead of the model's (a JSON object). */
+            arguments?: unknown;
+            /** @description With a no: why, for the model. */
+            reason?: string | null;
+            toolCallId: string;
         };
         /** @description A file a run wrote. */
         Artifact: {
@@ -808,6 +845,10 @@ export interface components {
             status: string;
         };
         ConfigBody: {
+            /** @description The tools whose calls wait for a human's yes: `"all"` or a list of tool names. */
+            approvals?: unknown;
+            /** Format: int64 */
+            approvalTimeoutSeconds?: number | null;
             autonomyLevel?: string | null;
             /** Format: int32 */
             maxSteps?: number | null;
@@ -1081,6 +1122,7 @@ export interface components {
             /** @description An agent run as stored. */
             data: {
                 agent_id: string;
+                approval_expires_at?: string | null;
                 artifacts: components["schemas"]["Artifact"][];
                 created_at: string;
                 error?: null | components["schemas"]["RunError"];
@@ -1091,6 +1133,12 @@ export interface components {
                 /** @description For a run that writes a chat reply: the reply message. */
                 message_id?: string | null;
                 output?: string | null;
+                /**
+                 * @description While `requires_action`: the tool calls that wait for a human's answer
+                 *     (`POST .../approve`), and when the wait ends (then the run fails with
+                 *     `approval_timeout`).
+                 */
+                pending_tool_calls?: components["schemas"]["PendingToolCall"][] | null;
                 project_id: string;
                 /** @description For a run that writes a chat reply: its session. */
                 session_id?: string | null;
@@ -1331,6 +1379,7 @@ export interface components {
         Envelope_Vec_Run: {
             data: {
                 agent_id: string;
+                approval_expires_at?: string | null;
                 artifacts: components["schemas"]["Artifact"][];
                 created_at: string;
                 error?: null | components["schemas"]["RunError"];
@@ -1341,6 +1390,12 @@ export interface components {
                 /** @description For a run that writes a chat reply: the reply message. */
                 message_id?: string | null;
                 output?: string | null;
+                /**
+                 * @description While `requires_action`: the tool calls that wait for a human's answer
+                 *     (`POST .../approve`), and when the wait ends (then the run fails with
+                 *     `approval_timeout`).
+                 */
+                pending_tool_calls?: components["schemas"]["PendingToolCall"][] | null;
                 project_id: string;
                 /** @description For a run that writes a chat reply: its session. */
                 session_id?: string | null;
@@ -1489,6 +1544,14 @@ export interface components {
             this: boolean;
             version: string;
         };
+        /** @description A tool call that waits for a human's answer, and the answer once given. */
+        PendingToolCall: {
+            /** @description The arguments as the model wrote them (JSON text). */
+            arguments: string;
+            decision?: null | components["schemas"]["ToolDecision"];
+            name: string;
+            tool_call_id: string;
+        };
         PostBody: {
             content: string;
         };
@@ -1536,6 +1599,7 @@ export interface components {
         /** @description An agent run as stored. */
         Run: {
             agent_id: string;
+            approval_expires_at?: string | null;
             artifacts: components["schemas"]["Artifact"][];
             created_at: string;
             error?: null | components["schemas"]["RunError"];
@@ -1546,6 +1610,12 @@ export interface components {
             /** @description For a run that writes a chat reply: the reply message. */
             message_id?: string | null;
             output?: string | null;
+            /**
+             * @description While `requires_action`: the tool calls that wait for a human's answer
+             *     (`POST .../approve`), and when the wait ends (then the run fails with
+             *     `approval_timeout`).
+             */
+            pending_tool_calls?: components["schemas"]["PendingToolCall"][] | null;
             project_id: string;
             /** @description For a run that writes a chat reply: its session. */
             session_id?: string | null;
@@ -1720,6 +1790,13 @@ export interface components {
             arguments: string;
             id: string;
             name: string;
+        };
+        /** @description A human's answer to one call. */
+        ToolDecision: {
+            approve: boolean;
+            /** @description Approved with these arguments (JSON text) instead of the model's. */
+            arguments?: string | null;
+            reason?: string | null;
         };
         /** @description A tool's answer to one call. */
         ToolResult: {
@@ -2575,6 +2652,118 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Run"];
+                };
+            };
+            /** @description VALIDATION_ERROR: a field, the body or the query is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description UNAUTHORIZED: missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description FORBIDDEN: a scope, an operator-only route, or a plan gate */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description RESOURCE_NOT_FOUND (another tenant's ids too) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description CONFLICT (or the same Idempotency-Key still in flight) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description IDEMPOTENCY_KEY_REUSED with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description RATE_LIMIT_EXCEEDED (Retry-After says when) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    approve_run: {
+        parameters: {
+            query?: {
+                tenant_id?: string;
+            };
+            header?: never;
+            path: {
+                /** @description Agent id */
+                id: string;
+                /** @description Run id */
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Approve"];
+            };
+        };
+        responses: {
+            /** @description The answers are recorded; the run is queued again once every pending call has one (status `queued`), or still waits (`requires_action`, with the calls left under `pending_tool_calls`) */
             200: {
                 headers: {
                     [name: string]: unknown;
