@@ -87,6 +87,8 @@ pub struct LlmConfig {
     pub flush_batch: usize,
     pub max_step_output_bytes: usize,
     pub max_tool_arguments_bytes: usize,
+    /// The most tokens one step's answer may have when a budget applies to the run.
+    pub max_tokens_per_step: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +104,19 @@ pub struct ProviderConfig {
     pub token_delay_ms: Option<u64>,
     /// `offline` only: an agent's first step calls `write_file` (demos of tools).
     pub tool_calls: Option<bool>,
+    /// What each model costs (cost attribution and cost budgets); a model not listed is
+    /// counted in tokens only.
+    #[serde(default)]
+    pub prices: Vec<PriceConfig>,
+}
+
+/// A model's price: US dollars per million tokens, prompt (input) and answer (output).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    pub model: String,
+    pub input_per_million: f64,
+    pub output_per_million: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,6 +203,11 @@ pub struct PlanConfig {
     pub data_residency: bool,
     pub compliance_levels: Vec<String>,
     pub rate_limit: PlanLimits,
+    /// A new tenant's monthly LLM budgets on this plan (its settings may change them).
+    #[serde(default)]
+    pub monthly_token_budget: Option<u64>,
+    #[serde(default)]
+    pub monthly_cost_budget_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -62,6 +62,13 @@ pub struct AgentConfig {
     /// How long a call waits for its answer before the run fails (`approval_timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_timeout_seconds: Option<u64>,
+    /// The most LLM tokens one run may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_run: Option<u64>,
+    /// The most one run may cost, in millionths of a US dollar (the API speaks dollars:
+    /// `maxCostPerRun`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_per_run_micros: Option<u64>,
 }
 
 /// Which tool calls wait for a human's yes: `"all"`, or the tools named.
@@ -170,6 +177,10 @@ impl RunSpec {
                 .config
                 .approval_timeout_seconds
                 .unwrap_or(DEFAULT_APPROVAL_TIMEOUT_SECS),
+            budget: crate::run::Budget {
+                tokens: agent.config.max_tokens_per_run,
+                cost_micros: agent.config.max_cost_per_run_micros,
+            },
             chat: None,
         }
     }

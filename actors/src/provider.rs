@@ -56,6 +56,23 @@ pub struct ChatRequest {
     /// The most bytes of arguments one tool call may have: a provider stops gathering a
     /// call past it and fails the stream with `tool_arguments_too_large`.
     pub max_tool_arguments: usize,
+    /// The most tokens the answer may have (sent as `max_tokens`): set when a budget
+    /// reserves the step's worst case, so that the worst case is a bound.
+    pub max_tokens: Option<u32>,
+}
+
+impl ChatRequest {
+    /// A rough count of the prompt's tokens (a token is about four bytes of English text),
+    /// rounded up: what a budget reserves for the prompt before the provider says.
+    pub fn prompt_estimate(&self) -> u64 {
+        let bytes: usize = serde_json::to_string(&self.messages).map_or(0, |m| m.len())
+            + self
+                .tools
+                .iter()
+                .map(|t| t.name.len() + t.description.len() + t.parameters.to_string().len())
+                .sum::<usize>();
+        (bytes as u64).div_ceil(4)
+    }
 }
 
 /// Token counts of one completion.
@@ -64,6 +81,14 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// What the tokens cost, in millionths of a US dollar, by the configured price of the
+    /// provider's model (0 when it has none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cost_micros: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -71,6 +96,24 @@ impl Usage {
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
         self.total_tokens += other.total_tokens;
+        self.cost_micros += other.cost_micros;
+    }
+}
+
+/// What a model costs: US dollars per million tokens, prompt and answer.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Price {
+    pub input_per_million: f64,
+    pub output_per_million: f64,
+}
+
+impl Price {
+    /// The cost of `prompt` and `completion` tokens in millionths of a US dollar (a price
+    /// per million tokens is that many millionths per token), rounded up.
+    pub fn micros(&self, prompt: u64, completion: u64) -> u64 {
+        (prompt as f64 * self.input_per_million + completion as f64 * self.output_per_million)
+            .ceil()
+            .max(0.0) as u64
     }
 }
 
@@ -130,4 +173,18 @@ pub trait ProviderSet: Send + Sync + 'static {
     fn default_name(&self) -> &str;
     /// Every provider's name, sorted.
     fn names(&self) -> Vec<String>;
+    /// The configured price of `model` at `provider` (`None`: the provider's default
+    /// model), if any.
+    fn price(&self, provider: &str, model: Option<&str>) -> Option<Price> {
+        let _ = (provider, model);
+        None
+    }
+}
+
+/// `usage` with its cost at `price` (none: free as far as anyone said).
+pub fn priced(mut usage: Usage, price: Option<Price>) -> Usage {
+    usage.cost_micros = price.map_or(0, |p| {
+        p.micros(usage.prompt_tokens, usage.completion_tokens)
+    });
+    usage
 }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use crate::chat::Message;
 use crate::events::{DomainEvent, EventLog, Fence, StreamEvent};
 use crate::provider::{LlmProvider, ProviderSet};
-use crate::run::{Admit, Created, Pause, Run, RunStatus, RunStore, Step};
+use crate::run::{Admit, Budget, Created, Pause, Reservation, Run, RunStatus, RunStore, Step};
 use crate::store::{StoreFailure, TenantStore};
 use crate::tenant::{Tenant, TenantSettings};
 use crate::tools::{FileStore, Workspaces};
@@ -216,6 +216,19 @@ impl RunStore for MemoryRuns {
         domain: DomainEvent,
     ) -> Result<(), StoreFailure> {
         self.start_run(run, events, Some(domain)).await
+    }
+
+    async fn reserve(
+        &self,
+        _: &Run,
+        _: Reservation,
+        _: Budget,
+    ) -> Result<Option<&'static str>, StoreFailure> {
+        Ok(None)
+    }
+
+    async fn spent_this_month(&self, _: &str) -> Result<Reservation, StoreFailure> {
+        Ok(Reservation::default())
     }
 
     async fn record_decisions(

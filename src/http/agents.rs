@@ -28,6 +28,12 @@ pub struct ConfigBody {
     approvals: Option<Value>,
     #[serde(alias = "approval_timeout_seconds")]
     approval_timeout_seconds: Option<u64>,
+    /// The most LLM tokens one run may use.
+    #[serde(alias = "max_tokens_per_run")]
+    max_tokens_per_run: Option<u64>,
+    /// The most one run may cost, in US dollars (by the configured prices).
+    #[serde(alias = "max_cost_per_run")]
+    max_cost_per_run: Option<f64>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -322,6 +328,18 @@ fn config(mut base: AgentConfig, body: Option<ConfigBody>) -> Result<AgentConfig
             ));
         }
         base.approval_timeout_seconds = Some(s);
+    }
+    if let Some(n) = body.max_tokens_per_run {
+        if !(1..=1_000_000_000).contains(&n) {
+            return Err(ApiError::invalid(
+                "config.maxTokensPerRun",
+                "must be from 1 to 1000000000",
+            ));
+        }
+        base.max_tokens_per_run = Some(n);
+    }
+    if let Some(usd) = body.max_cost_per_run {
+        base.max_cost_per_run_micros = Some(super::tenants::dollars("config.maxCostPerRun", usd)?);
     }
     Ok(base)
 }

@@ -189,6 +189,11 @@ impl From<dgidgi_actors::run::Error> for ApiError {
                 "{max} runs of this tenant already wait for a slot (runs.max_queued_per_tenant); \
                  retry when some have started"
             )),
+            Error::BudgetSpent(which) => ApiError::TooMany(format!(
+                "This tenant's monthly {which} budget is spent (tenant settings \
+                 monthly_token_budget / monthly_cost_budget_usd); runs start again next month \
+                 or once the budget is raised"
+            )),
             Error::Store(failure) => failure.into(),
         }
     }

@@ -20,6 +20,7 @@ pub mod sse;
 mod state;
 mod storage;
 mod tenants;
+mod usage;
 mod users;
 mod webhooks;
 
@@ -106,6 +107,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
                 .service(tenants::list_tenants)
                 .service(tenants::get_tenant)
                 .service(tenants::update_tenant_settings)
+                .service(usage::get_usage)
                 .service(users::create_user)
                 .service(users::list_users)
                 .service(webhooks::create_endpoint)

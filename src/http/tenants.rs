@@ -57,16 +57,22 @@ pub async fn create_tenant(
     let name = text("name", &body.name, 1, 200)?;
     let plan = checked_plan(&state, body.plan.as_deref().unwrap_or("free"))?;
     let now = now_rfc3339();
-    let slots = state.config.plan(&plan).max_concurrent_runs;
+    let on_plan = state.config.plan(&plan);
     let tenant = Tenant {
         id: IdKind::Tenant.new_id(),
         name,
-        plan,
-        // As many runs at once as the plan allows; a tenant may lower it.
+        // As many runs at once as the plan allows (a tenant may lower it), and the plan's
+        // monthly budgets, if it has any.
         settings: TenantSettings {
-            max_concurrent_runs: slots,
+            max_concurrent_runs: on_plan.max_concurrent_runs,
+            monthly_token_budget: on_plan.monthly_token_budget,
+            monthly_cost_budget_micros: on_plan
+                .monthly_cost_budget_usd
+                .map(|usd| dollars("plans.monthly_cost_budget_usd", usd))
+                .transpose()?,
             ..TenantSettings::default()
         },
+        plan,
         created_at: now.clone(),
         updated_at: now.clone(),
     };
@@ -146,6 +152,13 @@ pub struct SettingsBody {
     data_retention_days: Option<u32>,
     #[serde(default)]
     features: BTreeMap<String, Option<bool>>,
+    /// The most LLM tokens the tenant's runs may use per calendar month (UTC); null: no limit.
+    #[serde(default, deserialize_with = "nullable", alias = "monthlyTokenBudget")]
+    monthly_token_budget: Option<Option<u64>>,
+    /// The most the tenant's runs may cost per calendar month (UTC), in US dollars, by the
+    /// configured prices; null: no limit.
+    #[serde(default, deserialize_with = "nullable", alias = "monthlyCostBudgetUsd")]
+    monthly_cost_budget_usd: Option<Option<f64>>,
     /// Operators only.
     plan: Option<String>,
 }
@@ -208,6 +221,14 @@ pub async fn update_tenant_settings(
             .into_iter()
             .map(|(flag, on)| Ok((token("features", &flag, 64, "_.-")?, on)))
             .collect::<Result<_, ApiError>>()?,
+        monthly_token_budget: body.monthly_token_budget,
+        monthly_cost_budget_micros: body
+            .monthly_cost_budget_usd
+            .map(|v| {
+                v.map(|usd| dollars("monthly_cost_budget_usd", usd))
+                    .transpose()
+            })
+            .transpose()?,
     };
     let plan_changed = plan.is_some();
     let tenant = state
@@ -303,6 +324,18 @@ fn range(field: &str, n: u32, min: u32, max: u32) -> Result<u32, ApiError> {
         Err(ApiError::invalid(
             field,
             format!("must be from {min} to {max}"),
+        ))
+    }
+}
+
+/// `usd` US dollars in millionths of a dollar, if it is an amount a budget can have.
+pub(super) fn dollars(field: &str, usd: f64) -> Result<u64, ApiError> {
+    if usd.is_finite() && (0.0..=1e9).contains(&usd) {
+        Ok((usd * 1e6).round() as u64)
+    } else {
+        Err(ApiError::invalid(
+            field,
+            "must be from 0 to 1000000000 (US dollars)",
         ))
     }
 }

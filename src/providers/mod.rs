@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dgidgi_actors::provider::{LlmProvider, ProviderSet};
+use dgidgi_actors::provider::{LlmProvider, Price, ProviderSet};
 
 use crate::config::{Config, ConfigError};
 pub use offline::{OfflineProvider, OFFLINE};
@@ -18,6 +18,8 @@ pub use openai::OpenAiProvider;
 pub struct Providers {
     by_name: HashMap<String, Arc<dyn LlmProvider>>,
     default: String,
+    /// By provider, then model.
+    prices: HashMap<String, HashMap<String, Price>>,
 }
 
 impl Providers {
@@ -94,8 +96,30 @@ impl Providers {
                 )))
             }
         };
+        let mut prices: HashMap<String, HashMap<String, Price>> = HashMap::new();
+        for (name, provider) in &config.providers {
+            for (i, price) in provider.prices.iter().enumerate() {
+                let valid = |v: f64| v.is_finite() && v >= 0.0;
+                if !valid(price.input_per_million) || !valid(price.output_per_million) {
+                    return Err(ConfigError(format!(
+                        "providers.{name}.prices[{i}]: prices must be finite and not negative"
+                    )));
+                }
+                prices.entry(name.clone()).or_default().insert(
+                    price.model.clone(),
+                    Price {
+                        input_per_million: price.input_per_million,
+                        output_per_million: price.output_per_million,
+                    },
+                );
+            }
+        }
         tracing::info!(default = %default, providers = by_name.len(), "LLM providers ready");
-        Ok(Self { by_name, default })
+        Ok(Self {
+            by_name,
+            default,
+            prices,
+        })
     }
 
     /// Adds (or replaces) provider `name`; tests use it to bring their own.
@@ -119,6 +143,15 @@ impl ProviderSet for Providers {
         names.sort();
         names
     }
+
+    fn price(&self, provider: &str, model: Option<&str>) -> Option<Price> {
+        let prices = self.prices.get(provider)?;
+        let model = match model {
+            Some(model) => model.to_string(),
+            None => self.by_name.get(provider)?.default_model().to_string(),
+        };
+        prices.get(&model).copied()
+    }
 }
 
 /// The retry, stall and limit settings of `[llm]` and `[runs]`.
@@ -135,5 +168,6 @@ pub fn run_settings(config: &Config) -> dgidgi_actors::run::RunSettings {
         max_tool_arguments: config.llm.max_tool_arguments_bytes,
         default_timeout_secs: config.runs.default_timeout_secs,
         max_queued_per_tenant: config.runs.max_queued_per_tenant,
+        max_tokens_per_step: config.llm.max_tokens_per_step,
     }
 }

@@ -78,6 +78,7 @@ impl LlmProvider for OfflineProvider {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            cost_micros: 0,
         })));
         let delay = self.token_delay;
         if delay.is_zero() {

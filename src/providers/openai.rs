@@ -70,6 +70,9 @@ fn body(request: &ChatRequest, model: &str) -> Value {
             })
             .collect();
     }
+    if let Some(n) = request.max_tokens {
+        body["max_tokens"] = json!(n);
+    }
     if let Some(t) = request.temperature {
         body["temperature"] = json!(t);
     }
@@ -177,6 +180,7 @@ impl Assembly {
                 prompt_tokens: u64::from(usage.prompt_tokens),
                 completion_tokens: u64::from(usage.completion_tokens),
                 total_tokens: u64::from(usage.total_tokens),
+                cost_micros: 0,
             })));
         }
     }

@@ -16,6 +16,7 @@ mod projects;
 mod read;
 mod runs;
 mod tenants;
+mod usage;
 mod users;
 mod webhooks;
 mod writer;
@@ -27,6 +28,7 @@ pub use keys::{ApiKeyRecord, KeyWithPlan, NewApiKey};
 pub use outbox::OutboxEvent;
 pub use placement::Placement;
 pub use projects::{NewProject, Project, ProjectPatch};
+pub use usage::UsageRow;
 pub use users::{NewUser, User};
 pub use webhooks::{Attempt, Delivery, Endpoint, NewEndpoint};
 

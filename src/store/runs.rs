@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 use dgidgi_actors::chat::Message;
 use dgidgi_actors::events::{DomainEvent, Fence, Owned, StreamEvent};
-use dgidgi_actors::run::{Admit, Created, Pause, Run, RunStatus, RunStore, Step};
+use dgidgi_actors::run::{
+    Admit, Budget, Created, Pause, Reservation, Run, RunStatus, RunStore, Step,
+};
 use dgidgi_actors::time;
 use dgidgi_actors::StoreFailure;
 use sqlx::Row;
@@ -13,6 +15,7 @@ use super::cluster::held;
 use super::events::{append_stmts, crash_point};
 use super::outbox::outbox_row;
 use super::read::Record;
+use super::usage::usage_stmts;
 use super::writer::Stmt;
 use super::{for_actors, json_column, to_json, Error, Page, Paged, Result, Store};
 use crate::ids::now_rfc3339;
@@ -57,6 +60,7 @@ fn run_from_row(row: &Record) -> Result<Run> {
             .map(|p| serde_json::from_str(&p))
             .transpose()
             .map_err(|e| Error::Corrupt(format!("pending: {e}")))?,
+        reserved: Default::default(),
     })
 }
 
@@ -184,7 +188,8 @@ impl Store {
         };
         let update = Stmt::new(
             "UPDATE runs SET status = $2, output = $3, error = $4, usage = $5, artifacts = $6, started_at = $7, \
-             finished_at = $8, updated_at = $9, pending = $10, wait_until = $11 WHERE id = $1",
+             finished_at = $8, updated_at = $9, pending = $10, wait_until = $11, \
+             reserved_tokens = $12, reserved_cost = $13 WHERE id = $1",
         )
         .bind(&run.id)
         .bind(run.status.as_str())
@@ -196,7 +201,9 @@ impl Store {
         .bind(&run.finished_at)
         .bind(now_rfc3339())
         .bind(run.pause.as_ref().map(to_json))
-        .bind(run.pause.as_ref().map(|p| p.until.clone()));
+        .bind(run.pause.as_ref().map(|p| p.until.clone()))
+        .bind(i64::try_from(run.reserved.tokens).unwrap_or(i64::MAX))
+        .bind(i64::try_from(run.reserved.cost_micros).unwrap_or(i64::MAX));
         [held(&self.node, &fence), update]
     }
 
@@ -279,6 +286,14 @@ impl RunStore for Store {
         domain: DomainEvent,
     ) -> Result<(), StoreFailure> {
         let mut unit = Vec::from(self.progress(run));
+        // The step that waits has used its tokens already.
+        unit.extend(
+            run.pause
+                .as_ref()
+                .map(|p| usage_stmts(run, &p.step))
+                .into_iter()
+                .flatten(),
+        );
         // Nobody drives a waiting run and it holds no slot: whoever resumes it claims it
         // (at once, on any node) and takes a slot again.
         unit.push(
@@ -323,6 +338,7 @@ impl RunStore for Store {
         events: &[StreamEvent],
     ) -> Result<(), StoreFailure> {
         let mut unit = vec![step_row(run, step)];
+        unit.extend(usage_stmts(run, step));
         unit.extend(self.progress(run));
         unit.extend(append_stmts(run.stream(), events));
         self.write_run(run, unit, events).await
@@ -339,12 +355,26 @@ impl RunStore for Store {
         let mut unit = Vec::new();
         if let (true, Some(step)) = (last_step, run.steps.last()) {
             unit.push(step_row(run, step));
+            unit.extend(usage_stmts(run, step));
         }
         unit.extend(self.progress(run));
         unit.extend(reply.map(|reply| message_row(&run.tenant_id, reply)));
         unit.extend(append_stmts(run.stream(), events));
         unit.extend(domain.map(|domain| outbox_row(&run.tenant_id, domain, &domain_payload(run))));
         self.write_run(run, unit, events).await
+    }
+
+    async fn reserve(
+        &self,
+        run: &Run,
+        want: Reservation,
+        monthly: Budget,
+    ) -> Result<Option<&'static str>, StoreFailure> {
+        for_actors(self.reserve_step(run, want, monthly).await)
+    }
+
+    async fn spent_this_month(&self, tenant_id: &str) -> Result<Reservation, StoreFailure> {
+        for_actors(Store::spent_this_month(self, tenant_id).await)
     }
 
     async fn unfinished_runs(&self) -> Result<Vec<String>, StoreFailure> {

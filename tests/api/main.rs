@@ -9,6 +9,7 @@ mod agent_chat;
 mod approvals;
 mod auth;
 mod browser;
+mod budgets;
 mod chat;
 mod cli;
 mod cli_client;

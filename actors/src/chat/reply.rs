@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ChatDeps, Message, Session};
 use crate::events::{Fence, Owned, ReplyEnd, SessionEvent, StreamEvent, View};
 use crate::llm::{complete, now, EventWriter};
-use crate::provider::{ChatMessage, ChatRequest};
+use crate::provider::{priced, ChatMessage, ChatRequest};
 use crate::registry::ActorMeta;
 use crate::run::{self, ChatTurn, NewRun, ReplyTo};
 use crate::store::retrying;
@@ -242,6 +242,7 @@ async fn reply(
         tools: Vec::new(),
         temperature: None,
         max_tool_arguments: deps.settings.max_tool_arguments,
+        max_tokens: None,
     };
     let token = |delta: &str| SessionEvent::Token {
         reply_id: reply_id.clone(),
@@ -256,7 +257,10 @@ async fn reply(
     let how = match outcome {
         Some(Ok(done)) => {
             answer.content = done.text;
-            answer.usage = Some(done.usage);
+            let price = deps
+                .providers
+                .price(&done.provider, session.model.as_deref());
+            answer.usage = Some(priced(done.usage, price));
             ReplyEnd::Completed
         }
         None => {

@@ -147,6 +147,18 @@ impl Runs {
     /// tenant already has `max_queued_per_tenant` runs waiting.
     pub async fn submit(&self, new: NewRun<'_>) -> Result<Run, Error> {
         let tenant = self.deps.tenants.get(&new.tenant_id).await?;
+        // A tenant whose monthly budget is spent gets no more runs this month.
+        let monthly = tenant.settings.monthly_budget();
+        if !monthly.is_unlimited() {
+            let spent = self.deps.store.spent_this_month(&tenant.id).await?;
+            let next = super::Reservation {
+                tokens: 1,
+                cost_micros: 1,
+            };
+            if let Some(which) = monthly.exceeded_by(spent, next) {
+                return Err(Error::BudgetSpent(which));
+            }
+        }
         let defaults = RunDefaults {
             provider: self.deps.providers.default_name().to_string(),
             timeout_secs: self.deps.settings.default_timeout_secs,
@@ -189,6 +201,7 @@ impl Runs {
             epoch: 0,
             cancel_requested: false,
             pause: None,
+            reserved: Default::default(),
         };
         let created = self
             .deps

@@ -9,13 +9,16 @@ use tokio_util::sync::CancellationToken;
 
 use serde::Serialize;
 
-use super::{Failure, Pause, PendingCall, Run, RunDeps, RunStatus, RunStore, Step, ToolResult};
+use super::{
+    Budget, Failure, Pause, PendingCall, Reservation, Run, RunDeps, RunStatus, RunStore, Step,
+    ToolResult,
+};
 use crate::chat::Message;
 use crate::events::{
     DomainEvent, Event, Fence, Owned, ReplyEnd, RunEvent, SessionEvent, StreamEvent,
 };
 use crate::llm::{complete, now, EventWriter};
-use crate::provider::{ChatMessage, ChatRequest, ToolCall};
+use crate::provider::{priced, ChatMessage, ChatRequest, Price, ToolCall};
 use crate::registry::ActorMeta;
 use crate::store::{retrying, StoreFailure};
 use crate::time;
@@ -485,6 +488,7 @@ async fn finish(
         }
     };
     run.finished_at = Some(now());
+    run.reserved = Reservation::default();
     metrics::counter!("dgidgi_runs_finished_total", "status" => run.status.as_str()).increment(1);
     let (ended, reply) = Voice::of(run).end(run, ended, log.take_streamed());
     events.push(log.event(&ended));
@@ -521,6 +525,7 @@ async fn wait_for_approval(
     });
     run.status = RunStatus::RequiresAction;
     run.pause = Some(pause);
+    run.reserved = Reservation::default();
     let mut events = log.take_pending();
     events.push(log.event(&said));
     let domain = DomainEvent::AgentRequiresAction;
@@ -567,13 +572,15 @@ async fn run_steps(
         if said.take() != Some(index) {
             log.queue(&voice.say(RunEvent::StepStarted { step: index }));
         }
-        let request = ChatRequest {
+        let mut request = ChatRequest {
             model: run.spec.model.clone(),
             messages: conversation(run),
             tools: tool_specs.clone(),
             temperature: run.spec.temperature,
             max_tool_arguments: deps.settings.max_tool_arguments,
+            max_tokens: None,
         };
+        reserve(deps, run, &mut request).await?;
         let answer = complete(
             &*deps.providers,
             &deps.settings,
@@ -588,18 +595,22 @@ async fn run_steps(
             log,
         )
         .await?;
+        let price = deps
+            .providers
+            .price(&answer.provider, run.spec.model.as_deref());
         let mut step = Step {
             index,
+            usage: priced(answer.usage, price),
             provider: answer.provider,
             model: answer.model,
             text: answer.text,
             tool_calls: answer.tool_calls,
             tool_results: Vec::new(),
-            usage: answer.usage,
             started_at,
             finished_at: String::new(),
         };
         run.usage.add(step.usage);
+        count_usage(&step);
         // Calls that need nobody's yes run now; the others wait, all together.
         let mut waiting = Vec::new();
         for call in step.tool_calls.clone() {
@@ -669,6 +680,8 @@ async fn close_step(
     if done {
         return Ok(Some(Ending::Completed(step.text.clone(), event)));
     }
+    // The step's use is recorded with it; what it set aside is let go in the same write.
+    run.reserved = Reservation::default();
     let mut events = log.take_pending();
     events.push(event);
     retrying(deps.settings.store_retry, || {
@@ -774,6 +787,117 @@ async fn call_tool(
         output: outcome.output,
         is_error: outcome.is_error,
     })
+}
+
+/// Before a step calls the model, when a budget applies to the run: bounds the answer
+/// (`max_tokens`) and checks the step's worst case (the prompt's estimate plus that bound,
+/// at the dearest price of the run's providers) against the run's own budget, then sets it
+/// aside from its tenant's monthly budget in the store (atomically for every node). A step
+/// that does not fit ends the run with `budget_exhausted`, naming the budget.
+async fn reserve(deps: &RunDeps, run: &mut Run, request: &mut ChatRequest) -> Result<(), Failure> {
+    let monthly = match deps.tenants.get(&run.tenant_id).await {
+        Ok(tenant) => tenant.settings.monthly_budget(),
+        Err(e) => {
+            tracing::warn!(run_id = %run.id, error = %e, "tenant's budget not read; the step goes on");
+            Budget::default()
+        }
+    };
+    if monthly.is_unlimited() && run.spec.budget.is_unlimited() {
+        return Ok(());
+    }
+    let bound = deps.settings.max_tokens_per_step;
+    request.max_tokens = Some(bound);
+    let prompt = request.prompt_estimate();
+    let price = run
+        .spec
+        .providers
+        .iter()
+        .filter_map(|p| deps.providers.price(p, run.spec.model.as_deref()))
+        .max_by(|a, b| {
+            let cost = |p: &Price| p.micros(prompt, u64::from(bound));
+            cost(a).cmp(&cost(b))
+        });
+    let want = Reservation {
+        tokens: prompt + u64::from(bound),
+        cost_micros: price.map_or(0, |p| p.micros(prompt, u64::from(bound))),
+    };
+    let spent = Reservation {
+        tokens: run.usage.total_tokens,
+        cost_micros: run.usage.cost_micros,
+    };
+    if let Some(which) = run.spec.budget.exceeded_by(spent, want) {
+        return Err(budget_exhausted("run", which, run.spec.budget, spent, want));
+    }
+    if monthly.is_unlimited() {
+        return Ok(());
+    }
+    match deps.store.reserve(run, want, monthly).await? {
+        None => {
+            run.reserved = want;
+            Ok(())
+        }
+        Some(which) => {
+            let spent = deps
+                .store
+                .spent_this_month(&run.tenant_id)
+                .await
+                .unwrap_or_default();
+            Err(budget_exhausted("tenant", which, monthly, spent, want))
+        }
+    }
+}
+
+/// `budget_exhausted`, naming the budget (`run.tokens`, `tenant.cost`...).
+fn budget_exhausted(
+    whose: &str,
+    which: &str,
+    budget: Budget,
+    spent: Reservation,
+    want: Reservation,
+) -> Failure {
+    let (limit, spent, want) = match which {
+        "cost" => (budget.cost_micros, spent.cost_micros, want.cost_micros),
+        _ => (budget.tokens, spent.tokens, want.tokens),
+    };
+    let name = match (whose, which) {
+        ("tenant", "cost") => "the tenant's monthly cost budget",
+        ("tenant", _) => "the tenant's monthly token budget",
+        (_, "cost") => "the agent's cost budget per run",
+        _ => "the agent's token budget per run",
+    };
+    let unit = if which == "cost" {
+        "millionths of a dollar"
+    } else {
+        "tokens"
+    };
+    let mut failure = Failure::new(
+        "budget_exhausted",
+        format!(
+            "the next step could use {want} {unit}; {name} has {} of {} left",
+            limit.unwrap_or(0).saturating_sub(spent),
+            limit.unwrap_or(0)
+        ),
+    );
+    failure.details = Some(serde_json::json!({
+        "budget": format!("{whose}.{which}"),
+        "limit": limit,
+        "spent": spent,
+        "step_reservation": want,
+    }));
+    failure
+}
+
+/// Counts a step's tokens and cost by provider and model (`/metrics`).
+fn count_usage(step: &Step) {
+    let labels = [
+        ("provider", step.provider.clone()),
+        ("model", step.model.clone()),
+    ];
+    metrics::counter!("dgidgi_llm_prompt_tokens_total", &labels)
+        .increment(step.usage.prompt_tokens);
+    metrics::counter!("dgidgi_llm_completion_tokens_total", &labels)
+        .increment(step.usage.completion_tokens);
+    metrics::counter!("dgidgi_llm_cost_micro_usd_total", &labels).increment(step.usage.cost_micros);
 }
 
 /// The messages of the next step: instructions, the conversation so far (for a chat reply),

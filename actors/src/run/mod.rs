@@ -92,9 +92,49 @@ pub struct RunSpec {
     /// How long a call waits for its human.
     #[serde(default = "default_approval_timeout")]
     pub approval_timeout_secs: u64,
+    /// What one run may use (the agent's `maxTokensPerRun`, `maxCostPerRun`).
+    #[serde(default, skip_serializing_if = "Budget::is_unlimited")]
+    pub budget: Budget,
     /// For a run that writes a chat reply: the conversation it continues.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat: Option<ChatTurn>,
+}
+
+/// A limit on LLM use: tokens and cost (millionths of a US dollar); `None`: no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Budget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_micros: Option<u64>,
+}
+
+impl Budget {
+    pub fn is_unlimited(&self) -> bool {
+        self.tokens.is_none() && self.cost_micros.is_none()
+    }
+
+    /// Which limit `spent` plus `more` passes, if one does (`tokens` or `cost`).
+    pub fn exceeded_by(&self, spent: Reservation, more: Reservation) -> Option<&'static str> {
+        let over = |limit: Option<u64>, spent: u64, more: u64| {
+            limit.is_some_and(|limit| spent.saturating_add(more) > limit)
+        };
+        if over(self.tokens, spent.tokens, more.tokens) {
+            Some("tokens")
+        } else if over(self.cost_micros, spent.cost_micros, more.cost_micros) {
+            Some("cost")
+        } else {
+            None
+        }
+    }
+}
+
+/// Tokens and cost (millionths of a US dollar) set aside for a step before it runs: its
+/// worst case, settled to what it used when the step is saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reservation {
+    pub tokens: u64,
+    pub cost_micros: u64,
 }
 
 fn default_approval_timeout() -> u64 {
@@ -327,6 +367,10 @@ pub struct Run {
     /// A cancel was asked for (through any node); the run's driver, now or next, stops it.
     #[serde(skip)]
     pub cancel_requested: bool,
+    /// What the run's step in flight has set aside of its tenant's monthly budget (written
+    /// with each of the driver's writes; zero between steps).
+    #[serde(skip)]
+    pub reserved: Reservation,
     /// While `requires_action`: the step whose tool calls wait for a human.
     #[serde(
         rename = "pending_tool_calls",
@@ -408,6 +452,18 @@ pub trait RunStore: EventLog {
         before: &Pause,
         after: &Pause,
     ) -> Result<bool, StoreFailure>;
+    /// Sets `want` aside for `run`'s next step from its tenant's budget for this month,
+    /// `monthly`, if what the tenant's runs used this month, what its other runs have set
+    /// aside and `want` stay within it, for every node at once. `Some(which)`: refused,
+    /// the budget that would pass (`tokens` or `cost`).
+    async fn reserve(
+        &self,
+        run: &Run,
+        want: Reservation,
+        monthly: Budget,
+    ) -> Result<Option<&'static str>, StoreFailure>;
+    /// What tenant `tenant_id`'s runs have used this calendar month (UTC).
+    async fn spent_this_month(&self, tenant_id: &str) -> Result<Reservation, StoreFailure>;
     /// Records a finished step, the run's artifacts and usage so far, and `events` (its
     /// `step.completed` last).
     async fn save_step(
@@ -481,6 +537,9 @@ pub enum Error {
     /// The tenant already has this many runs waiting for a slot.
     #[error("{0} runs of this tenant already wait for a slot")]
     Busy(u32),
+    /// The tenant's monthly budget (`tokens` or `cost`) is spent.
+    #[error("the tenant's monthly {0} budget is spent")]
+    BudgetSpent(&'static str),
     #[error(transparent)]
     Store(#[from] StoreFailure),
 }
@@ -510,6 +569,9 @@ pub struct RunSettings {
     pub default_timeout_secs: u64,
     /// Runs of one tenant that may wait for a slot; a submission past it is refused.
     pub max_queued_per_tenant: u32,
+    /// The most tokens one step's answer may have when a budget applies (sent to the
+    /// provider as `max_tokens`; with the prompt's estimate, the step's worst case).
+    pub max_tokens_per_step: u32,
 }
 
 /// What every run actor shares.
@@ -539,6 +601,7 @@ impl RunSettings {
             max_tool_arguments: 1 << 20,
             default_timeout_secs: 60,
             max_queued_per_tenant: 100,
+            max_tokens_per_step: 1024,
         }
     }
 }

@@ -152,12 +152,14 @@ fn queued(id: &str, max_steps: u32) -> Run {
             timeout_secs: 30,
             approvals: None,
             approval_timeout_secs: 60,
+            budget: Default::default(),
             chat: None,
         },
         last_seq: 0,
         epoch: 0,
         cancel_requested: false,
         pause: None,
+        reserved: Default::default(),
     }
 }
 

@@ -47,6 +47,23 @@ pub struct TenantSettings {
     pub data_retention_days: u32,
     /// Feature flags switched on or off for this tenant, on top of its plan's gates.
     pub features: BTreeMap<String, bool>,
+    /// The most LLM tokens the tenant's runs may use in a calendar month (UTC); none: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_token_budget: Option<u64>,
+    /// The most the tenant's runs may cost in a calendar month (UTC), in millionths of a
+    /// US dollar, by the configured prices; none: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_cost_budget_micros: Option<u64>,
+}
+
+impl TenantSettings {
+    /// The tenant's monthly budget.
+    pub fn monthly_budget(&self) -> crate::run::Budget {
+        crate::run::Budget {
+            tokens: self.monthly_token_budget,
+            cost_micros: self.monthly_cost_budget_micros,
+        }
+    }
 }
 
 impl Default for TenantSettings {
@@ -60,6 +77,8 @@ impl Default for TenantSettings {
             max_concurrent_runs: 4,
             data_retention_days: 90,
             features: BTreeMap::new(),
+            monthly_token_budget: None,
+            monthly_cost_budget_micros: None,
         }
     }
 }
@@ -76,6 +95,8 @@ pub struct TenantSettingsPatch {
     pub max_concurrent_runs: Option<u32>,
     pub data_retention_days: Option<u32>,
     pub features: BTreeMap<String, Option<bool>>,
+    pub monthly_token_budget: Option<Option<u64>>,
+    pub monthly_cost_budget_micros: Option<Option<u64>>,
 }
 
 impl TenantSettings {
@@ -102,6 +123,12 @@ impl TenantSettings {
         }
         if let Some(v) = patch.data_retention_days {
             next.data_retention_days = v;
+        }
+        if let Some(v) = patch.monthly_token_budget {
+            next.monthly_token_budget = v;
+        }
+        if let Some(v) = patch.monthly_cost_budget_micros {
+            next.monthly_cost_budget_micros = v;
         }
         for (flag, value) in patch.features {
             match value {

@@ -22,6 +22,7 @@ export class DgiDgi extends DgiDgiClient {
   readonly apiKeys: Resources['apiKeys'];
   readonly webhooks: Resources['webhooks'];
   readonly regions: Resources['regions'];
+  readonly usage: Resources['usage'];
   readonly ops: Resources['ops'];
 
   constructor(options: ClientOptions = {}) {
@@ -37,6 +38,7 @@ export class DgiDgi extends DgiDgiClient {
     this.apiKeys = r.apiKeys;
     this.webhooks = r.webhooks;
     this.regions = r.regions;
+    this.usage = r.usage;
     this.ops = r.ops;
   }
 }
@@ -74,6 +76,7 @@ export const users = delegate('users');
 export const apiKeys = delegate('apiKeys');
 export const webhooks = delegate('webhooks');
 export const regions = delegate('regions');
+export const usage = delegate('usage');
 export const ops = delegate('ops');
 
 export { DgiDgiClient, type ClientOptions, type RequestOptions, type Envelope } from './client.js';

@@ -68,6 +68,7 @@ export const ROUTES = {
   'regions.validateStorage': ['POST', '/regions/storage/{tenant_id}/validate'],
   'regions.checkFeature': ['GET', '/regions/features/{tenant_id}/check/{feature_key}'],
   'regions.routingInfo': ['GET', '/routing-info'],
+  'usage.get': ['GET', '/usage'],
   'ops.actors': ['GET', '/ops/actors'],
   'ops.streamActors': ['GET', '/ops/actors/stream'],
 } as const;
@@ -317,6 +318,14 @@ export function resources(client: DgiDgiClient) {
       checkFeature: (tenantId: string, featureKey: string, options?: RequestOptions) =>
         call('regions.checkFeature', [tenantId, featureKey], options),
       routingInfo: (options?: RequestOptions) => call('regions.routingInfo', [], options),
+    },
+    usage: {
+      /**
+       * The tenant's LLM use and cost from `from` to `to` (days, `YYYY-MM-DD`; this month so
+       * far by default): totals and one line per day, agent, provider and model.
+       */
+      get: (params?: Omit<NonNullable<Filters<'usage.get'>>, 'tenant_id'>, options?: CallOptions) =>
+        call('usage.get', [], options, undefined, params as Query | undefined),
     },
     ops: {
       /** The live actor tree (operators). */

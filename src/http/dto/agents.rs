@@ -43,6 +43,12 @@ pub struct AgentConfig {
     /// How long a call waits for its answer before the run fails (`approval_timeout`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_timeout_seconds: Option<u64>,
+    /// The most LLM tokens one run may use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_run: Option<u64>,
+    /// The most one run may cost, in US dollars.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_cost_per_run: Option<f64>,
 }
 
 impl From<domain::agent::AgentConfig> for AgentConfig {
@@ -56,6 +62,8 @@ impl From<domain::agent::AgentConfig> for AgentConfig {
                 .approvals
                 .map(|a| serde_json::to_value(a).expect("approvals serialize")),
             approval_timeout_seconds: c.approval_timeout_seconds,
+            max_tokens_per_run: c.max_tokens_per_run,
+            max_cost_per_run: c.max_cost_per_run_micros.map(super::usd),
         }
     }
 }

@@ -14,6 +14,7 @@ mod regions;
 mod runs;
 mod storage;
 mod tenants;
+mod usage;
 mod webhooks;
 
 pub use agents::*;
@@ -25,9 +26,15 @@ pub use regions::*;
 pub use runs::*;
 pub use storage::*;
 pub use tenants::*;
+pub use usage::*;
 pub use webhooks::*;
 
 /// Converts a list of domain values into their wire shapes.
 pub fn all<T, W: From<T>>(items: Vec<T>) -> Vec<W> {
     items.into_iter().map(W::from).collect()
+}
+
+/// Millionths of a US dollar as dollars.
+pub fn usd(micros: u64) -> f64 {
+    micros as f64 / 1e6
 }

@@ -30,12 +30,14 @@ impl From<domain::run::RunStatus> for RunStatus {
     }
 }
 
-/// Token counts of one completion.
+/// Token counts of one completion (or a sum of them), and what they cost.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// In US dollars, by the configured price of each step's model (0 when none is set).
+    pub cost_usd: f64,
 }
 
 impl From<domain::provider::Usage> for Usage {
@@ -44,6 +46,7 @@ impl From<domain::provider::Usage> for Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
             total_tokens: u.total_tokens,
+            cost_usd: super::usd(u.cost_micros),
         }
     }
 }

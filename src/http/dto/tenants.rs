@@ -48,6 +48,12 @@ pub struct TenantSettings {
     pub data_retention_days: u32,
     /// Feature flags switched on or off for this tenant, on top of its plan's gates.
     pub features: BTreeMap<String, bool>,
+    /// The most LLM tokens the tenant's runs may use per calendar month (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_token_budget: Option<u64>,
+    /// The most the tenant's runs may cost per calendar month (UTC), in US dollars.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_cost_budget_usd: Option<f64>,
 }
 
 impl From<domain::TenantSettings> for TenantSettings {
@@ -61,6 +67,8 @@ impl From<domain::TenantSettings> for TenantSettings {
             max_concurrent_runs: s.max_concurrent_runs,
             data_retention_days: s.data_retention_days,
             features: s.features,
+            monthly_token_budget: s.monthly_token_budget,
+            monthly_cost_budget_usd: s.monthly_cost_budget_micros.map(super::usd),
         }
     }
 }

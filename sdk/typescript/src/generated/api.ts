@@ -512,6 +512,22 @@ export interface paths {
         patch: operations["update_tenant_settings"];
         trace?: never;
     };
+    "/api/v1/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["get_usage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users": {
         parameters: {
             query?: never;
@@ -779,8 +795,18 @@ export interface components {
              */
             approvalTimeoutSeconds?: number | null;
             autonomyLevel: components["schemas"]["Autonomy"];
+            /**
+             * Format: double
+             * @description The most one run may cost, in US dollars.
+             */
+            maxCostPerRun?: number | null;
             /** Format: int32 */
             maxSteps?: number | null;
+            /**
+             * Format: int64
+             * @description The most LLM tokens one run may use.
+             */
+            maxTokensPerRun?: number | null;
             /** Format: float */
             temperature?: number | null;
             /** Format: int64 */
@@ -850,8 +876,18 @@ export interface components {
             /** Format: int64 */
             approvalTimeoutSeconds?: number | null;
             autonomyLevel?: string | null;
+            /**
+             * Format: double
+             * @description The most one run may cost, in US dollars (by the configured prices).
+             */
+            maxCostPerRun?: number | null;
             /** Format: int32 */
             maxSteps?: number | null;
+            /**
+             * Format: int64
+             * @description The most LLM tokens one run may use.
+             */
+            maxTokensPerRun?: number | null;
             /** Format: float */
             temperature?: number | null;
             /** Format: int64 */
@@ -1221,6 +1257,19 @@ export interface components {
                 scopes: string[];
                 tenant_id?: string | null;
                 token_type: string;
+            };
+            meta: components["schemas"]["Meta"];
+        };
+        /** @description Every answer: `data` and `meta`. */
+        Envelope_UsageReport: {
+            /** @description A tenant's LLM use over days `from` to `to` (both included, UTC). */
+            data: {
+                from: string;
+                /** @description By day, agent, provider and model, in that order. */
+                lines: components["schemas"]["UsageLine"][];
+                tenant_id: string;
+                to: string;
+                total: components["schemas"]["UsageTotal"];
             };
             meta: components["schemas"]["Meta"];
         };
@@ -1676,6 +1725,27 @@ export interface components {
              * @description The same as `max_concurrent_runs`: either spelling is accepted.
              */
             maxConcurrentRuns?: number | null;
+            /**
+             * Format: double
+             * @description The most the tenant's runs may cost per calendar month (UTC), in US dollars, by the
+             *     configured prices; null: no limit.
+             */
+            monthly_cost_budget_usd?: number | null;
+            /**
+             * Format: int64
+             * @description The most LLM tokens the tenant's runs may use per calendar month (UTC); null: no limit.
+             */
+            monthly_token_budget?: number | null;
+            /**
+             * Format: double
+             * @description The same as `monthly_cost_budget_usd`: either spelling is accepted.
+             */
+            monthlyCostBudgetUsd?: number | null;
+            /**
+             * Format: int64
+             * @description The same as `monthly_token_budget`: either spelling is accepted.
+             */
+            monthlyTokenBudget?: number | null;
             /** @description Operators only. */
             plan?: string | null;
             timezone?: string | null;
@@ -1766,6 +1836,16 @@ export interface components {
              * @description How many agent runs may run at once; the rest wait queued.
              */
             max_concurrent_runs: number;
+            /**
+             * Format: double
+             * @description The most the tenant's runs may cost per calendar month (UTC), in US dollars.
+             */
+            monthly_cost_budget_usd?: number | null;
+            /**
+             * Format: int64
+             * @description The most LLM tokens the tenant's runs may use per calendar month (UTC).
+             */
+            monthly_token_budget?: number | null;
             /** @description IANA time zone used when the tenant's UI shows times (`UTC`, `Europe/Paris`). */
             timezone: string;
         };
@@ -1832,12 +1912,64 @@ export interface components {
             metadata?: unknown;
             name?: string | null;
         };
-        /** @description Token counts of one completion. */
+        /** @description Token counts of one completion (or a sum of them), and what they cost. */
         Usage: {
             /** Format: int64 */
             completion_tokens: number;
+            /**
+             * Format: double
+             * @description In US dollars, by the configured price of each step's model (0 when none is set).
+             */
+            cost_usd: number;
             /** Format: int64 */
             prompt_tokens: number;
+            /** Format: int64 */
+            total_tokens: number;
+        };
+        /** @description LLM use in one day, by one agent, of one provider's model. */
+        UsageLine: {
+            agent_id: string;
+            /** Format: int64 */
+            completion_tokens: number;
+            /**
+             * Format: double
+             * @description In US dollars, by the configured prices.
+             */
+            cost_usd: number;
+            day: string;
+            model: string;
+            /** Format: int64 */
+            prompt_tokens: number;
+            provider: string;
+            /**
+             * Format: int64
+             * @description Runs with at least one step here.
+             */
+            runs: number;
+            /** Format: int64 */
+            steps: number;
+            /** Format: int64 */
+            total_tokens: number;
+        };
+        /** @description A tenant's LLM use over days `from` to `to` (both included, UTC). */
+        UsageReport: {
+            from: string;
+            /** @description By day, agent, provider and model, in that order. */
+            lines: components["schemas"]["UsageLine"][];
+            tenant_id: string;
+            to: string;
+            total: components["schemas"]["UsageTotal"];
+        };
+        /** @description The sum of a report's lines. */
+        UsageTotal: {
+            /** Format: int64 */
+            completion_tokens: number;
+            /** Format: double */
+            cost_usd: number;
+            /** Format: int64 */
+            prompt_tokens: number;
+            /** Format: int64 */
+            steps: number;
             /** Format: int64 */
             total_tokens: number;
         };
@@ -6217,6 +6349,112 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Envelope_Tenant"];
+                };
+            };
+            /** @description VALIDATION_ERROR: a field, the body or the query is invalid */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description UNAUTHORIZED: missing, invalid, expired or revoked credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description FORBIDDEN: a scope, an operator-only route, or a plan gate */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description RESOURCE_NOT_FOUND (another tenant's ids too) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description METHOD_NOT_ALLOWED */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description CONFLICT (or the same Idempotency-Key still in flight) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description IDEMPOTENCY_KEY_REUSED with a different request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description RATE_LIMIT_EXCEEDED (Retry-After says when) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description SERVICE_UNAVAILABLE */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    get_usage: {
+        parameters: {
+            query?: {
+                agent_id?: string;
+                from?: string;
+                tenant_id?: string;
+                to?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The tenant's LLM use from `from` to `to`: totals, and one row per day, agent, provider and model (steps of agent runs, chat replies in sessions with an agent among them) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_UsageReport"];
                 };
             };
             /** @description VALIDATION_ERROR: a field, the body or the query is invalid */
