@@ -168,6 +168,8 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// The longest wait for a connection before a request gets 503.
     pub acquire_timeout_secs: u64,
+    /// On SQLite, the free space below which the node is not ready.
+    pub min_free_mb: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

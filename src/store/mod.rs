@@ -209,6 +209,8 @@ pub struct Store {
     exclusive: Arc<std::sync::Mutex<Option<std::fs::File>>>,
     /// The SQLite database file, if that is the backend.
     sqlite_file: Option<std::path::PathBuf>,
+    /// On SQLite, the free space of the file's file system below which `ping` fails.
+    min_free_bytes: u64,
     /// Announces committed appends to the other nodes (PostgreSQL).
     announcer: Option<cluster::Announcer>,
     /// Cancelled when the store closes: what works beside it (the cluster listener) stops.
@@ -284,6 +286,7 @@ impl Store {
             lease: Duration::from_secs(10),
             exclusive: Default::default(),
             sqlite_file,
+            min_free_bytes: config.min_free_mb.saturating_mul(1024 * 1024),
             closing: Default::default(),
             announcer,
         })
@@ -338,6 +341,16 @@ impl Store {
 
     /// Whether the database answers and takes a write, through the write path (`/readyz`).
     pub async fn ping(&self) -> Result<()> {
+        // A write may still fit on a full disk (SQLite reuses its WAL's free frames), so
+        // a SQLite database also needs room to grow.
+        if let Some(free) = self.sqlite_file.as_deref().and_then(free_bytes) {
+            if free < self.min_free_bytes {
+                return Err(Error::Unavailable(format!(
+                    "{} MiB free on the database's disk, below database.min_free_mb",
+                    free / (1024 * 1024)
+                )));
+            }
+        }
         let mark = writer::Stmt::new(
             "INSERT INTO runtime_settings (name, value) VALUES ('readyz', $1) \
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -500,6 +513,16 @@ fn sqlite_url(url: &str) -> Result<String> {
         "&"
     };
     Ok(format!("sqlite://{path}?{query}{sep}{mode}"))
+}
+
+/// The space free to this process on the file system holding `file`.
+fn free_bytes(file: &std::path::Path) -> Option<u64> {
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    let stat = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
 }
 
 /// The database file of a SQLite URL (as `sqlite_url` writes it).

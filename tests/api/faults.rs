@@ -71,6 +71,7 @@ async fn a_full_disk_acknowledges_nothing_it_lost_and_recovers_by_itself() {
         f.merge(Serialized::default("database.url", url))
             .merge(Serialized::default("database.acquire_timeout_secs", 2))
             .merge(Serialized::default("runs.store_retry_secs", 1))
+            .merge(Serialized::default("database.min_free_mb", 1))
     })
     .await
     .unwrap();

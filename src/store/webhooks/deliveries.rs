@@ -412,6 +412,7 @@ mod tests {
             url: url.into(),
             max_connections: 4,
             acquire_timeout_secs: 10,
+            min_free_mb: 0,
         })
         .await
         .unwrap();
