@@ -38,6 +38,17 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub outbound: OutboundConfig,
     pub secrets: SecretsConfig,
+    pub mcp: McpConfig,
+}
+
+/// Calls to tenants' MCP servers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpConfig {
+    /// The longest a tool call may take (connecting included); then it fails for the model.
+    pub call_timeout_secs: u64,
+    /// The longest listing a server's tools may take, at registration and refresh.
+    pub list_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

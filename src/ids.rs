@@ -17,6 +17,7 @@ pub enum IdKind {
     Attempt,
     Event,
     Request,
+    McpServer,
 }
 
 impl IdKind {
@@ -34,6 +35,7 @@ impl IdKind {
             IdKind::Attempt => "att_",
             IdKind::Event => "evt_",
             IdKind::Request => "req_",
+            IdKind::McpServer => "mcp_",
         }
     }
 

@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod ids;
+pub mod mcp;
 pub mod outbound;
 pub mod providers;
 pub mod ratelimit;

@@ -126,7 +126,7 @@ pub async fn load(config: &Config, store: &Store) -> anyhow::Result<Secrets> {
 }
 
 /// Seals again, with the current key, every stored secret that only a previous key opens
-/// (webhook secrets, tenants' bucket keys); then deletes legacy secrets from the database.
+/// (webhook secrets, tenants' bucket keys, MCP servers' headers); then deletes legacy secrets from the database.
 /// Only after that may the previous keys be dropped from configuration.
 pub async fn reseal(secrets: &Secrets, store: &Store, storage: &Storage) -> anyhow::Result<()> {
     let sealer = &secrets.sealer;
@@ -144,6 +144,12 @@ pub async fn reseal(secrets: &Secrets, store: &Store, storage: &Storage) -> anyh
             }
         }
         resealed += storage.reseal().await.context("resealing bucket keys")?;
+        for (id, tenant_id, sealed) in store.mcp_server_headers().await? {
+            if let Some(current) = sealer.reseal_bound(&sealed, &tenant_id) {
+                store.set_mcp_server_headers(&id, &current).await?;
+                resealed += 1;
+            }
+        }
         tracing::info!(resealed, "stored secrets sealed with the current key");
     }
     if secrets.legacy {

@@ -61,6 +61,7 @@ impl Application {
         let jwt = JwtIssuer::new(&config.auth, secrets.jwt_secret.as_bytes());
         let sealer = secrets.sealer.clone();
         let storage = Storage::new(&config, store.clone(), sealer.clone());
+        let mcp_client = crate::mcp::McpClient::new(&config, store.clone(), sealer.clone());
         crate::secrets::reseal(&secrets, &store, &storage).await?;
 
         let providers: Arc<dyn ProviderSet> = Arc::new(providers);
@@ -88,6 +89,7 @@ impl Application {
                 tenants: tenants.clone(),
                 settings: run_settings(&config),
                 workspaces: Arc::new(storage.clone()),
+                remote_tools: crate::mcp::remote_tools(&mcp_client),
             },
             arbiters.clone(),
         );
@@ -213,6 +215,7 @@ impl Application {
             webhook_actor,
             heartbeat,
             keys,
+            mcp_client,
         });
         let shared = state.clone();
         let server = HttpServer::new(move || {

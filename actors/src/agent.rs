@@ -71,7 +71,8 @@ pub struct AgentConfig {
     pub max_cost_per_run_micros: Option<u64>,
 }
 
-/// Which tool calls wait for a human's yes: `"all"`, or the tools named.
+/// Which tool calls wait for a human's yes: `"all"`, or the tools named (an MCP server's
+/// every tool as `mcp:<server>/*`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Approvals {
@@ -91,7 +92,11 @@ impl Approvals {
     pub fn covers(&self, tool: &str) -> bool {
         match self {
             Self::Every(Every::All) => true,
-            Self::Tools(tools) => tools.iter().any(|t| t == tool),
+            Self::Tools(tools) => tools.iter().any(|t| {
+                t == tool
+                    || t.strip_suffix('*')
+                        .is_some_and(|server| t.starts_with("mcp:") && tool.starts_with(server))
+            }),
         }
     }
 }

@@ -41,8 +41,8 @@ pub struct ToolCall {
 /// A tool offered to the model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToolSpec {
-    pub name: &'static str,
-    pub description: &'static str,
+    pub name: String,
+    pub description: String,
     /// JSON Schema of the arguments.
     pub parameters: serde_json::Value,
 }

@@ -13,7 +13,7 @@ use crate::provider::{LlmProvider, ProviderSet};
 use crate::run::{Admit, Budget, Created, Pause, Reservation, Run, RunStatus, RunStore, Step};
 use crate::store::{StoreFailure, TenantStore};
 use crate::tenant::{Tenant, TenantSettings};
-use crate::tools::{FileStore, Workspaces};
+use crate::tools::{FileStore, RemoteTool, RemoteTools, ToolOutcome, Workspaces};
 
 /// Tenants in memory: `ten_1` ("Acme", free) with the settings it was made with.
 #[derive(Default)]
@@ -308,5 +308,23 @@ impl FileStore for NoFiles {
 impl Workspaces for NoFiles {
     async fn open(&self, _: &str, _: &str) -> Result<Arc<dyn FileStore>, String> {
         Ok(Arc::new(NoFiles))
+    }
+}
+
+/// No MCP servers: every tool entry that names one resolves to nothing.
+pub struct NoRemoteTools;
+
+#[async_trait]
+impl RemoteTools for NoRemoteTools {
+    async fn resolve(&self, _: &str, _: &[String]) -> Result<Vec<RemoteTool>, String> {
+        Ok(Vec::new())
+    }
+    async fn call(
+        &self,
+        _: &str,
+        tool: &RemoteTool,
+        _: serde_json::Map<String, serde_json::Value>,
+    ) -> ToolOutcome {
+        ToolOutcome::error(format!("no MCP server for {}", tool.canonical()))
     }
 }

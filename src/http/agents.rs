@@ -2,7 +2,7 @@
 
 use actix_web::web::{Data, Path};
 use actix_web::{delete, get, patch, post};
-use dgidgi_actors::tools::TOOL_NAMES;
+use dgidgi_actors::tools::{McpRef, TOOL_NAMES};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -109,7 +109,10 @@ pub async fn create_agent(
             .map(|f| fallbacks(&state, f))
             .transpose()?
             .unwrap_or_default(),
-        tools: body.tools.map(tools).transpose()?.unwrap_or_default(),
+        tools: match body.tools {
+            Some(names) => tools(&state, &tenant_id, names).await?,
+            None => Vec::new(),
+        },
         config: config(base, body.config)?,
         created_at: now.clone(),
         updated_at: now,
@@ -185,7 +188,7 @@ pub async fn update_agent(
         agent.fallbacks = fallbacks(&state, v)?;
     }
     if let Some(v) = body.tools {
-        agent.tools = tools(v)?;
+        agent.tools = tools(&state, &tenant_id, v).await?;
     }
     if let Some(v) = body.project_id {
         agent.project_id = project(&state, &tenant_id, v).await?;
@@ -269,13 +272,44 @@ fn fallbacks(state: &AppState, names: Vec<String>) -> Result<Vec<String>, ApiErr
         .collect()
 }
 
-fn tools(names: Vec<String>) -> Result<Vec<String>, ApiError> {
+/// An agent's tools: built-in names, and `mcp:<server>/<tool>` or `mcp:<server>/*` for
+/// the tools of the tenant's registered MCP servers (as they listed them).
+async fn tools(
+    state: &AppState,
+    tenant_id: &str,
+    names: Vec<String>,
+) -> Result<Vec<String>, ApiError> {
+    if names.len() > 64 {
+        return Err(ApiError::invalid("tools", "at most 64 entries"));
+    }
+    let servers: Vec<&str> = names
+        .iter()
+        .filter_map(|n| McpRef::parse(n))
+        .map(|r| r.server)
+        .collect();
+    let registered = state.store.mcp_servers_named(tenant_id, &servers).await?;
     let mut out = Vec::new();
     for name in names {
-        if !TOOL_NAMES.contains(&name.as_str()) {
+        if let Some(wanted) = McpRef::parse(&name) {
+            let Some(server) = registered.iter().find(|s| s.name == wanted.server) else {
+                return Err(ApiError::invalid(
+                    "tools",
+                    format!("'{name}': no MCP server named '{}' (POST /api/v1/mcp-servers registers one)", wanted.server),
+                ));
+            };
+            if wanted.tool != "*" && !server.tools.iter().any(|t| t.name == wanted.tool) {
+                return Err(ApiError::invalid(
+                    "tools",
+                    format!("'{name}': the MCP server '{}' lists no tool '{}' (refresh it if it has one now)", server.name, wanted.tool),
+                ));
+            }
+        } else if !TOOL_NAMES.contains(&name.as_str()) {
             return Err(ApiError::invalid(
                 "tools",
-                format!("unknown tool '{name}'; built-in: {}", TOOL_NAMES.join(", ")),
+                format!(
+                    "unknown tool '{name}'; built-in: {}, or mcp:<server>/<tool>",
+                    TOOL_NAMES.join(", ")
+                ),
             ));
         }
         if !out.contains(&name) {
@@ -344,7 +378,8 @@ fn config(mut base: AgentConfig, body: Option<ConfigBody>) -> Result<AgentConfig
     Ok(base)
 }
 
-/// `config.approvals`: `"all"`, a list of built-in tool names (empty: none), or null (none).
+/// `config.approvals`: `"all"`, a list of tool names (built-in, `mcp:<server>/<tool>` or
+/// `mcp:<server>/*`; empty: none), or null (none).
 fn approvals(value: Value) -> Result<Option<Approvals>, ApiError> {
     let invalid = |why: String| ApiError::invalid("config.approvals", why);
     match value {
@@ -356,9 +391,9 @@ fn approvals(value: Value) -> Result<Option<Approvals>, ApiError> {
                 let Some(name) = item.as_str() else {
                     return Err(invalid("must list tool names".into()));
                 };
-                if !TOOL_NAMES.contains(&name) {
+                if !TOOL_NAMES.contains(&name) && McpRef::parse(name).is_none() {
                     return Err(invalid(format!(
-                        "unknown tool '{name}'; built-in: {}",
+                        "unknown tool '{name}'; built-in: {}, or mcp:<server>/<tool> (or /*)",
                         TOOL_NAMES.join(", ")
                     )));
                 }

@@ -10,6 +10,8 @@ pub mod envelope;
 pub mod error;
 mod extract;
 mod health;
+mod mcp;
+mod mcp_servers;
 mod middleware;
 mod openapi;
 mod ops;
@@ -63,6 +65,11 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         )
         .service(scope("/api/v1/auth").service(auth::issue_token))
         .service(
+            scope("/mcp")
+                .wrap(from_fn(middleware::authenticate))
+                .service(mcp::endpoint),
+        )
+        .service(
             scope("/api/v1")
                 .wrap(from_fn(middleware::idempotency))
                 .wrap(from_fn(middleware::authenticate))
@@ -82,6 +89,13 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
                 .service(chat::list_messages)
                 .service(chat::cancel_reply)
                 .service(chat::stream_session)
+                .service(mcp_servers::create_mcp_server)
+                .service(mcp_servers::list_mcp_servers)
+                .service(mcp_servers::get_mcp_server)
+                .service(mcp_servers::update_mcp_server)
+                .service(mcp_servers::delete_mcp_server)
+                .service(mcp_servers::refresh_mcp_server)
+                .service(mcp_servers::list_mcp_tools)
                 .service(ops::actors)
                 .service(ops::actors_stream)
                 .service(projects::create_project)
@@ -193,6 +207,17 @@ fn text(field: &str, value: &str, min: usize, max: usize) -> Result<String, ApiE
 }
 
 /// An optional text field: `None` stays `None`, an empty string becomes `None`.
+/// A user-supplied URL the server will call (a webhook endpoint, an MCP server), as the
+/// outbound guard allows it: http(s), no credentials, no forbidden address or name.
+fn outbound_url(state: &AppState, raw: &str) -> Result<String, ApiError> {
+    if raw.len() > 2048 {
+        return Err(ApiError::invalid("url", "must be at most 2048 characters"));
+    }
+    crate::outbound::check_url(raw.trim(), state.config.outbound.allow_private_targets)
+        .map(|u| u.to_string())
+        .map_err(|why| ApiError::invalid("url", why))
+}
+
 fn optional_text(field: &str, value: Option<&str>, max: usize) -> Result<Option<String>, ApiError> {
     match value.map(str::trim) {
         None | Some("") => Ok(None),

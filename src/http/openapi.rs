@@ -156,7 +156,7 @@ impl Modify for Security {
     tags(
         (name = "health"), (name = "auth"), (name = "tenants"), (name = "users"), (name = "api-keys"),
         (name = "projects"), (name = "agents"), (name = "runs"), (name = "chat"), (name = "webhooks"),
-        (name = "usage"), (name = "regions"), (name = "ops"), (name = "docs"),
+        (name = "usage"), (name = "mcp-servers"), (name = "mcp"), (name = "regions"), (name = "ops"), (name = "docs"),
     ),
 )]
 pub struct ApiDoc;

@@ -35,6 +35,8 @@ pub struct Services {
     pub heartbeat: crate::cluster::Heartbeat,
     /// Keys read lately; the cluster listener clears what other nodes revoke.
     pub keys: KeyCache,
+    /// Tenants' MCP servers: lists their tools, calls them.
+    pub mcp_client: crate::mcp::McpClient,
 }
 
 /// Keys read in the last [`KEY_CACHE_SECS`], by `h:<hash>` or `i:<id>`: most requests
@@ -67,6 +69,8 @@ pub struct AppState {
     key_touched: DashMap<String, u64>,
     /// Event streams open now, by `k:<key id>` and `t:<tenant id>` (see `sse::StreamSlot`).
     pub open_streams: Arc<DashMap<String, usize>>,
+    /// `POST /mcp`: the tenants' agents as an MCP server.
+    pub mcp: super::mcp::McpService,
 }
 
 impl std::ops::Deref for AppState {
@@ -83,6 +87,7 @@ impl AppState {
     pub fn new(services: Services) -> Arc<Self> {
         Arc::new(Self {
             limiter: RateLimiter::new(services.config.rate_limit.window_secs),
+            mcp: super::mcp::service(&services.config),
             services,
             shutdown: tokio_util::sync::CancellationToken::new(),
             key_touched: DashMap::new(),

@@ -10,9 +10,8 @@ use serde_json::{json, Value};
 use super::dto;
 use super::envelope::Reply;
 use super::extract::{nullable, Json, ListQuery};
-use super::{acting_tenant, optional_text, require, ApiError, AppState};
+use super::{acting_tenant, optional_text, outbound_url, require, ApiError, AppState};
 use crate::auth::Principal;
-use crate::outbound as guard;
 use crate::store::{Endpoint, NewEndpoint};
 use crate::webhooks::signing;
 use dgidgi_actors::events::DomainEvent;
@@ -64,7 +63,7 @@ pub async fn create_endpoint(
     require(&principal, "webhooks:write")?;
     let body = body.0;
     let tenant_id = owner(&state, &principal, body.tenant_id.as_deref()).await?;
-    let url = url(&state, &body.url)?;
+    let url = outbound_url(&state, &body.url)?;
     let events = events(body.events)?;
     let secret = secret(body.secret)?;
     let endpoint = state
@@ -147,7 +146,7 @@ pub async fn update_endpoint(
     let mut endpoint = find(&state, &principal, &id).await?;
     let body = body.0;
     if let Some(u) = body.url {
-        endpoint.url = url(&state, &u)?;
+        endpoint.url = outbound_url(&state, &u)?;
     }
     if let Some(e) = body.events {
         endpoint.events = events(e)?;
@@ -293,15 +292,6 @@ async fn find(state: &AppState, principal: &Principal, id: &str) -> Result<Endpo
         .get_endpoint(id, principal.tenant_id.as_deref())
         .await?
         .ok_or_else(|| ApiError::not_found("webhook", id))
-}
-
-fn url(state: &AppState, raw: &str) -> Result<String, ApiError> {
-    if raw.len() > 2048 {
-        return Err(ApiError::invalid("url", "must be at most 2048 characters"));
-    }
-    guard::check_url(raw.trim(), state.config.outbound.allow_private_targets)
-        .map(|u| u.to_string())
-        .map_err(|why| ApiError::invalid("url", why))
 }
 
 fn events(names: Vec<String>) -> Result<Vec<String>, ApiError> {

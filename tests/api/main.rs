@@ -22,6 +22,7 @@ mod idempotency;
 mod isolation;
 mod keys;
 mod layering;
+mod mcp;
 mod openapi;
 mod ops;
 mod projects;

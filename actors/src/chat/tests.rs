@@ -182,6 +182,7 @@ fn no_runs() -> Runs {
         ),
         settings: RunSettings::quick(),
         workspaces: Arc::new(NoFiles),
+        remote_tools: Arc::new(crate::testing::NoRemoteTools),
     };
     Runs::new(deps, vec![Arbiter::current()])
 }

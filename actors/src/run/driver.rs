@@ -22,7 +22,7 @@ use crate::provider::{priced, ChatMessage, ChatRequest, Price, ToolCall};
 use crate::registry::ActorMeta;
 use crate::store::{retrying, StoreFailure};
 use crate::time;
-use crate::tools::{self, Workspace};
+use crate::tools::Toolbox;
 
 pub(super) async fn fail_after_panic(deps: Arc<RunDeps>, id: String) {
     let Ok(Some(epoch)) = deps.store.claim_run(&id).await else {
@@ -551,12 +551,16 @@ async fn run_steps(
     log: &mut EventWriter,
     mut said: Option<u32>,
 ) -> Result<Ending, Failure> {
-    let tool_specs = tools::specs(&run.spec.tools);
-    let workspace = if tool_specs.is_empty() {
-        Workspace::new(Err("this run has no tools".into()))
-    } else {
-        Workspace::new(deps.workspaces.open(&run.tenant_id, &run.project_id).await)
-    };
+    let workspace = Toolbox::open(
+        &*deps.workspaces,
+        &deps.remote_tools,
+        &run.tenant_id,
+        &run.project_id,
+        &run.spec.tools,
+    )
+    .await
+    .map_err(|e| Failure::new("tools_unavailable", format!("the agent's MCP tools: {e}")))?;
+    let tool_specs = workspace.specs();
     let voice = Voice::of(run);
     if let Some(pause) = run.pause.take() {
         let step = answered(run, log, &voice, &workspace, pause).await?;
@@ -621,7 +625,7 @@ async fn run_steps(
                 arguments: call.arguments.clone(),
             });
             log.emit(&said).await?;
-            if run.spec.needs_approval(&call.name) {
+            if run.spec.needs_approval(&workspace.canonical(&call.name)) {
                 waiting.push(PendingCall {
                     tool_call_id: call.id.clone(),
                     name: call.name.clone(),
@@ -699,7 +703,7 @@ async fn answered(
     run: &mut Run,
     log: &mut EventWriter,
     voice: &Voice,
-    workspace: &Workspace,
+    workspace: &Toolbox,
     pause: Pause,
 ) -> Result<Step, Failure> {
     let Pause {
@@ -764,7 +768,7 @@ async fn call_tool(
     run: &mut Run,
     log: &mut EventWriter,
     voice: &Voice,
-    workspace: &Workspace,
+    workspace: &Toolbox,
     step: u32,
     call: &ToolCall,
 ) -> Result<ToolResult, Failure> {

@@ -26,7 +26,7 @@ use crate::events::{DomainEvent, EventHub, EventLog, StreamEvent, View};
 use crate::provider::{ChatMessage, ProviderSet, ToolCall, Usage};
 use crate::store::StoreFailure;
 use crate::tenant::{self, Tenants};
-use crate::tools::{Artifact, Workspaces};
+use crate::tools::{Artifact, RemoteTools, Workspaces};
 
 pub use actor::{CancelRun, RunActor, Runs};
 
@@ -583,6 +583,8 @@ pub struct RunDeps {
     pub settings: RunSettings,
     /// Project files for the tools, through each tenant's storage configuration.
     pub workspaces: Arc<dyn Workspaces>,
+    /// The tenants' MCP servers, for the agents that name their tools.
+    pub remote_tools: Arc<dyn RemoteTools>,
 }
 
 /// Settings for tests: no provider retries, short waits, small batches.

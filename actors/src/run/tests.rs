@@ -77,6 +77,7 @@ fn deps_over(memory: Arc<Memory>, answers: Vec<Answer>, otherwise: Answer, slots
         tenants,
         settings: RunSettings::quick(),
         workspaces: Arc::new(NoFiles),
+        remote_tools: Arc::new(crate::testing::NoRemoteTools),
     }
 }
 

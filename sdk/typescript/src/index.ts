@@ -23,6 +23,7 @@ export class DgiDgi extends DgiDgiClient {
   readonly webhooks: Resources['webhooks'];
   readonly regions: Resources['regions'];
   readonly usage: Resources['usage'];
+  readonly mcpServers: Resources['mcpServers'];
   readonly ops: Resources['ops'];
 
   constructor(options: ClientOptions = {}) {
@@ -39,6 +40,7 @@ export class DgiDgi extends DgiDgiClient {
     this.webhooks = r.webhooks;
     this.regions = r.regions;
     this.usage = r.usage;
+    this.mcpServers = r.mcpServers;
     this.ops = r.ops;
   }
 }
@@ -77,6 +79,7 @@ export const apiKeys = delegate('apiKeys');
 export const webhooks = delegate('webhooks');
 export const regions = delegate('regions');
 export const usage = delegate('usage');
+export const mcpServers = delegate('mcpServers');
 export const ops = delegate('ops');
 
 export { DgiDgiClient, type ClientOptions, type RequestOptions, type Envelope } from './client.js';

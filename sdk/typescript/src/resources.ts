@@ -69,6 +69,13 @@ export const ROUTES = {
   'regions.checkFeature': ['GET', '/regions/features/{tenant_id}/check/{feature_key}'],
   'regions.routingInfo': ['GET', '/routing-info'],
   'usage.get': ['GET', '/usage'],
+  'mcpServers.list': ['GET', '/mcp-servers'],
+  'mcpServers.create': ['POST', '/mcp-servers'],
+  'mcpServers.get': ['GET', '/mcp-servers/{id}'],
+  'mcpServers.update': ['PATCH', '/mcp-servers/{id}'],
+  'mcpServers.delete': ['DELETE', '/mcp-servers/{id}'],
+  'mcpServers.refresh': ['POST', '/mcp-servers/{id}/refresh'],
+  'mcpServers.tools': ['GET', '/mcp-servers/{id}/tools'],
   'ops.actors': ['GET', '/ops/actors'],
   'ops.streamActors': ['GET', '/ops/actors/stream'],
 } as const;
@@ -326,6 +333,20 @@ export function resources(client: DgiDgiClient) {
        */
       get: (params?: Omit<NonNullable<Filters<'usage.get'>>, 'tenant_id'>, options?: CallOptions) =>
         call('usage.get', [], options, undefined, params as Query | undefined),
+    },
+    mcpServers: {
+      list: (params?: ListParams & Filters<'mcpServers.list'>, options?: CallOptions) =>
+        list('mcpServers.list', [], params, options),
+      /** Connects to the server, lists its tools and registers it (header values are stored sealed). */
+      create: (body: Body<'mcpServers.create'>, options?: CallOptions) => call('mcpServers.create', [], options, body),
+      get: (id: string, options?: CallOptions) => call('mcpServers.get', [id], options),
+      update: (id: string, body: Body<'mcpServers.update'>, options?: CallOptions) =>
+        call('mcpServers.update', [id], options, body),
+      delete: (id: string, options?: CallOptions) => call('mcpServers.delete', [id], options),
+      /** Lists the server's tools again. */
+      refresh: (id: string, options?: CallOptions) => call('mcpServers.refresh', [id], options),
+      /** The tools it listed last, each with the `mcp:<server>/<tool>` an agent names it by. */
+      tools: (id: string, options?: CallOptions) => call('mcpServers.tools', [id], options),
     },
     ops: {
       /** The live actor tree (operators). */

@@ -8,6 +8,7 @@
 mod agents;
 mod chat;
 mod identity;
+mod mcp;
 mod ops;
 mod projects;
 mod regions;
@@ -20,6 +21,7 @@ mod webhooks;
 pub use agents::*;
 pub use chat::*;
 pub use identity::*;
+pub use mcp::*;
 pub use ops::*;
 pub use projects::*;
 pub use regions::*;

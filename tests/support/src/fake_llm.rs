@@ -32,6 +32,9 @@ pub enum Script {
     Malformed,
     /// Streams these pieces, then drops the connection.
     Cut(Vec<&'static str>),
+    /// Answers with the content of the request's last tool message (a model that reports
+    /// what its tool said), or "no tool result".
+    EchoToolResult,
 }
 
 /// When each token of the latest [`Script::Numbered`] answer was sent, by index.
@@ -102,6 +105,16 @@ fn finished(mut frames: Vec<Bytes>, reason: &str) -> Vec<Bytes> {
     frames
 }
 
+/// The content of the last `tool` message of a request.
+fn last_tool_result(request: Option<&Value>) -> String {
+    request
+        .and_then(|r| r["messages"].as_array())
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "tool"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("no tool result")
+        .to_string()
+}
+
 async fn completions(state: Data<State>, body: Json<Value>) -> HttpResponse {
     state.requests.lock().unwrap().push(body.0);
     let script = state
@@ -111,6 +124,12 @@ async fn completions(state: Data<State>, body: Json<Value>) -> HttpResponse {
         .pop_front()
         .unwrap_or_else(|| state.default.clone());
     match script {
+        Script::EchoToolResult => {
+            let said = last_tool_result(state.requests.lock().unwrap().last());
+            sse(futures_util::stream::iter(
+                finished(vec![text(&said)], "stop").into_iter().map(Ok),
+            ))
+        }
         Script::Text(pieces) => sse(futures_util::stream::iter(
             finished(texts(&pieces), "stop").into_iter().map(Ok),
         )),
