@@ -259,6 +259,21 @@ describe('every namespace', () => {
     }
   });
 
+  it('mcpServers: a server that does not answer is refused and nothing is registered', async () => {
+    const { client } = counted(tenant.key);
+    const refused = await failure(
+      client.mcpServers.create({ name: 'nobody', url: 'http://127.0.0.1:9/mcp', headers: { 'X-Token': 'kept-secret' } }),
+    );
+    expect(refused.status).toBe(400);
+    expect(refused.code).toBe('VALIDATION_ERROR');
+    expect(refused.message).toContain('did not list its tools');
+    expect(JSON.stringify(refused)).not.toContain('kept-secret');
+    const listed = await client.mcpServers.list();
+    expect(listed.data).toEqual([]);
+    const missing = await failure(client.mcpServers.tools('mcp_00000000000000000000000000000000'));
+    expect(missing.status).toBe(404);
+  });
+
   it('has a method for every route the server documents, and no other', async () => {
     const doc = (await (await fetch(`${server.origin}/api/v1/openapi.json`)).json()) as {
       paths: Record<string, Record<string, unknown>>;
