@@ -6,7 +6,7 @@
 //! key (or JWT) decides the tenant: no other tenant's agent is ever listed or run.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
@@ -156,7 +156,7 @@ fn tool_name(agent: &Agent) -> String {
 }
 
 /// The tenant's agents by tool name (an agent whose name another agent's tool already has
-/// is told apart by its id).
+/// is named by its id: `run_agt_...`).
 async fn agents(state: &AppState, tenant_id: &str) -> Result<Vec<(String, Agent)>, McpError> {
     let mut all = Vec::new();
     let mut cursor = None;
@@ -174,15 +174,15 @@ async fn agents(state: &AppState, tenant_id: &str) -> Result<Vec<(String, Agent)
     }
     // Oldest first, so that a name keeps its tool as agents are added.
     all.reverse();
-    let mut named: HashMap<String, ()> = HashMap::new();
+    let mut named = HashSet::new();
     Ok(all
         .into_iter()
         .map(|agent| {
             let mut name = tool_name(&agent);
-            if named.contains_key(&name) {
-                name = format!("{name}_{}", agent.id);
+            if named.contains(&name) {
+                name = format!("run_{}", agent.id);
             }
-            named.insert(name.clone(), ());
+            named.insert(name.clone());
             (name, agent)
         })
         .collect())
