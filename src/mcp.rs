@@ -3,7 +3,6 @@
 //! (initialize, the request, close), so nothing about a server lives in one node's memory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -294,9 +293,4 @@ fn outcome(result: CallToolResult) -> ToolOutcome {
         is_error: result.is_error.unwrap_or(false),
         artifact: None,
     }
-}
-
-/// The client as the run actors see it.
-pub fn remote_tools(client: &McpClient) -> Arc<dyn RemoteTools> {
-    Arc::new(client.clone())
 }

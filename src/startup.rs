@@ -89,7 +89,7 @@ impl Application {
                 tenants: tenants.clone(),
                 settings: run_settings(&config),
                 workspaces: Arc::new(storage.clone()),
-                remote_tools: crate::mcp::remote_tools(&mcp_client),
+                remote_tools: Arc::new(mcp_client.clone()),
             },
             arbiters.clone(),
         );

@@ -30,6 +30,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use super::agents::project;
+use super::runs::start;
 use super::{text, ApiError, AppState};
 use crate::auth::Principal;
 use crate::ids::IdKind;
@@ -276,11 +277,9 @@ impl ServerHandler for AgentTools {
                 McpError::invalid_params("projectId is required: the agent has no project", None)
             })?;
         let id = IdKind::Run.new_id();
-        // Subscribed before the run starts, so that nothing it says is missed.
-        let events = state.runs.hub().subscribe(&id);
-        let submitted = state
-            .runs
-            .submit(NewRun {
+        let started = start(
+            &state,
+            NewRun {
                 id: id.clone(),
                 tenant_id: tenant_id.clone(),
                 agent: &agent,
@@ -288,16 +287,21 @@ impl ServerHandler for AgentTools {
                 goal,
                 input: Value::Null,
                 reply: None,
-            })
-            .await;
-        if let Err(e) = submitted {
-            state.runs.hub().release(&id);
-            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-                "the run was not started: {}",
-                ApiError::from(e)
-            ))])
-            .into());
-        }
+            },
+            true,
+        )
+        .await;
+        let events = match started {
+            Ok((_, Some(events))) => events,
+            Ok((_, None)) => unreachable!("a followed run is subscribed"),
+            Err(e) => {
+                return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                    "the run was not started: {}",
+                    ApiError::from(e)
+                ))])
+                .into())
+            }
+        };
         let progress = context.meta.get_progress_token();
         let followed = follow(&context, events, progress).await;
         state.runs.hub().release(&id);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
-use dgidgi_actors::events::{EventLog, RunEvent};
+use dgidgi_actors::events::{EventLog, RunEvent, StreamEvent};
 use dgidgi_actors::run::{DecideError, Decision, NewRun, Run};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -72,11 +72,9 @@ pub async fn execute_agent(
     .min(state.config.runs.max_wait_secs);
 
     let id = IdKind::Run.new_id();
-    // Subscribed before the run starts, so its end cannot be missed.
-    let events = (wait_secs > 0).then(|| state.runs.hub().subscribe(&id));
-    let submitted = state
-        .runs
-        .submit(NewRun {
+    let (run, events) = start(
+        &state,
+        NewRun {
             id: id.clone(),
             tenant_id: tenant_id.clone(),
             agent: &agent,
@@ -84,17 +82,10 @@ pub async fn execute_agent(
             goal,
             input: body.input.unwrap_or(Value::Null),
             reply: None,
-        })
-        .await;
-    let run = match submitted {
-        Ok(run) => run,
-        Err(e) => {
-            if events.is_some() {
-                state.runs.hub().release(&id);
-            }
-            return Err(e.into());
-        }
-    };
+        },
+        wait_secs > 0,
+    )
+    .await?;
     let ended = match events {
         Some(events) => wait_for_end(&state, &run, events, Duration::from_secs(wait_secs)).await,
         None => false,
@@ -342,6 +333,26 @@ async fn reload(
 }
 
 /// Waits (at most `limit`) for the run's terminal event; true when it came.
+/// Submits a run; with `follow`, subscribed to its events first, so that nothing it says
+/// (its end included) is missed. A refused run lets go of the subscription.
+pub(super) async fn start(
+    state: &AppState,
+    new: NewRun<'_>,
+    follow: bool,
+) -> Result<(Run, Option<broadcast::Receiver<Arc<StreamEvent>>>), dgidgi_actors::run::Error> {
+    let id = new.id.clone();
+    let events = follow.then(|| state.runs.hub().subscribe(&id));
+    match state.runs.submit(new).await {
+        Ok(run) => Ok((run, events)),
+        Err(e) => {
+            if events.is_some() {
+                state.runs.hub().release(&id);
+            }
+            Err(e)
+        }
+    }
+}
+
 async fn wait_for_end(
     state: &AppState,
     run: &Run,
